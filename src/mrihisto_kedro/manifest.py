@@ -1,0 +1,215 @@
+"""The ``pairs`` manifest: one row per histology section and its MRI slice (no Kedro imports).
+
+Columns (DESIGN.md section 3): ``pair_id, specimen_id, slide, mri, plane, slice_index, split``.
+``slide`` and ``mri`` name files inside the slides folder and the MRI folder (paths relative to
+those folders, as Kedro's ``PartitionedDataset`` lists them). ``split`` may be empty: then
+:func:`assign_splits` assigns whole specimens to train/val/test.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from mrihisto_kedro.imaging.mri import Plane
+
+REQUIRED_COLUMNS: tuple[str, ...] = (
+    "pair_id",
+    "specimen_id",
+    "slide",
+    "mri",
+    "plane",
+    "slice_index",
+    "split",
+)
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+
+
+class ManifestError(ValueError):
+    """The pairs manifest is inconsistent with itself or with the files it names."""
+
+
+def _blank(value: object) -> bool:
+    return (
+        value is None or (isinstance(value, float) and np.isnan(value)) or str(value).strip() == ""
+    )
+
+
+def validate_pairs(
+    pairs: pd.DataFrame,
+    slide_names: set[str] | Mapping[str, object],
+    mri_slice_counts: Callable[[str, str], int],
+    mri_names: set[str] | Mapping[str, object],
+    source: str = "pairs manifest",
+) -> pd.DataFrame:
+    """Check every row of the manifest before any work is done.
+
+    Args:
+        pairs: the manifest table.
+        slide_names: names of the slide files that exist (partition ids of the slides folder).
+        mri_slice_counts: ``f(mri_name, plane) -> number of slices`` for an existing MRI file.
+        mri_names: names of the MRI files that exist.
+        source: how to name the manifest in errors; ``pairs.attrs["source"]`` (the file path,
+            set by ``PairsManifestDataset``) takes precedence.
+
+    Returns:
+        A clean copy: ids and names as stripped strings, ``slice_index`` as int, ``plane``
+        lower-case, ``split`` as a string ('' when empty).
+
+    Raises:
+        ManifestError: naming the manifest, the row (1-based, as in a spreadsheet after the
+            header) with its ``pair_id``, the field and what is wrong. All problems are reported
+            together.
+    """
+    source = str(pairs.attrs.get("source", source))
+    missing = [c for c in REQUIRED_COLUMNS if c not in pairs.columns]
+    if missing:
+        raise ManifestError(
+            f"{source}: missing column(s) {', '.join(missing)}; "
+            f"required columns are {', '.join(REQUIRED_COLUMNS)}"
+        )
+    if len(pairs) == 0:
+        raise ManifestError(f"{source}: has no rows")
+    problems: list[str] = []
+    out = pairs.copy()
+    counts_cache: dict[tuple[str, str], int] = {}
+    seen: dict[str, int] = {}
+    clean_rows = []
+    for i, row in enumerate(pairs.to_dict("records")):
+        line = i + 2  # header is line 1
+        where = f"row {line} (pair_id={row.get('pair_id')!r})"
+        rec = {}
+        for col in ("pair_id", "specimen_id", "slide", "mri"):
+            if _blank(row[col]):
+                problems.append(f"{where}: field '{col}' is empty")
+            rec[col] = "" if _blank(row[col]) else str(row[col]).strip()
+        pid = rec["pair_id"]
+        if pid:
+            if pid in seen:
+                problems.append(f"{where}: field 'pair_id' duplicates row {seen[pid]}")
+            else:
+                seen[pid] = line
+        if rec["slide"] and rec["slide"] not in slide_names:
+            problems.append(f"{where}: field 'slide' names a missing file {rec['slide']!r}")
+        mri_ok = bool(rec["mri"]) and rec["mri"] in mri_names
+        if rec["mri"] and not mri_ok:
+            problems.append(f"{where}: field 'mri' names a missing file {rec['mri']!r}")
+        plane_raw = "" if _blank(row["plane"]) else str(row["plane"]).strip().lower()
+        try:
+            plane = Plane(plane_raw)
+        except ValueError:
+            problems.append(
+                f"{where}: field 'plane' = {row['plane']!r} is not one of "
+                f"{', '.join(p.value for p in Plane)}"
+            )
+            plane = None
+        rec["plane"] = plane_raw
+        index_raw = row["slice_index"]
+        try:
+            index = int(index_raw)
+            if float(index_raw) != index:
+                raise ValueError
+        except (TypeError, ValueError):
+            problems.append(f"{where}: field 'slice_index' = {index_raw!r} is not an integer")
+            index = None
+        rec["slice_index"] = index if index is not None else -1
+        if index is not None and plane is not None and mri_ok:
+            key = (rec["mri"], plane.value)
+            if key not in counts_cache:
+                counts_cache[key] = mri_slice_counts(rec["mri"], plane.value)
+            n = counts_cache[key]
+            if not 0 <= index < n:
+                problems.append(
+                    f"{where}: field 'slice_index' = {index} is out of range 0..{n - 1} for "
+                    f"{plane.value} slices of {rec['mri']!r}"
+                )
+        split = "" if _blank(row["split"]) else str(row["split"]).strip().lower()
+        if split and split not in SPLITS:
+            problems.append(f"{where}: field 'split' = {row['split']!r} is not one of {SPLITS}")
+        rec["split"] = split
+        clean_rows.append(rec)
+    if problems:
+        raise ManifestError(f"{source}: " + "; ".join(problems))
+    for col in ("pair_id", "specimen_id", "slide", "mri", "plane", "slice_index", "split"):
+        out[col] = [r[col] for r in clean_rows]
+    out["slice_index"] = out["slice_index"].astype(int)
+    # a specimen split between train and test would leak: refuse it
+    given = out[out["split"] != ""]
+    per_specimen = given.groupby("specimen_id")["split"].nunique()
+    mixed = per_specimen[per_specimen > 1]
+    if len(mixed):
+        raise ManifestError(
+            f"{source}: specimen(s) {', '.join(map(str, mixed.index))} appear in more than one "
+            "split; splits must be by specimen"
+        )
+    return out
+
+
+@dataclass(frozen=True)
+class SplitFractions:
+    """Fractions of specimens per split; they must sum to 1."""
+
+    train: float = 0.625
+    val: float = 0.0
+    test: float = 0.375
+    seed: int = 42
+
+    def __post_init__(self) -> None:
+        values = (self.train, self.val, self.test)
+        if any(v < 0 for v in values) or abs(sum(values) - 1.0) > 1e-6:
+            raise ValueError(f"split fractions must be >= 0 and sum to 1, got {values}")
+
+
+def assign_splits(pairs: pd.DataFrame, fractions: SplitFractions) -> pd.DataFrame:
+    """Assign a split to every specimen whose rows have an empty ``split``.
+
+    Whole specimens are assigned, never single rows, so no specimen is in two splits. Specimens
+    that already carry a split keep it and count towards the targets. Specimens are shuffled with
+    ``fractions.seed``; the number per split is the largest-remainder rounding of
+    ``fraction * n_specimens``, with at least one train and one test specimen when there are two
+    or more specimens and the fractions allow it.
+
+    Args:
+        pairs: a validated manifest (see :func:`validate_pairs`).
+        fractions: target fractions of specimens.
+
+    Returns:
+        A copy with ``split`` filled for every row.
+    """
+    out = pairs.copy()
+    specimens = list(dict.fromkeys(out["specimen_id"]))
+    fixed = {
+        s: out.loc[out["specimen_id"] == s, "split"].iloc[0]
+        for s in specimens
+        if (out.loc[out["specimen_id"] == s, "split"] != "").any()
+    }
+    free = [s for s in specimens if s not in fixed]
+    if not free:
+        return out
+    n = len(specimens)
+    target = np.array([fractions.train, fractions.val, fractions.test]) * n
+    have = np.array([sum(1 for v in fixed.values() if v == name) for name in SPLITS])
+    want = np.maximum(target - have, 0.0)
+    if want.sum() == 0:
+        want = np.array([fractions.train, fractions.val, fractions.test])
+    want = want / want.sum() * len(free)
+    counts = np.floor(want).astype(int)
+    for i in np.argsort(-(want - counts))[: len(free) - counts.sum()]:
+        counts[i] += 1
+    if n >= 2 and fractions.test > 0 and counts[2] + have[2] == 0 and counts[0] > 1:
+        counts[0] -= 1
+        counts[2] += 1
+    rng = np.random.default_rng(fractions.seed)
+    order = [free[i] for i in rng.permutation(len(free))]
+    assignment = dict(fixed)
+    start = 0
+    for name, count in zip(SPLITS, counts, strict=True):
+        for s in order[start : start + count]:
+            assignment[s] = name
+        start += count
+    rows = out["split"] == ""
+    out.loc[rows, "split"] = out.loc[rows, "specimen_id"].map(assignment)
+    return out

@@ -1,0 +1,123 @@
+"""Typed parameter parsing: Kedro parameter dictionaries -> frozen dataclasses (no Kedro imports).
+
+Nodes call :func:`parse_params` on entry so that a wrong key, a wrong type or an unknown option
+fails before any work starts, with an error that names the parameter key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import types
+import typing
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+class ParameterError(ValueError):
+    """A parameter has an unknown key, a missing value, a wrong type or an invalid value."""
+
+
+def _convert(value: Any, hint: Any, key: str) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(value, arg, key)
+            except ParameterError as exc:
+                errors.append(str(exc))
+        raise ParameterError("; ".join(errors))
+    if dataclasses.is_dataclass(hint):
+        if not isinstance(value, Mapping):
+            raise ParameterError(f"parameter '{key}' must be a mapping, got {value!r}")
+        return parse_params(hint, value, key)
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        try:
+            return hint(value)
+        except ValueError:
+            options = ", ".join(str(m.value) for m in hint)
+            raise ParameterError(
+                f"parameter '{key}' = {value!r} is not one of: {options}"
+            ) from None
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ParameterError(f"parameter '{key}' must be true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ParameterError(f"parameter '{key}' must be an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ParameterError(f"parameter '{key}' must be a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ParameterError(f"parameter '{key}' must be a string, got {value!r}")
+        return value
+    if origin in (tuple, list):
+        if not isinstance(value, list | tuple):
+            raise ParameterError(f"parameter '{key}' must be a list, got {value!r}")
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(args) != len(value):
+                raise ParameterError(
+                    f"parameter '{key}' must have {len(args)} items, got {len(value)}"
+                )
+            return tuple(_convert(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(args, value)))
+        item = args[0] if args else Any
+        converted = [_convert(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
+        return tuple(converted) if origin is tuple else converted
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise ParameterError(f"parameter '{key}' must be a mapping, got {value!r}")
+        return dict(value)
+    return value
+
+
+def parse_params(cls: type[T], values: Mapping[str, Any] | None, prefix: str = "") -> T:
+    """Build dataclass ``cls`` from a parameter mapping, validating keys and types.
+
+    Args:
+        cls: a dataclass type; field types may be bool/int/float/str, enums, nested dataclasses,
+            ``X | None``, tuples and lists of those. Defaults of the dataclass apply to absent keys.
+        values: the mapping from ``parameters*.yml`` (``None`` means all defaults).
+        prefix: the dotted key of ``values`` in the parameters, used in error messages.
+
+    Returns:
+        An instance of ``cls``; its ``__post_init__`` may validate ranges further.
+
+    Raises:
+        ParameterError: unknown key, missing required key, wrong type or invalid option, with the
+            full dotted key in the message.
+    """
+    values = dict(values or {})
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(values) - set(fields))
+    where = f"'{prefix}'" if prefix else cls.__name__
+    if unknown:
+        raise ParameterError(
+            f"unknown parameter(s) {', '.join(repr(u) for u in unknown)} in {where}; "
+            f"known: {', '.join(sorted(fields))}"
+        )
+    kwargs: dict[str, Any] = {}
+    for name, field in fields.items():
+        key = f"{prefix}.{name}" if prefix else name
+        if name in values:
+            kwargs[name] = _convert(values[name], hints[name], key)
+        elif field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
+            raise ParameterError(f"missing required parameter '{key}'")
+    try:
+        return cls(**kwargs)
+    except ParameterError:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise ParameterError(f"invalid parameters in {where}: {exc}") from exc

@@ -1,0 +1,31 @@
+"""Project pipelines.
+
+``kedro run`` (``__default__``) generates the built-in demo and runs every pipeline on it. Each
+pipeline is also registered alone and reads its inputs from the catalog, so on your own data you
+point ``slides``, ``mri_volumes`` and ``pairs`` at your files in ``conf/local/catalog.yml`` and
+run ``kedro run --pipeline=data_engineering`` (the demo never writes there).
+"""
+
+from __future__ import annotations
+
+from kedro.pipeline import Pipeline
+
+from mrihisto_kedro.pipelines import data_engineering, demo
+
+#: demo outputs -> the raw inputs that the analysis pipelines read
+DEMO_INPUTS = {"slides": "demo_slides", "mri_volumes": "demo_mri_volumes", "pairs": "demo_pairs"}
+
+
+def register_pipelines() -> dict[str, Pipeline]:
+    """Register the project's pipelines.
+
+    Returns:
+        A mapping from pipeline names to ``Pipeline`` objects.
+    """
+    pipelines: dict[str, Pipeline] = {
+        "demo": demo.create_pipeline(),
+        "data_engineering": data_engineering.create_pipeline(),
+    }
+    analysis = sum((p for name, p in pipelines.items() if name != "demo"), start=Pipeline([]))
+    pipelines["__default__"] = pipelines["demo"] + Pipeline(analysis, inputs=DEMO_INPUTS)
+    return pipelines

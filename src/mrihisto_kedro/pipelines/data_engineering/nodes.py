@@ -1,0 +1,258 @@
+"""Thin nodes of the data_engineering pipeline: unpack parameters, call library code."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import SimpleITK as sitk
+from matplotlib.figure import Figure
+
+from mrihisto_kedro.imaging.downsample import downsample_slide
+from mrihisto_kedro.imaging.masks import mri_tissue_mask, slide_tissue_mask
+from mrihisto_kedro.imaging.mri import extract_slice, robust_normalise, slice_count
+from mrihisto_kedro.imaging.slide_image import SlideImage
+from mrihisto_kedro.imaging.slides import Slide
+from mrihisto_kedro.manifest import SplitFractions, assign_splits, validate_pairs
+from mrihisto_kedro.params import parse_params
+from mrihisto_kedro.reporting.qc_figures import pair_qc_figure
+
+logger = logging.getLogger(__name__)
+
+Loader = Callable[[], Any]
+
+
+@dataclass(frozen=True)
+class MriNormalisation:
+    """Robust percentile scaling of MRI slices to [0, 1]."""
+
+    lower_percentile: float = 1.0
+    upper_percentile: float = 99.5
+
+
+@dataclass(frozen=True)
+class SlideMaskParams:
+    """Tissue mask of a downsampled slide (Otsu on optical density of a thumbnail)."""
+
+    max_size: int = 2048
+    min_object_px: int = 64
+    closing_radius_px: int = 2
+
+
+@dataclass(frozen=True)
+class MriMaskParams:
+    """Tissue mask of an MRI slice: Otsu, or a fixed threshold on the [0, 1] intensities."""
+
+    method: str = "otsu"
+    threshold: float | None = None
+    min_object_px: int = 16
+
+
+@dataclass(frozen=True)
+class DataEngineeringParams:
+    """Parameters of the data_engineering pipeline (``conf/base/parameters_data_engineering.yml``)."""
+
+    downsample_factor: float = 15.0
+    mri_normalisation: MriNormalisation = field(default_factory=MriNormalisation)
+    slide_mask: SlideMaskParams = field(default_factory=SlideMaskParams)
+    mri_mask: MriMaskParams = field(default_factory=MriMaskParams)
+    splits: SplitFractions = field(default_factory=SplitFractions)
+
+    def __post_init__(self) -> None:
+        if self.downsample_factor < 1:
+            raise ValueError(f"downsample_factor must be >= 1, got {self.downsample_factor}")
+
+
+def _params(parameters: dict[str, Any]) -> DataEngineeringParams:
+    return parse_params(DataEngineeringParams, parameters, "data_engineering")
+
+
+def validate_manifest(
+    pairs: pd.DataFrame,
+    slides: dict[str, Loader],
+    mri_volumes: dict[str, Loader],
+    parameters: dict[str, Any],
+) -> pd.DataFrame:
+    """Validate parameters, then the pairs manifest against the slide and MRI folders.
+
+    Runs first so that a bad parameter or manifest row fails before any slide is read; see
+    :func:`mrihisto_kedro.manifest.validate_pairs` for the checks.
+    """
+    _params(parameters)
+    volumes: dict[str, sitk.Image] = {}
+
+    def counts(name: str, plane: str) -> int:
+        if name not in volumes:
+            volumes[name] = mri_volumes[name]()
+        return slice_count(volumes[name], plane)
+
+    return validate_pairs(pairs, set(slides), counts, set(mri_volumes))
+
+
+def split_by_specimen(pairs: pd.DataFrame, parameters: dict[str, Any]) -> pd.DataFrame:
+    """Fill empty splits by specimen with the configured fractions."""
+    out = assign_splits(pairs, _params(parameters).splits)
+    for split, group in out.groupby("split"):
+        logger.info(
+            "split %s: %d pairs, specimens %s",
+            split,
+            len(group),
+            sorted(group.specimen_id.unique()),
+        )
+    return out
+
+
+def downsample_slides(
+    pairs: pd.DataFrame, slides: dict[str, Loader], parameters: dict[str, Any]
+) -> dict[str, Callable[[], SlideImage]]:
+    """Downsample each pair's slide by ``downsample_factor``, lazily (one slide at a time).
+
+    Returns:
+        ``{pair_id: callable}``; Kedro's ``PartitionedDataset`` calls each when it saves it, so
+        only one slide's pipeline is open at once and pyvips streams it in bounded memory.
+    """
+    factor = _params(parameters).downsample_factor
+
+    def make(slide_name: str) -> Callable[[], SlideImage]:
+        def run() -> SlideImage:
+            slide: Slide = slides[slide_name]()
+            logger.info("downsampling %s by %s", slide_name, factor)
+            return downsample_slide(slide, factor)
+
+        return run
+
+    return {row.pair_id: make(row.slide) for row in pairs.itertuples()}
+
+
+def extract_mri_slices(
+    pairs: pd.DataFrame, mri_volumes: dict[str, Loader], parameters: dict[str, Any]
+) -> dict[str, sitk.Image]:
+    """Extract and normalise each pair's MRI slice (float32 in [0, 1], spacing in mm kept)."""
+    norm = _params(parameters).mri_normalisation
+    cache: dict[str, sitk.Image] = {}
+    out: dict[str, sitk.Image] = {}
+    for row in pairs.itertuples():
+        if row.mri not in cache:
+            cache[row.mri] = mri_volumes[row.mri]()
+        plane_image = extract_slice(cache[row.mri], row.plane, int(row.slice_index))
+        array = robust_normalise(
+            sitk.GetArrayViewFromImage(plane_image), norm.lower_percentile, norm.upper_percentile
+        )
+        image = sitk.GetImageFromArray(array)
+        image.CopyInformation(plane_image)
+        for key in plane_image.GetMetaDataKeys():
+            image.SetMetaData(key, plane_image.GetMetaData(key))
+        out[row.pair_id] = image
+    return out
+
+
+def _slide_mask_input(slide: Slide, max_size: int) -> tuple[np.ndarray, tuple[float, float]]:
+    """Level-0 pixels of a (downsampled) slide, or a thumbnail within ``max_size``, and mm/px."""
+    width, height = slide.level_dimensions[0]
+    rgb = slide.thumbnail((max_size, max_size)) if max(width, height) > max_size else None
+    if rgb is None:
+        rgb = slide.read_region((0, 0), 0, (width, height))
+    mpp = slide.mpp or (1000.0, 1000.0)
+    spacing = (mpp[0] * width / rgb.shape[1] / 1000.0, mpp[1] * height / rgb.shape[0] / 1000.0)
+    return rgb, spacing
+
+
+def _mask_image(mask: np.ndarray, spacing_mm: tuple[float, float]) -> sitk.Image:
+    image = sitk.GetImageFromArray(mask.astype(np.uint8))
+    image.SetSpacing(tuple(float(s) for s in spacing_mm))
+    return image
+
+
+def tissue_masks(
+    pairs: pd.DataFrame,
+    downsampled_slides: dict[str, Loader],
+    mri_slices: dict[str, Loader],
+    parameters: dict[str, Any],
+) -> tuple[dict[str, sitk.Image], dict[str, sitk.Image], pd.DataFrame]:
+    """Tissue masks of downsampled slides and MRI slices, with the thresholds used.
+
+    Returns:
+        ``(slide_masks, mri_masks, report)``: masks as uint8 images with spacing in mm, and one
+        report row per pair with sizes, pixel sizes, thresholds and tissue fractions.
+    """
+    p = _params(parameters)
+    slide_masks: dict[str, sitk.Image] = {}
+    mri_masks: dict[str, sitk.Image] = {}
+    rows = []
+    for row in pairs.itertuples():
+        slide: Slide = downsampled_slides[row.pair_id]()
+        rgb, slide_spacing = _slide_mask_input(slide, p.slide_mask.max_size)
+        smask = slide_tissue_mask(
+            rgb,
+            min_object_px=p.slide_mask.min_object_px,
+            closing_radius_px=p.slide_mask.closing_radius_px,
+        )
+        slide_masks[row.pair_id] = _mask_image(smask.mask, slide_spacing)
+        mri_image: sitk.Image = mri_slices[row.pair_id]()
+        mri = sitk.GetArrayFromImage(mri_image)
+        mmask = mri_tissue_mask(
+            mri,
+            method=p.mri_mask.method,
+            threshold=p.mri_mask.threshold,
+            min_object_px=p.mri_mask.min_object_px,
+        )
+        mri_masks[row.pair_id] = _mask_image(mmask.mask, mri_image.GetSpacing())
+        width, height = slide.level_dimensions[0]
+        rows.append(
+            {
+                "pair_id": row.pair_id,
+                "specimen_id": row.specimen_id,
+                "split": row.split,
+                "slide_width_px": width,
+                "slide_height_px": height,
+                "slide_mpp": slide.mpp[0] if slide.mpp else np.nan,
+                "slide_mask_method": smask.method,
+                "slide_mask_threshold": smask.threshold,
+                "slide_tissue_fraction": float(smask.mask.mean()),
+                "mri_rows": mri.shape[0],
+                "mri_cols": mri.shape[1],
+                "mri_spacing_x_mm": mri_image.GetSpacing()[0],
+                "mri_spacing_y_mm": mri_image.GetSpacing()[1],
+                "mri_mask_method": mmask.method,
+                "mri_mask_threshold": mmask.threshold,
+                "mri_tissue_fraction": float(mmask.mask.mean()),
+            }
+        )
+        slide.close()
+    return slide_masks, mri_masks, pd.DataFrame(rows)
+
+
+def qc_figures(
+    pairs: pd.DataFrame,
+    downsampled_slides: dict[str, Loader],
+    mri_slices: dict[str, Loader],
+    slide_masks: dict[str, Loader],
+    mri_masks: dict[str, Loader],
+    parameters: dict[str, Any],
+) -> dict[str, Figure]:
+    """One QC figure per pair: MRI slice and downsampled slide side by side, masks outlined."""
+    p = _params(parameters)
+    figures: dict[str, Figure] = {}
+    for row in pairs.itertuples():
+        slide: Slide = downsampled_slides[row.pair_id]()
+        rgb, spacing = _slide_mask_input(slide, p.slide_mask.max_size)
+        slide.close()
+        mri_image: sitk.Image = mri_slices[row.pair_id]()
+        smask: sitk.Image = slide_masks[row.pair_id]()
+        mmask: sitk.Image = mri_masks[row.pair_id]()
+        figures[f"{row.pair_id}.png"] = pair_qc_figure(
+            pair_id=row.pair_id,
+            mri=sitk.GetArrayFromImage(mri_image),
+            mri_spacing_mm=mri_image.GetSpacing(),
+            mri_mask=sitk.GetArrayFromImage(mmask).astype(bool),
+            slide_rgb=rgb,
+            slide_spacing_mm=spacing,
+            slide_mask=sitk.GetArrayFromImage(smask).astype(bool),
+            slide_mask_spacing_mm=smask.GetSpacing(),
+            notes=f"specimen {row.specimen_id}, split {row.split}, {row.plane} {row.slice_index}",
+        )
+    return figures

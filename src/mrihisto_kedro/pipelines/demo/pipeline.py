@@ -1,0 +1,19 @@
+"""demo pipeline: writes ``demo_slides``, ``demo_mri_volumes``, ``demo_pairs``, ``demo_ground_truth``."""
+
+from kedro.pipeline import Node, Pipeline
+
+from .nodes import make_demo
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    """One node; its outputs are the raw inputs of data_engineering in the default run."""
+    return Pipeline(
+        [
+            Node(
+                make_demo,
+                "params:demo",
+                ["demo_slides", "demo_mri_volumes", "demo_pairs", "demo_ground_truth"],
+                name="make_demo",
+            )
+        ]
+    )

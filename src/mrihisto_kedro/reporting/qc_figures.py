@@ -1,0 +1,79 @@
+"""Quality-control figures for a pair (no Kedro imports). Axes are in millimetres."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+
+def _extent(shape: tuple[int, ...], spacing_mm: tuple[float, float]) -> tuple[float, ...]:
+    rows, cols = shape[:2]
+    return (0.0, cols * spacing_mm[0], rows * spacing_mm[1], 0.0)
+
+
+def pair_qc_figure(
+    pair_id: str,
+    mri: np.ndarray,
+    mri_spacing_mm: tuple[float, float],
+    mri_mask: np.ndarray,
+    slide_rgb: np.ndarray,
+    slide_spacing_mm: tuple[float, float],
+    slide_mask: np.ndarray,
+    slide_mask_spacing_mm: tuple[float, float],
+    notes: str = "",
+) -> Figure:
+    """MRI slice beside the downsampled slide, each with its tissue mask outlined.
+
+    Args:
+        pair_id: shown in the title.
+        mri: 2-D MRI slice, shape ``(rows, cols)``, any range (shown min-max).
+        mri_spacing_mm: ``(col, row)`` pixel size of ``mri`` in mm.
+        mri_mask: boolean ``(rows, cols)`` tissue mask on the MRI grid.
+        slide_rgb: downsampled slide, ``(H, W, 3)`` uint8.
+        slide_spacing_mm: ``(x, y)`` pixel size of ``slide_rgb`` in mm.
+        slide_mask: boolean tissue mask of the slide (may be on a coarser grid).
+        slide_mask_spacing_mm: ``(x, y)`` pixel size of ``slide_mask`` in mm.
+        notes: extra text under the title (sizes, thresholds).
+
+    Returns:
+        A matplotlib figure (the caller saves and closes it).
+    """
+    fig, axes = plt.subplots(1, 2, figsize=(12, 5.5), dpi=100)
+    ax_mri, ax_slide = axes
+    ax_mri.imshow(mri, cmap="gray", extent=_extent(mri.shape, mri_spacing_mm))
+    ax_mri.contour(
+        mri_mask.astype(float),
+        levels=[0.5],
+        colors="lime",
+        linewidths=0.8,
+        extent=(0, mri.shape[1] * mri_spacing_mm[0], 0, mri.shape[0] * mri_spacing_mm[1]),
+        origin="upper",
+    )
+    ax_mri.set_title(
+        f"MRI slice {mri.shape[1]}x{mri.shape[0]} px, "
+        f"{mri_spacing_mm[0]:.3g}x{mri_spacing_mm[1]:.3g} mm"
+    )
+    ax_slide.imshow(slide_rgb, extent=_extent(slide_rgb.shape, slide_spacing_mm))
+    h, w = slide_mask.shape
+    ax_slide.contour(
+        slide_mask.astype(float),
+        levels=[0.5],
+        colors="magenta",
+        linewidths=0.8,
+        extent=(0, w * slide_mask_spacing_mm[0], 0, h * slide_mask_spacing_mm[1]),
+        origin="upper",
+    )
+    ax_slide.set_title(
+        f"downsampled slide {slide_rgb.shape[1]}x{slide_rgb.shape[0]} px, "
+        f"{slide_spacing_mm[0] * 1000:.4g} um/px"
+    )
+    for ax in axes:
+        ax.set_xlabel("mm")
+        ax.set_ylabel("mm")
+    fig.suptitle(f"{pair_id}\n{notes}" if notes else pair_id, fontsize=10)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,33 @@
+"""Parameter parsing names the bad key."""
+
+from __future__ import annotations
+
+import pytest
+
+from mrihisto_kedro.params import ParameterError, parse_params
+from mrihisto_kedro.pipelines.data_engineering.nodes import DataEngineeringParams
+
+
+def test_defaults_and_nested() -> None:
+    p = parse_params(
+        DataEngineeringParams, {"downsample_factor": 10, "splits": {"seed": 3}}, "data_engineering"
+    )
+    assert p.downsample_factor == 10.0
+    assert p.splits.seed == 3 and p.splits.train == 0.625
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"downsample_factr": 15}, "unknown parameter(s) 'downsample_factr' in 'data_engineering'"),
+        ({"downsample_factor": "15x"}, "'data_engineering.downsample_factor' must be a number"),
+        ({"downsample_factor": 0.5}, "downsample_factor must be >= 1"),
+        ({"splits": {"train": 0.9}}, "sum to 1"),
+        ({"slide_mask": {"max_size": 1.5}}, "'data_engineering.slide_mask.max_size' must be an"),
+        ({"mri_mask": {"extra": 1}}, "'data_engineering.mri_mask'"),
+    ],
+)
+def test_errors_name_the_key(values: dict, message: str) -> None:
+    with pytest.raises(ParameterError) as err:
+        parse_params(DataEngineeringParams, values, "data_engineering")
+    assert message in str(err.value)

@@ -1,0 +1,116 @@
+"""End to end: the default ``kedro run`` (demo + data_engineering) in a copy of the project.
+
+The demo is made smaller through runtime parameters (as ``kedro run --params`` would) so the test
+stays fast; the default sizes are exercised by ``kedro run`` itself (see README).
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import openslide
+import pandas as pd
+import pytest
+import SimpleITK as sitk
+from kedro.framework.session import KedroSession
+from kedro.framework.startup import bootstrap_project
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SMALL_DEMO = {"demo": {"n_specimens": 4, "level0_height": 900, "level0_width": 1200}}
+
+
+def _copy_project(dest: Path) -> Path:
+    for name in ("pyproject.toml", ".telemetry"):
+        shutil.copy(REPO_ROOT / name, dest / name)
+    shutil.copytree(REPO_ROOT / "conf" / "base", dest / "conf" / "base")
+    (dest / "conf" / "local").mkdir(parents=True)
+    for layer in (REPO_ROOT / "data").iterdir():
+        if layer.is_dir():
+            (dest / "data" / layer.name).mkdir(parents=True)
+    return dest
+
+
+def _run(project: Path, pipeline: str | None = None, params: dict | None = None) -> None:
+    bootstrap_project(project)
+    with KedroSession.create(project_path=project, runtime_params=params or {}) as session:
+        session.run(pipeline_names=[pipeline] if pipeline else None)
+
+
+@pytest.fixture(scope="module")
+def demo_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    project = _copy_project(tmp_path_factory.mktemp("project"))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(project)
+        _run(project, params=SMALL_DEMO)
+    return project
+
+
+def test_default_run_writes_every_output(demo_project: Path) -> None:
+    data = demo_project / "data"
+    pairs = pd.read_csv(data / "02_intermediate" / "pairs_with_splits.csv", dtype=str)
+    assert len(pairs) == 4
+    assert (pairs.groupby("specimen_id")["split"].nunique() == 1).all()
+    assert set(pairs["split"]) <= {"train", "val", "test"} and "test" in set(pairs["split"])
+    report = pd.read_csv(data / "08_reporting" / "data_engineering_report.csv")
+    assert list(report["pair_id"]) == list(pairs["pair_id"])
+    for row in pairs.itertuples():
+        source = openslide.OpenSlide(data / "01_raw" / "demo" / "slides" / row.slide)
+        assert source.properties["openslide.vendor"] == "aperio"
+        src_mpp = float(source.properties["openslide.mpp-x"])
+        w0, h0 = source.dimensions
+        down = openslide.OpenSlide(
+            data / "02_intermediate" / "downsampled_slides" / f"{row.pair_id}.tiff"
+        )
+        w, h = down.dimensions
+        assert abs(w - w0 / 15) <= 1 and abs(h - h0 / 15) <= 1
+        assert float(down.properties["openslide.mpp-x"]) == pytest.approx(src_mpp * 15, rel=1e-3)
+        mri = sitk.ReadImage(str(data / "02_intermediate" / "mri_slices" / f"{row.pair_id}.mha"))
+        assert mri.GetDimension() == 2 and mri.GetSpacing() == pytest.approx((1.0, 1.0))
+        array = sitk.GetArrayFromImage(mri)
+        assert array.dtype == np.float32 and 0.0 <= array.min() and array.max() == 1.0
+        for kind in ("slide_masks", "mri_masks"):
+            mask = sitk.GetArrayFromImage(
+                sitk.ReadImage(str(data / "03_primary" / kind / f"{row.pair_id}.mha"))
+            )
+            assert 0.1 < mask.mean() < 0.95, (kind, row.pair_id, mask.mean())
+        assert (data / "08_reporting" / "qc" / "data_engineering" / f"{row.pair_id}.png").is_file()
+
+
+def test_data_engineering_alone_reruns_on_existing_inputs(demo_project: Path) -> None:
+    qc = demo_project / "data" / "08_reporting" / "qc" / "data_engineering"
+    shutil.rmtree(qc)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(demo_project)
+        _run(demo_project, pipeline="data_engineering")
+    assert len(list(qc.glob("*.png"))) == 4
+
+
+def test_bad_manifest_fails_naming_the_file(demo_project: Path, tmp_path: Path) -> None:
+    project = _copy_project(tmp_path)
+    bad = tmp_path / "bad_pairs.csv"
+    pd.read_csv(demo_project / "data" / "01_raw" / "demo" / "pairs.csv").drop(
+        columns="plane"
+    ).to_csv(bad, index=False)
+    raw = demo_project / "data" / "01_raw" / "demo"
+    (project / "conf" / "local" / "catalog.yml").write_text(
+        f"""
+pairs:
+  type: mrihisto_kedro.datasets.manifest_dataset.PairsManifestDataset
+  filepath: {bad}
+slides:
+  type: partitions.PartitionedDataset
+  path: {raw / "slides"}
+  dataset: mrihisto_kedro.datasets.slide_dataset.OpenSlideDataset
+mri_volumes:
+  type: partitions.PartitionedDataset
+  path: {raw / "mri"}
+  dataset: mrihisto_kedro.datasets.sitk_dataset.SimpleITKImageDataset
+"""
+    )
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(project)
+        with pytest.raises(Exception, match="bad_pairs.csv: missing column\\(s\\) plane"):
+            _run(project, pipeline="data_engineering")
+    assert not (project / "data" / "02_intermediate" / "downsampled_slides").exists()
