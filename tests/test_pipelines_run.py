@@ -24,6 +24,7 @@ SMALL_DEMO = {"demo": {"n_specimens": 4, "level0_height": 900, "level0_width": 1
 def _copy_project(dest: Path) -> Path:
     for name in ("pyproject.toml", ".telemetry"):
         shutil.copy(REPO_ROOT / name, dest / name)
+    (dest / "src").mkdir()  # the package itself is imported from the installed project
     shutil.copytree(REPO_ROOT / "conf" / "base", dest / "conf" / "base")
     (dest / "conf" / "local").mkdir(parents=True)
     for layer in (REPO_ROOT / "data").iterdir():

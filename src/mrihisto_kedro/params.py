@@ -71,7 +71,10 @@ def _convert(value: Any, hint: Any, key: str) -> Any:
                 raise ParameterError(
                     f"parameter '{key}' must have {len(args)} items, got {len(value)}"
                 )
-            return tuple(_convert(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(args, value)))
+            return tuple(
+                _convert(v, a, f"{key}[{i}]")
+                for i, (v, a) in enumerate(zip(args, value, strict=True))
+            )
         item = args[0] if args else Any
         converted = [_convert(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
         return tuple(converted) if origin is tuple else converted

@@ -1,4 +1,4 @@
-"""``PairsManifestDataset``: the pairs manifest CSV, read with ids as strings and checked columns."""
+"""``PairsManifestDataset``: the pairs manifest CSV, ids read as strings, columns checked."""
 
 from __future__ import annotations
 

@@ -15,6 +15,14 @@ def _extent(shape: tuple[int, ...], spacing_mm: tuple[float, float]) -> tuple[fl
     return (0.0, cols * spacing_mm[0], rows * spacing_mm[1], 0.0)
 
 
+def _outline(ax: plt.Axes, mask: np.ndarray, spacing_mm: tuple[float, float], color: str) -> None:
+    """Draw the 0.5 iso-line of ``mask`` at pixel centres, in mm, on an image axis (y down)."""
+    rows, cols = mask.shape
+    xs = (np.arange(cols) + 0.5) * spacing_mm[0]
+    ys = (np.arange(rows) + 0.5) * spacing_mm[1]
+    ax.contour(xs, ys, mask.astype(float), levels=[0.5], colors=color, linewidths=0.8)
+
+
 def pair_qc_figure(
     pair_id: str,
     mri: np.ndarray,
@@ -45,28 +53,13 @@ def pair_qc_figure(
     fig, axes = plt.subplots(1, 2, figsize=(12, 5.5), dpi=100)
     ax_mri, ax_slide = axes
     ax_mri.imshow(mri, cmap="gray", extent=_extent(mri.shape, mri_spacing_mm))
-    ax_mri.contour(
-        mri_mask.astype(float),
-        levels=[0.5],
-        colors="lime",
-        linewidths=0.8,
-        extent=(0, mri.shape[1] * mri_spacing_mm[0], 0, mri.shape[0] * mri_spacing_mm[1]),
-        origin="upper",
-    )
+    _outline(ax_mri, mri_mask, mri_spacing_mm, "lime")
     ax_mri.set_title(
         f"MRI slice {mri.shape[1]}x{mri.shape[0]} px, "
         f"{mri_spacing_mm[0]:.3g}x{mri_spacing_mm[1]:.3g} mm"
     )
     ax_slide.imshow(slide_rgb, extent=_extent(slide_rgb.shape, slide_spacing_mm))
-    h, w = slide_mask.shape
-    ax_slide.contour(
-        slide_mask.astype(float),
-        levels=[0.5],
-        colors="magenta",
-        linewidths=0.8,
-        extent=(0, w * slide_mask_spacing_mm[0], 0, h * slide_mask_spacing_mm[1]),
-        origin="upper",
-    )
+    _outline(ax_slide, slide_mask, slide_mask_spacing_mm, "magenta")
     ax_slide.set_title(
         f"downsampled slide {slide_rgb.shape[1]}x{slide_rgb.shape[0]} px, "
         f"{slide_spacing_mm[0] * 1000:.4g} um/px"

@@ -1,4 +1,4 @@
-"""data_engineering: validate the pairs manifest, downsample slides, extract MRI slices, masks, QC."""
+"""data_engineering: validate pairs, downsample slides, extract MRI slices, masks, QC."""
 
 from .pipeline import create_pipeline
 

@@ -38,6 +38,9 @@ class MriNormalisation:
 class SlideMaskParams:
     """Tissue mask of a downsampled slide (Otsu on optical density of a thumbnail)."""
 
+    method: str = "log_od"
+    threshold: float | None = None
+    min_threshold: float | None = 0.03
     max_size: int = 2048
     min_object_px: int = 64
     closing_radius_px: int = 2
@@ -54,7 +57,7 @@ class MriMaskParams:
 
 @dataclass(frozen=True)
 class DataEngineeringParams:
-    """Parameters of the data_engineering pipeline (``conf/base/parameters_data_engineering.yml``)."""
+    """Parameters of data_engineering (``conf/base/parameters_data_engineering.yml``)."""
 
     downsample_factor: float = 15.0
     mri_normalisation: MriNormalisation = field(default_factory=MriNormalisation)
@@ -119,9 +122,9 @@ def downsample_slides(
 
     def make(slide_name: str) -> Callable[[], SlideImage]:
         def run() -> SlideImage:
-            slide: Slide = slides[slide_name]()
             logger.info("downsampling %s by %s", slide_name, factor)
-            return downsample_slide(slide, factor)
+            with slides[slide_name]() as slide:  # the lazy result stays valid after closing
+                return downsample_slide(slide, factor)
 
         return run
 
@@ -188,6 +191,9 @@ def tissue_masks(
         rgb, slide_spacing = _slide_mask_input(slide, p.slide_mask.max_size)
         smask = slide_tissue_mask(
             rgb,
+            method=p.slide_mask.method,
+            threshold=p.slide_mask.threshold,
+            min_threshold=p.slide_mask.min_threshold,
             min_object_px=p.slide_mask.min_object_px,
             closing_radius_px=p.slide_mask.closing_radius_px,
         )

@@ -1,4 +1,4 @@
-"""demo pipeline: writes ``demo_slides``, ``demo_mri_volumes``, ``demo_pairs``, ``demo_ground_truth``."""
+"""demo pipeline: writes the demo slides, MRI volumes, pairs manifest and ground truth."""
 
 from kedro.pipeline import Node, Pipeline
 

@@ -1,0 +1,472 @@
+"""Lazy, read-only access to whole-slide images through OpenSlide.
+
+:func:`open_slide` returns a :class:`Slide`: a thin handle over ``openslide.OpenSlide`` that reads
+only the file header when it is opened. Pixels are read on demand, always returned as RGB ``uint8``
+arrays of shape ``(h, w, 3)`` with transparent areas composited onto the slide's background colour
+(white unless the file says otherwise), as slide viewers display them.
+
+Conventions used throughout:
+
+* sizes are ``(width, height)`` in pixels, arrays are ``(height, width, 3)``;
+* locations passed to :meth:`Slide.read_region` are level-0 pixel coordinates ``(x, y)``;
+* ``mpp`` is microns per pixel ``(x, y)`` at level 0, ``None`` when the file does not record it.
+
+Every failure to open or read a file is raised as :class:`SlideReadError`, whose message names the
+file and says what is wrong with it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import struct
+from collections.abc import Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any, BinaryIO, Self
+
+import numpy as np
+import openslide
+from openslide import OpenSlideError, OpenSlideUnsupportedFormatError
+
+__all__ = [
+    "DEFAULT_MAX_PIXELS",
+    "Slide",
+    "SlideReadError",
+    "composite_rgba",
+    "open_slide",
+]
+
+DEFAULT_MAX_PIXELS = 200_000_000
+"""Largest number of pixels (width x height) a single in-memory read may return (about 600 MB)."""
+
+_LEVEL_TOLERANCE = 1e-3
+"""Relative tolerance when comparing a level's downsample with a requested factor (Aperio levels
+report downsamples such as 4.0003 for a nominal 4)."""
+
+_TIFF_MAGICS = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+
+
+class SlideReadError(ValueError):
+    """A slide file cannot be opened or read; the message names the file and the problem."""
+
+
+def composite_rgba(
+    rgba: np.ndarray, background: tuple[int, int, int] = (255, 255, 255)
+) -> np.ndarray:
+    """Composite non-premultiplied RGBA pixels onto an opaque background colour.
+
+    Args:
+        rgba: array of shape ``(h, w, 4)``, ``uint8``, non-premultiplied alpha (what
+            openslide-python returns).
+        background: RGB background colour, 0-255.
+
+    Returns:
+        ``(h, w, 3)`` ``uint8`` array. Opaque pixels are returned unchanged, fully transparent
+        pixels take the background colour.
+    """
+    if rgba.ndim != 3 or rgba.shape[2] != 4:
+        raise ValueError(f"expected an (h, w, 4) RGBA array, got shape {rgba.shape}")
+    alpha = rgba[..., 3]
+    if alpha.size == 0 or alpha.min() == 255:
+        return np.ascontiguousarray(rgba[..., :3])
+    a = alpha.astype(np.uint16)[..., None]
+    bg = np.asarray(background, dtype=np.uint16)
+    out = (rgba[..., :3].astype(np.uint16) * a + bg * (255 - a) + 127) // 255
+    return out.astype(np.uint8)
+
+
+# TIFF field type -> item size in bytes (BYTE, ASCII, SHORT, LONG, RATIONAL, ..., LONG8, IFD8)
+_TIFF_ITEM_SIZES = {
+    1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8, 13: 4,
+    16: 8, 17: 8, 18: 8,
+}  # fmt: skip
+_UNSIGNED = {3: "u2", 4: "u4", 16: "u8"}
+_OFFSET_TAGS = {273: 279, 324: 325}  # StripOffsets -> StripByteCounts, TileOffsets -> ByteCounts
+_CHECKED_VENDORS = {"aperio", "generic-tiff"}  # plain TIFF layout (NDPI bends the offsets)
+
+
+def _tiff_extent(fh: BinaryIO, size: int) -> tuple[int, str]:
+    """Walk a TIFF's directory chain; return the furthest byte it references and what it is.
+
+    Every directory, every out-of-line tag value and every strip/tile must lie inside the file;
+    the first one that does not is returned at once. At most 4096 directories are visited.
+    """
+    fh.seek(0)
+    head = fh.read(16)
+    e = "<" if head[:2] == b"II" else ">"
+    big = head[2:4] in (b"+\x00", b"\x00+")
+    off_fmt, off_size = ("Q", 8) if big else ("I", 4)
+    count_fmt, count_size, entry_size = ("Q", 8, 20) if big else ("H", 2, 12)
+    ifd = struct.unpack(e + off_fmt, head[8:16] if big else head[4:8])[0]
+    furthest, what = 0, "header"
+    for index in range(4096):
+        if ifd == 0:
+            break
+        if ifd + count_size > size:
+            return ifd + count_size, f"image directory #{index}"
+        fh.seek(ifd)
+        n = struct.unpack(e + count_fmt, fh.read(count_size))[0]
+        end = ifd + count_size + n * entry_size + off_size
+        if end > size:
+            return end, f"image directory #{index}"
+        raw = fh.read(n * entry_size + off_size)
+        arrays: dict[int, np.ndarray] = {}
+        for k in range(n):
+            entry = raw[k * entry_size : (k + 1) * entry_size]
+            tag, typ = struct.unpack(e + "HH", entry[:4])
+            count = struct.unpack(e + off_fmt, entry[4 : 4 + off_size])[0]
+            nbytes = count * _TIFF_ITEM_SIZES.get(typ, 1)
+            value = entry[4 + off_size :]
+            if nbytes > off_size:  # stored out of line
+                where = struct.unpack(e + off_fmt, value)[0]
+                if where + nbytes > size:
+                    return where + nbytes, f"tag {tag} of image directory #{index}"
+                if tag in _OFFSET_TAGS or tag in _OFFSET_TAGS.values():
+                    fh.seek(where)
+                    value = fh.read(nbytes)
+            if typ in _UNSIGNED and (tag in _OFFSET_TAGS or tag in _OFFSET_TAGS.values()):
+                arrays[tag] = np.frombuffer(value[:nbytes], dtype=e + _UNSIGNED[typ])
+        for offsets_tag, counts_tag in _OFFSET_TAGS.items():
+            offsets, counts = arrays.get(offsets_tag), arrays.get(counts_tag)
+            if offsets is not None and counts is not None and len(offsets) == len(counts):
+                ends = offsets.astype(np.uint64) + counts.astype(np.uint64)
+                if ends.size and int(ends.max()) > furthest:
+                    furthest, what = int(ends.max()), f"image data of directory #{index}"
+        ifd = struct.unpack(e + off_fmt, raw[n * entry_size :])[0]
+    return furthest, what
+
+
+def _truncation(path: Path) -> str | None:
+    """Why ``path`` looks truncated (a TIFF whose structure points past its end), else ``None``."""
+    size = path.stat().st_size
+    with path.open("rb") as fh:
+        if fh.read(4) not in _TIFF_MAGICS:
+            return None
+        try:
+            furthest, what = _tiff_extent(fh, size)
+        except (struct.error, OSError):
+            return None
+    if furthest <= size:
+        return None
+    return (
+        f"the file is truncated: it starts like a TIFF but its {what} reaches byte {furthest} "
+        f"and the file has only {size} bytes (incomplete copy or download?)"
+    )
+
+
+def _diagnose_unreadable(path: Path) -> str:
+    """Explain why OpenSlide did not recognise ``path`` (which exists and is not empty)."""
+    size = path.stat().st_size
+    with path.open("rb") as fh:
+        head = fh.read(8)
+    if head[:4] not in _TIFF_MAGICS:
+        return (
+            f"not a slide format OpenSlide recognises ({size} bytes, first bytes {head!r}; "
+            "expected e.g. a TIFF-based .svs/.tif, .ndpi, .mrxs, .scn or DICOM)"
+        )
+    return _truncation(path) or (
+        f"the file starts like a TIFF ({size} bytes) but OpenSlide cannot parse it as a slide "
+        "(corrupt, or a plain TIFF without the tiles/pyramid or vendor metadata OpenSlide needs)"
+    )
+
+
+def _parse_background(properties: Mapping[str, str]) -> tuple[int, int, int]:
+    """Background colour from ``openslide.background-color`` (hex ``RRGGBB``), white by default."""
+    value = properties.get(openslide.PROPERTY_NAME_BACKGROUND_COLOR)
+    if value and len(value) == 6:
+        try:
+            return (int(value[0:2], 16), int(value[2:4], 16), int(value[4:6], 16))
+        except ValueError:
+            pass
+    return (255, 255, 255)
+
+
+class Slide:
+    """Lazy read-only handle on a whole-slide image file (any format OpenSlide reads).
+
+    Opening reads only the file header; pixels are decoded by the read methods. Use
+    :func:`open_slide` to create one, and :meth:`close` it (or use it as a context manager) when
+    done. A handle can be pickled: it is reopened from its path on unpickling (e.g. in Kedro's
+    ParallelRunner workers).
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        """Open ``path`` with OpenSlide; raise :class:`SlideReadError` if that is not possible."""
+        self._path = Path(path)
+        self._osr: openslide.OpenSlide | None = None
+        self._open()
+
+    # ------------------------------------------------------------------ opening and closing
+    def _open(self) -> None:
+        path = self._path
+        if not path.exists():
+            raise SlideReadError(f"cannot open slide '{path}': the file does not exist")
+        if not path.is_file():
+            raise SlideReadError(f"cannot open slide '{path}': not a regular file")
+        if not os.access(path, os.R_OK):
+            raise SlideReadError(f"cannot open slide '{path}': permission denied")
+        if path.stat().st_size == 0:
+            raise SlideReadError(f"cannot open slide '{path}': the file is empty (0 bytes)")
+        try:
+            self._osr = openslide.OpenSlide(path)
+        except OpenSlideUnsupportedFormatError as exc:
+            raise SlideReadError(
+                f"cannot open slide '{path}': {_diagnose_unreadable(path)}"
+            ) from exc
+        except OpenSlideError as exc:
+            reason = _truncation(path) or "OpenSlide reports the file is damaged or inconsistent"
+            raise SlideReadError(f"cannot open slide '{path}': {reason}: {exc}") from exc
+        if self._osr.properties.get(openslide.PROPERTY_NAME_VENDOR) in _CHECKED_VENDORS:
+            # OpenSlide only touches the data it needs: a file cut inside tiles it has not read
+            # would open and fail later, mid-pipeline. Refuse it now.
+            reason = _truncation(path)
+            if reason is not None:
+                self.close()
+                raise SlideReadError(f"cannot open slide '{path}': {reason}")
+        # metadata is cached: after a decoding error OpenSlide refuses every further call
+        osr = self._osr
+        self._properties = dict(osr.properties)
+        self._background = _parse_background(self._properties)
+        self._level_dimensions = [(int(w), int(h)) for w, h in osr.level_dimensions]
+        self._level_downsamples = [float(d) for d in osr.level_downsamples]
+        self._associated_names = list(osr.associated_images.keys())
+
+    def close(self) -> None:
+        """Release the OpenSlide handle. Further reads raise :class:`SlideReadError`."""
+        if self._osr is not None:
+            self._osr.close()
+            self._osr = None
+
+    def __enter__(self) -> Self:
+        """Return the handle itself."""
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Close the handle."""
+        self.close()
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickle by path only: an OpenSlide handle cannot cross processes."""
+        return {"path": str(self._path)}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Reopen the file from its path."""
+        self._path = Path(state["path"])
+        self._osr = None
+        self._open()
+
+    def __repr__(self) -> str:
+        """Short description: path, vendor, level-0 size and mpp."""
+        if self._osr is None:
+            return f"Slide('{self._path}', closed)"
+        w, h = self.dimensions
+        return f"Slide('{self._path}', vendor={self.vendor!r}, {w}x{h} px, mpp={self.mpp})"
+
+    @property
+    def _handle(self) -> openslide.OpenSlide:
+        if self._osr is None:
+            raise SlideReadError(f"slide '{self._path}' is closed")
+        return self._osr
+
+    # ------------------------------------------------------------------ metadata
+    @property
+    def path(self) -> Path:
+        """Path of the slide file."""
+        return self._path
+
+    @property
+    def level_count(self) -> int:
+        """Number of pyramid levels (1 for a flat image)."""
+        return len(self._level_dimensions)
+
+    @property
+    def level_dimensions(self) -> list[tuple[int, int]]:
+        """``(width, height)`` in pixels of every level, level 0 first."""
+        return list(self._level_dimensions)
+
+    @property
+    def dimensions(self) -> tuple[int, int]:
+        """Level-0 ``(width, height)`` in pixels."""
+        return self.level_dimensions[0]
+
+    @property
+    def level_downsamples(self) -> list[float]:
+        """Downsample factor of every level relative to level 0 (1.0 for level 0)."""
+        return list(self._level_downsamples)
+
+    @property
+    def properties(self) -> dict[str, str]:
+        """All OpenSlide properties (``openslide.*``, vendor and ``tiff.*`` keys), as a copy."""
+        return dict(self._properties)
+
+    @property
+    def vendor(self) -> str | None:
+        """OpenSlide's format name (``aperio``, ``generic-tiff``, ``hamamatsu``, ...)."""
+        return self._properties.get(openslide.PROPERTY_NAME_VENDOR)
+
+    @property
+    def mpp(self) -> tuple[float, float] | None:
+        """Level-0 microns per pixel ``(x, y)``, or ``None`` when the file does not record it."""
+        mx = self._properties.get(openslide.PROPERTY_NAME_MPP_X)
+        my = self._properties.get(openslide.PROPERTY_NAME_MPP_Y)
+        if mx is None or my is None:
+            return None
+        try:
+            x, y = float(mx), float(my)
+        except ValueError:
+            return None
+        if not (math.isfinite(x) and math.isfinite(y) and x > 0 and y > 0):
+            return None
+        return (x, y)
+
+    @property
+    def objective_power(self) -> float | None:
+        """Scanner objective magnification (e.g. 20.0), or ``None`` when unknown."""
+        value = self._properties.get(openslide.PROPERTY_NAME_OBJECTIVE_POWER)
+        try:
+            return float(value) if value is not None else None
+        except ValueError:
+            return None
+
+    @property
+    def background_color(self) -> tuple[int, int, int]:
+        """RGB colour transparent areas are composited onto (white unless the file sets one)."""
+        return self._background
+
+    @property
+    def associated_image_names(self) -> list[str]:
+        """Names of the associated images (e.g. ``label``, ``macro``, ``thumbnail``)."""
+        return list(self._associated_names)
+
+    # ------------------------------------------------------------------ pixels
+    def associated_image(self, name: str) -> np.ndarray:
+        """An associated image (label, macro, ...) as an ``(h, w, 3)`` ``uint8`` RGB array."""
+        if name not in self._associated_names:
+            raise KeyError(
+                f"slide '{self._path}' has no associated image {name!r}; "
+                f"available: {sorted(self._associated_names)}"
+            )
+        handle = self._handle
+        try:
+            pil = handle.associated_images[name]
+        except OpenSlideError as exc:
+            raise SlideReadError(
+                f"cannot read associated image {name!r} of slide '{self._path}': {exc}"
+            ) from exc
+        return composite_rgba(np.asarray(pil.convert("RGBA")), self._background)
+
+    def _check_level(self, level: int) -> None:
+        if not 0 <= level < self.level_count:
+            raise ValueError(
+                f"level {level} out of range for slide '{self._path}' ({self.level_count} level(s))"
+            )
+
+    def read_region(
+        self,
+        location: tuple[int, int],
+        level: int,
+        size: tuple[int, int],
+        *,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+    ) -> np.ndarray:
+        """Read a rectangle of one level.
+
+        Args:
+            location: top-left corner ``(x, y)`` in level-0 pixel coordinates.
+            level: pyramid level to read from.
+            size: ``(width, height)`` in pixels of ``level``.
+            max_pixels: refuse reads larger than this many pixels.
+
+        Returns:
+            ``(height, width, 3)`` ``uint8`` RGB array; areas outside the slide or transparent are
+            filled with :attr:`background_color`.
+        """
+        self._check_level(level)
+        w, h = int(size[0]), int(size[1])
+        if w <= 0 or h <= 0:
+            raise ValueError(f"region size must be positive, got {size}")
+        if w * h > max_pixels:
+            raise ValueError(
+                f"region of {w}x{h} px ({w * h / 1e6:.0f} Mpx) from slide '{self._path}' exceeds "
+                f"the in-memory budget of {max_pixels / 1e6:.0f} Mpx; read smaller regions or use "
+                "downsample_slide()"
+            )
+        x, y = int(location[0]), int(location[1])
+        handle = self._handle
+        try:
+            pil = handle.read_region((x, y), level, (w, h))
+        except OpenSlideError as exc:
+            raise SlideReadError(
+                f"cannot read region {w}x{h} at level-0 ({x}, {y}), level {level} of slide "
+                f"'{self._path}' (damaged or truncated file?): {exc}"
+            ) from exc
+        return composite_rgba(np.asarray(pil), self._background)
+
+    def read_level(self, level: int, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+        """Read a whole pyramid level into memory.
+
+        Args:
+            level: pyramid level.
+            max_pixels: refuse levels larger than this many pixels (default 200 Mpx, ~600 MB).
+
+        Returns:
+            ``(height, width, 3)`` ``uint8`` RGB array of the level.
+        """
+        self._check_level(level)
+        w, h = self.level_dimensions[level]
+        if w * h > max_pixels:
+            raise ValueError(
+                f"level {level} of slide '{self._path}' is {w}x{h} px ({w * h / 1e6:.0f} Mpx), "
+                f"above the in-memory budget of {max_pixels / 1e6:.0f} Mpx; use a coarser level, "
+                "read_region(), or downsample_slide() which works in bounded memory"
+            )
+        return self.read_region((0, 0), level, (w, h), max_pixels=max_pixels)
+
+    def best_level_for_downsample(self, factor: float) -> int:
+        """The level whose downsample is nearest below or equal to ``factor``.
+
+        A level counts as equal when within a relative 1e-3 of ``factor`` (Aperio reports 4.0003
+        for a nominal 4x level). Factors below 1 give level 0.
+        """
+        if not math.isfinite(factor) or factor <= 0:
+            raise ValueError(f"downsample factor must be a positive number, got {factor}")
+        downsamples = self.level_downsamples
+        limit = factor * (1 + _LEVEL_TOLERANCE)
+        candidates = [i for i, ds in enumerate(downsamples) if ds <= limit]
+        return max(candidates, key=lambda i: downsamples[i], default=0)
+
+    def thumbnail(self, max_size: int = 1024) -> np.ndarray:
+        """An RGB overview whose longer side is ``max_size`` pixels (bounded memory).
+
+        Returns:
+            ``(h, w, 3)`` ``uint8`` array, aspect ratio preserved; never larger than level 0.
+        """
+        from mrihisto_kedro.imaging.downsample import downsample_slide
+
+        if max_size <= 0:
+            raise ValueError(f"max_size must be positive, got {max_size}")
+        w, h = self.dimensions
+        factor = max(1.0, max(w, h) / max_size)
+        return np.asarray(downsample_slide(self, factor).pixels.numpy())
+
+
+def open_slide(path: str | os.PathLike[str]) -> Slide:
+    """Open a whole-slide image lazily (only the header is read).
+
+    Args:
+        path: a file in a format OpenSlide reads (Aperio .svs, generic tiled TIFF, .ndpi, ...).
+
+    Returns:
+        A :class:`Slide` handle; close it when done.
+
+    Raises:
+        SlideReadError: the file is missing, empty, truncated, corrupt or not a slide format; the
+            message names the file and the problem.
+    """
+    return Slide(path)

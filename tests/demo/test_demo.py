@@ -1,0 +1,396 @@
+"""The built-in demo dataset: real anatomy, virtual GFAP slides and their known ground truth."""
+
+from __future__ import annotations
+
+import dataclasses
+import pickle
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+import SimpleITK as sitk
+from scipy.ndimage import uniform_filter
+from skimage.color import rgb2hed
+
+from mrihisto_kedro.demo.anatomy import (
+    BlockGeometry,
+    Hemisphere,
+    cut_block,
+    load_icbm152,
+    nifti_to_sitk,
+    specimen_layout,
+)
+from mrihisto_kedro.demo.generate import (
+    GROUND_TRUTH_COLUMNS,
+    PAIRS_COLUMNS,
+    DemoParams,
+    DemoPlan,
+    SlideRenderer,
+    plan_demo,
+)
+from mrihisto_kedro.demo.virtual_histology import (
+    Affine2D,
+    StainStyle,
+    TissueMaps,
+    iter_virtual_gfap_strips,
+    plan_section_geometry,
+    render_virtual_gfap,
+)
+from mrihisto_kedro.imaging.mri import extract_slice, slice_count
+
+SMALL = {"level0_height": 600, "level0_width": 800}
+
+
+@pytest.fixture(scope="module")
+def plan() -> DemoPlan:
+    """The default demo at a small slide size."""
+    return plan_demo(DemoParams(**SMALL))
+
+
+def _renderer(plan: DemoPlan, pair_id: str) -> SlideRenderer:
+    slide = plan.pairs.set_index("pair_id").loc[pair_id, "slide"]
+    renderer = plan.slides[slide]
+    assert isinstance(renderer, SlideRenderer)
+    return renderer
+
+
+def _histology_mask(rgb: np.ndarray) -> np.ndarray:
+    """Tissue = not white glass: darker than the glass level (99th grey percentile) by > 8.
+
+    (Otsu on the grey level would split brown white matter from pale grey matter instead.)
+
+    Returns:
+        bool ``(H, W)``.
+    """
+    grey = rgb.astype(np.float32).mean(axis=2)
+    return grey < np.percentile(grey, 99) - 8.0
+
+
+def _sample_at_mri_pixels(
+    image: np.ndarray, maps: TissueMaps, transform: Affine2D, mpp: tuple[float, float]
+) -> np.ndarray:
+    """Nearest-neighbour value of a level-0 histology image at every MRI pixel centre.
+
+    Returns:
+        array ``maps.shape`` (0 where the MRI pixel maps outside the slide).
+    """
+    rows, cols = np.indices(maps.shape)
+    mri_mm = np.stack([cols.ravel() * maps.spacing_mm[0], rows.ravel() * maps.spacing_mm[1]], 1)
+    hist_mm = transform.apply(mri_mm)
+    c = np.rint(hist_mm[:, 0] * 1000.0 / mpp[0]).astype(int)
+    r = np.rint(hist_mm[:, 1] * 1000.0 / mpp[1]).astype(int)
+    inside = (c >= 0) & (c < image.shape[1]) & (r >= 0) & (r < image.shape[0])
+    out = np.zeros(len(c), dtype=image.dtype)
+    out[inside] = image[r[inside], c[inside]]
+    return out.reshape(maps.shape)
+
+
+def _dice(a: np.ndarray, b: np.ndarray) -> float:
+    return float(2.0 * np.sum(a & b) / (np.sum(a) + np.sum(b)))
+
+
+# ------------------------------------------------------------------------------------ anatomy
+
+
+def test_nifti_to_sitk_matches_simpleitk_reading_the_file(tmp_path: Path) -> None:
+    """RAS -> LPS conversion agrees with SimpleITK's own NIfTI reader, oblique affine included."""
+    rng = np.random.default_rng(0)
+    data = rng.random((7, 9, 5)).astype(np.float32)
+    theta = np.deg2rad(20.0)
+    rot = np.array(
+        [[np.cos(theta), -np.sin(theta), 0.0], [np.sin(theta), np.cos(theta), 0.0], [0, 0, 1]]
+    )
+    affine = np.eye(4)
+    affine[:3, :3] = rot @ np.diag([0.4, -0.5, 1.2])  # anisotropic, one flipped axis
+    affine[:3, 3] = [12.0, -30.0, 7.5]
+    image = nib.Nifti1Image(data, affine)
+    image.set_qform(affine, code=1)
+    image.set_sform(affine, code=1)
+    path = tmp_path / "oblique.nii.gz"
+    nib.save(image, path)
+    ours = nifti_to_sitk(image)
+    theirs = sitk.ReadImage(str(path))
+    np.testing.assert_allclose(ours.GetOrigin(), theirs.GetOrigin(), atol=1e-4)
+    np.testing.assert_allclose(ours.GetSpacing(), theirs.GetSpacing(), atol=1e-5)
+    np.testing.assert_allclose(ours.GetDirection(), theirs.GetDirection(), atol=1e-5)
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(ours), sitk.GetArrayFromImage(theirs))
+
+
+def test_template_round_trip_and_mni_origin(tmp_path: Path) -> None:
+    """The nilearn T1 template read back by SimpleITK lies where our conversion puts it."""
+    from nilearn import datasets
+
+    nifti = datasets.load_mni152_template(resolution=1)
+    path = tmp_path / "mni.nii.gz"
+    nib.save(nifti, path)
+    theirs = sitk.ReadImage(str(path), sitk.sitkFloat32)
+    template = load_icbm152()
+    for ours in (template.t1, template.gm, template.wm):
+        assert ours.GetSize() == theirs.GetSize() == (197, 233, 189)
+        np.testing.assert_allclose(ours.GetOrigin(), theirs.GetOrigin(), atol=1e-4)
+        np.testing.assert_allclose(ours.GetDirection(), theirs.GetDirection(), atol=1e-6)
+        np.testing.assert_allclose(ours.GetSpacing(), (1.0, 1.0, 1.0))
+    np.testing.assert_allclose(
+        sitk.GetArrayViewFromImage(template.t1), sitk.GetArrayViewFromImage(theirs), atol=1e-6
+    )
+    # MNI (0, 0, 0) is voxel (98, 134, 72); +i runs to the patient's right (LPS -x)
+    assert template.t1.TransformPhysicalPointToIndex((0.0, 0.0, 0.0)) == (98, 134, 72)
+    np.testing.assert_allclose(template.t1.GetDirection(), (-1, 0, 0, 0, -1, 0, 0, 0, 1))
+
+
+def test_blocks_keep_their_place_in_the_template() -> None:
+    template = load_icbm152()
+    right = BlockGeometry(Hemisphere.RIGHT, lateral_offset_mm=5.0, thickness_mm=10.0)
+    left = dataclasses.replace(right, hemisphere=Hemisphere.LEFT, outline_exponent=None)
+    for geometry in (right, left):
+        block = cut_block(template, geometry)
+        assert block.t1.GetSize() == (11, 121, 91)
+        assert block.t1.GetSpacing() == template.t1.GetSpacing()
+        assert block.t1.GetDirection() == template.t1.GetDirection()
+        (x0, x1), _, _ = geometry.ras_bounds()
+        # every voxel's MNI x (= -LPS x) lies within the lateral bounds
+        xs = [-block.t1.TransformIndexToPhysicalPoint((i, 0, 0))[0] for i in (0, 10)]
+        assert x0 <= min(xs) and max(xs) <= x1
+        # an interior voxel has the template's value at the same physical point
+        point = block.t1.TransformIndexToPhysicalPoint((3, 60, 45))
+        index = template.t1.TransformPhysicalPointToIndex(point)
+        assert block.t1.GetPixel(3, 60, 45) == pytest.approx(template.t1.GetPixel(index))
+        gm = sitk.GetArrayViewFromImage(block.gm)
+        wm = sitk.GetArrayViewFromImage(block.wm)
+        assert float((gm + wm).max()) <= 1.0 + 1e-5
+        assert np.all(gm[sitk.GetArrayViewFromImage(block.t1) == 0] == 0)
+    # the trimmed outline removes the corners, the plain box keeps them
+    trimmed = sitk.GetArrayFromImage(cut_block(template, right).t1)
+    assert np.all(trimmed[0, 0, :] == 0) and np.all(trimmed[-1, -1, :] == 0)
+
+
+def test_layout_alternates_hemispheres_and_rejects_bad_input() -> None:
+    layout = specimen_layout(8)
+    assert [g.hemisphere for g in layout] == [Hemisphere.RIGHT, Hemisphere.LEFT] * 4
+    assert sorted({g.lateral_offset_mm for g in layout}) == [1.0, 7.0, 13.0, 19.0]
+    with pytest.raises(ValueError, match="n_specimens"):
+        specimen_layout(0)
+    with pytest.raises(ValueError, match="generators"):
+        specimen_layout(3, [np.random.default_rng(0)])
+    with pytest.raises(ValueError, match="thickness_mm"):
+        BlockGeometry(Hemisphere.LEFT, lateral_offset_mm=0.0, thickness_mm=0.0)
+    with pytest.raises(ValueError, match="leaves the template"):
+        cut_block(load_icbm152(), BlockGeometry(Hemisphere.LEFT, 90.0, 20.0))
+
+
+# --------------------------------------------------------------------------------- manifests
+
+
+def test_manifest_columns_and_slice_indices(plan: DemoPlan) -> None:
+    pairs = plan.pairs
+    assert tuple(pairs.columns) == PAIRS_COLUMNS
+    assert tuple(plan.ground_truth.columns) == GROUND_TRUTH_COLUMNS
+    assert len(pairs) == 8 and pairs["pair_id"].is_unique
+    assert pairs["specimen_id"].is_unique  # one section per specimen
+    assert (pairs["split"] == "").all()
+    assert (pairs["plane"] == "sagittal").all()
+    assert set(pairs["slide"]) == set(plan.slides) and set(pairs["mri"]) == set(plan.volumes)
+    assert all(name.endswith(".svs") for name in plan.slides)
+    assert all(name.endswith(".nii.gz") for name in plan.volumes)
+    assert list(plan.ground_truth["pair_id"]) == list(pairs["pair_id"])
+    assert pairs["slice_index"].nunique() > 1  # varies per specimen
+    for row in pairs.itertuples():
+        volume = plan.volumes[row.mri]
+        n = slice_count(volume, "sagittal")
+        assert 0 < row.slice_index < n - 1
+        assert abs(row.slice_index - (n - 1) / 2) <= 2.5  # near the middle of the block
+        assert volume.GetSpacing() == (1.0, 1.0, 1.0)
+        rows, cols = extract_slice(volume, "sagittal", row.slice_index).GetSize()[::-1]
+        assert 75 <= rows <= 110 and 100 <= cols <= 135  # mm, ~90 x 120 around the CC
+    truth = plan.ground_truth
+    assert (truth["rotation_deg"].abs() <= 15).all() and (truth["shear_deg"].abs() <= 5).all()
+    assert truth[["scale_x", "scale_y"]].sub(1).abs().le(0.08).all().all()
+    assert (truth["mpp_x"] == truth["mpp_y"]).all()
+    assert (truth["level0_width"] == 800).all() and (truth["level0_height"] == 600).all()
+    hemispheres = plan.specimens["hemisphere"].value_counts()
+    assert hemispheres["left"] == hemispheres["right"] == 4
+
+
+def test_volumes_write_as_nifti_with_their_geometry(plan: DemoPlan, tmp_path: Path) -> None:
+    name, volume = next(iter(plan.volumes.items()))
+    sitk.WriteImage(volume, str(tmp_path / name))
+    back = sitk.ReadImage(str(tmp_path / name))
+    np.testing.assert_allclose(back.GetOrigin(), volume.GetOrigin(), atol=1e-4)
+    np.testing.assert_allclose(back.GetDirection(), volume.GetDirection(), atol=1e-6)
+    np.testing.assert_array_equal(
+        sitk.GetArrayViewFromImage(back), sitk.GetArrayViewFromImage(volume)
+    )
+
+
+def test_params_validation_names_the_field() -> None:
+    for bad, field in [
+        ({"n_specimens": 0}, "n_specimens"),
+        ({"level0_height": 10}, "level0_height"),
+        ({"seed": -1}, "seed"),
+        ({"seed": 1.5}, "seed"),
+        ({"max_rotation_deg": 90.0}, "max_rotation_deg"),
+        ({"tissue_fill": 1.5}, "tissue_fill"),
+        ({"slide_suffix": ".png"}, "slide_suffix"),
+        ({"max_lateral_offset_mm": 50.0}, "max_lateral_offset_mm"),
+    ]:
+        with pytest.raises(ValueError, match=field):
+            DemoParams(**bad)
+    with pytest.raises(ValueError, match="levl0_height"):
+        DemoParams.from_mapping({"levl0_height": 100})
+    assert DemoParams.from_mapping({"seed": 3}).seed == 3
+
+
+# ------------------------------------------------------------------------------ determinism
+
+
+def test_same_seed_same_dataset_other_seed_differs(plan: DemoPlan) -> None:
+    again = plan_demo(DemoParams(**SMALL))
+    pd.testing.assert_frame_equal(plan.pairs, again.pairs)
+    pd.testing.assert_frame_equal(plan.ground_truth, again.ground_truth)
+    pd.testing.assert_frame_equal(plan.specimens, again.specimens)
+    for name, volume in plan.volumes.items():
+        np.testing.assert_array_equal(
+            sitk.GetArrayViewFromImage(volume), sitk.GetArrayViewFromImage(again.volumes[name])
+        )
+        assert volume.GetOrigin() == again.volumes[name].GetOrigin()
+    slide = plan.pairs["slide"].iloc[1]
+    first = plan.slides[slide]()
+    np.testing.assert_array_equal(first.pixels, again.slides[slide]().pixels)
+    assert first.mpp == again.slides[slide]().mpp
+
+    other = plan_demo(DemoParams(seed=7, **SMALL))
+    assert not np.allclose(
+        plan.ground_truth[["a11", "a12", "tx"]], other.ground_truth[["a11", "a12", "tx"]]
+    )
+    assert not np.array_equal(first.pixels, other.slides[slide]().pixels)
+
+
+def test_strips_match_whole_render_and_renderer_pickles(plan: DemoPlan) -> None:
+    renderer = _renderer(plan, "pair_03")
+    whole = renderer().pixels
+    assert whole.shape == (600, 800, 3) and whole.dtype == np.uint8
+    strips = list(
+        iter_virtual_gfap_strips(
+            renderer.maps,
+            renderer.geometry,
+            renderer.style,
+            renderer.seed,
+            strip_rows=40,
+            block_cols=96,
+            edge_noise=renderer.edge_noise,
+        )
+    )
+    assert [r for r, _ in strips] == list(range(0, 600, 40))
+    np.testing.assert_array_equal(np.concatenate([s for _, s in strips]), whole)
+    clone = pickle.loads(pickle.dumps(renderer))
+    np.testing.assert_array_equal(clone().pixels, whole)
+
+
+# ------------------------------------------------------------------------------ ground truth
+
+
+def test_recorded_transform_maps_histology_tissue_onto_mri_tissue(plan: DemoPlan) -> None:
+    """Histology tissue pulled back through the recorded affine overlaps the MRI tissue."""
+    for pair_id in ("pair_01", "pair_04", "pair_07"):
+        renderer = _renderer(plan, pair_id)
+        maps = plan.tissue_maps[pair_id]
+        truth = plan.ground_truth.set_index("pair_id").loc[pair_id]
+        transform = Affine2D.from_array(
+            np.array([[truth.a11, truth.a12, truth.tx], [truth.a21, truth.a22, truth.ty]])
+        )
+        np.testing.assert_allclose(transform.as_array(), renderer.geometry.transform.as_array())
+        mpp = (float(truth.mpp_x), float(truth.mpp_y))
+        hist_mask = _histology_mask(renderer().pixels)
+        mri_mask = maps.tissue > 0.5
+        dice = _dice(mri_mask, _sample_at_mri_pixels(hist_mask, maps, transform, mpp))
+        assert dice > 0.9, (pair_id, dice)
+        # a clearly wrong transform (turned 6 degrees about the tissue, 5 mm off) does worse
+        centre = transform.apply(maps.tissue_points_mm().mean(axis=0, keepdims=True))[0]
+        turn = np.asarray(Affine2D.from_parameters(rotation_deg=6.0).matrix)
+        a = transform.as_array()
+        wrong = Affine2D.from_array(
+            np.column_stack([turn @ a[:, :2], turn @ (a[:, 2] - centre) + centre + 5.0])
+        )
+        wrong_dice = _dice(mri_mask, _sample_at_mri_pixels(hist_mask, maps, wrong, mpp))
+        assert wrong_dice < dice - 0.05, (pair_id, dice, wrong_dice)
+
+
+def test_tissue_fills_most_of_the_slide(plan: DemoPlan) -> None:
+    for renderer in plan.slides.values():
+        assert isinstance(renderer, SlideRenderer)
+        geometry = renderer.geometry
+        hist_mm = geometry.transform.apply(renderer.maps.tissue_points_mm())
+        px = hist_mm * 1000.0 / np.asarray(geometry.mpp)
+        assert px.min() >= 0 and px[:, 0].max() < 800 and px[:, 1].max() < 600
+        span = (px.max(axis=0) - px.min(axis=0)) / np.array([800, 600])
+        assert span.max() > 0.8
+
+
+def test_white_matter_is_browner_than_grey_matter(plan: DemoPlan) -> None:
+    """DAB optical density (colour deconvolution) is higher where the MRI says white matter."""
+    renderer = _renderer(plan, "pair_02")
+    big = dataclasses.replace(
+        renderer.geometry,
+        height=1200,
+        width=1600,
+        mpp=(renderer.geometry.mpp[0] / 2, renderer.geometry.mpp[1] / 2),
+    )
+    rgb = render_virtual_gfap(renderer.maps, big, renderer.style, renderer.seed)
+    hed = rgb2hed(rgb)
+    maps = renderer.maps
+    # DAB averaged over ~25 px around each MRI pixel centre, and single pixels
+    dab_mean = _sample_at_mri_pixels(uniform_filter(hed[..., 2], 25), maps, big.transform, big.mpp)
+    dab_pixel = _sample_at_mri_pixels(hed[..., 2], maps, big.transform, big.mpp)
+    haem_mean = _sample_at_mri_pixels(uniform_filter(hed[..., 0], 25), maps, big.transform, big.mpp)
+    wm_region = (maps.wm > 0.9) & (maps.gm < 0.05)
+    gm_region = (maps.gm > 0.7) & (maps.wm < 0.1)
+    assert wm_region.sum() > 50 and gm_region.sum() > 50
+    assert dab_mean[wm_region].mean() > 1.5 * dab_mean[gm_region].mean()
+    assert np.median(dab_pixel[wm_region]) > np.median(dab_pixel[gm_region])
+    # haematoxylin (counterstain and nuclei) is present in all tissue, more in grey matter
+    assert haem_mean[gm_region].mean() > haem_mean[wm_region].mean() > 0
+
+
+def test_stain_style_varies_per_slide(plan: DemoPlan) -> None:
+    styles = [r.style for r in plan.slides.values() if isinstance(r, SlideRenderer)]
+    assert len({s.dab_vector for s in styles}) == len(styles)
+    assert len({s.background_rgb for s in styles}) == len(styles)
+    nominal = StainStyle()
+    assert nominal.dab_vector[2] > nominal.dab_vector[0]  # DAB absorbs blue most: brown
+
+
+def test_section_geometry_and_affine_conventions() -> None:
+    quarter = Affine2D.from_parameters(rotation_deg=90.0, translation=(1.0, 2.0))
+    np.testing.assert_allclose(quarter.apply(np.array([[1.0, 0.0]])), [[1.0, 3.0]], atol=1e-12)
+    a = Affine2D.from_parameters(7.0, 1.05, 0.95, 3.0, (4.0, -2.0))
+    points = np.random.default_rng(1).random((5, 2)) * 100
+    np.testing.assert_allclose(a.inverse().apply(a.apply(points)), points, atol=1e-9)
+    maps = TissueMaps(np.zeros((4, 4)), np.zeros((4, 4)), (1.0, 1.0))
+    with pytest.raises(ValueError, match="no tissue"):
+        plan_section_geometry(maps, 100, 100, np.random.default_rng(0))
+
+
+# ------------------------------------------------------------------------------- slide files
+
+
+def test_rendered_slide_writes_as_aperio_with_recorded_mpp(plan: DemoPlan, tmp_path: Path) -> None:
+    from mrihisto_kedro.imaging.slides import open_slide
+    from mrihisto_kedro.imaging.tiff import write_pyramidal_tiff
+
+    name = plan.pairs["slide"].iloc[0]
+    image = plan.slides[name]()
+    assert image.app_mag is not None and image.app_mag > 0
+    assert image.description["Specimen"] == "specimen_01"
+    path = write_pyramidal_tiff(image, tmp_path / name, flavour="aperio")
+    truth = plan.ground_truth.iloc[0]
+    slide = open_slide(path)
+    try:
+        assert slide.vendor == "aperio"
+        assert slide.level_dimensions[0] == (800, 600)
+        assert slide.mpp == pytest.approx((truth.mpp_x, truth.mpp_y), rel=1e-9)
+        region = np.asarray(slide.read_region((0, 0), 0, (800, 600)))[..., :3]
+        assert np.abs(region.astype(int) - image.pixels.astype(int)).mean() < 6
+    finally:
+        slide.close()
