@@ -10,10 +10,17 @@ from __future__ import annotations
 
 from kedro.pipeline import Pipeline
 
-from mrihisto_kedro.pipelines import data_engineering, demo
+from mrihisto_kedro.pipelines import data_engineering, demo, registration
 
 #: demo outputs -> the raw inputs that the analysis pipelines read
-DEMO_INPUTS = {"slides": "demo_slides", "mri_volumes": "demo_mri_volumes", "pairs": "demo_pairs"}
+DEMO_INPUTS = {
+    "slides": "demo_slides",
+    "mri_volumes": "demo_mri_volumes",
+    "pairs": "demo_pairs",
+    "registration_ground_truth": "demo_ground_truth",
+}
+#: registered alone, left out of the default run (same outputs as ``registration``)
+ALTERNATIVES = ("demo", "registration_control_points")
 
 
 def register_pipelines() -> dict[str, Pipeline]:
@@ -25,7 +32,11 @@ def register_pipelines() -> dict[str, Pipeline]:
     pipelines: dict[str, Pipeline] = {
         "demo": demo.create_pipeline(),
         "data_engineering": data_engineering.create_pipeline(),
+        "registration": registration.create_pipeline(),
+        "registration_control_points": registration.create_control_point_pipeline(),
     }
-    analysis = sum((p for name, p in pipelines.items() if name != "demo"), start=Pipeline([]))
+    analysis = sum(
+        (p for name, p in pipelines.items() if name not in ALTERNATIVES), start=Pipeline([])
+    )
     pipelines["__default__"] = pipelines["demo"] + Pipeline(analysis, inputs=DEMO_INPUTS)
     return pipelines

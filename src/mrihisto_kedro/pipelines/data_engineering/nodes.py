@@ -164,9 +164,18 @@ def _slide_mask_input(slide: Slide, max_size: int) -> tuple[np.ndarray, tuple[fl
     return rgb, spacing
 
 
-def _mask_image(mask: np.ndarray, spacing_mm: tuple[float, float]) -> sitk.Image:
+def _mask_image(
+    mask: np.ndarray, spacing_mm: tuple[float, float], level0_mm: float | None = None
+) -> sitk.Image:
+    """A uint8 mask image; a slide mask gets the pixel-centre origin of its reduced grid.
+
+    A pixel of a grid reduced from level 0 by ``k`` covers level-0 pixels ``k*j .. k*j+k-1``, so
+    its centre lies ``(k - 1) / 2`` level-0 pixels, i.e. ``(spacing - level0) / 2`` mm, from 0.
+    """
     image = sitk.GetImageFromArray(mask.astype(np.uint8))
     image.SetSpacing(tuple(float(s) for s in spacing_mm))
+    if level0_mm is not None:
+        image.SetOrigin(tuple((float(s) - level0_mm) / 2.0 for s in spacing_mm))
     return image
 
 
@@ -197,7 +206,8 @@ def tissue_masks(
             min_object_px=p.slide_mask.min_object_px,
             closing_radius_px=p.slide_mask.closing_radius_px,
         )
-        slide_masks[row.pair_id] = _mask_image(smask.mask, slide_spacing)
+        level0_mm = slide.mpp[0] / p.downsample_factor / 1000.0 if slide.mpp else None
+        slide_masks[row.pair_id] = _mask_image(smask.mask, slide_spacing, level0_mm)
         mri_image: sitk.Image = mri_slices[row.pair_id]()
         mri = sitk.GetArrayFromImage(mri_image)
         mmask = mri_tissue_mask(

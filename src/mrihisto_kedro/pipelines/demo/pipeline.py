@@ -12,7 +12,13 @@ def create_pipeline(**kwargs) -> Pipeline:
             Node(
                 make_demo,
                 "params:demo",
-                ["demo_slides", "demo_mri_volumes", "demo_pairs", "demo_ground_truth"],
+                [
+                    "demo_slides",
+                    "demo_mri_volumes",
+                    "demo_pairs",
+                    "demo_ground_truth",
+                    "demo_control_points",
+                ],
                 name="make_demo",
             )
         ]

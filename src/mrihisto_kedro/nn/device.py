@@ -1,0 +1,188 @@
+"""Device selection, mixed precision and memory format for training and inference.
+
+- :func:`select_device`: ``auto`` picks CUDA, then Apple MPS, then CPU; an explicit device
+  (``cpu``, ``cuda``, ``cuda:1``, ``mps``) is used as given and fails clearly when unavailable.
+- :func:`autocast_context`: ``fp32`` (no autocast), ``bf16``, ``fp16`` or ``auto``. ``auto`` is
+  bf16 on CUDA devices that support it (fp32 otherwise: fp16 would need a gradient scaler), bf16 on
+  CPU (measured on this project's CPU: 0.96 s -> 0.67 s per 256x256 pix2pix step, see
+  ``STACK.md``; on CPUs without native bf16 it can be slower, so force ``fp32`` there) and fp32 on
+  MPS. Use :func:`resolve_precision` to log the precision actually used, and
+  :func:`needs_grad_scaler` to know when ``torch.amp.GradScaler`` is required (fp16 on CUDA).
+- :func:`use_channels_last`: converts a module or a 4-D tensor to ``channels_last`` on CUDA and
+  CPU (0.67 s -> 0.60 s per step with bf16 here); a no-op on MPS or when disabled.
+
+Pure PyTorch (no Kedro).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from enum import StrEnum
+from typing import TypeVar
+
+import torch
+from torch import nn
+
+from mrihisto_kedro.nn.layers import parse_option
+
+__all__ = [
+    "Precision",
+    "autocast_context",
+    "needs_grad_scaler",
+    "resolve_precision",
+    "select_device",
+    "use_channels_last",
+]
+
+_CHANNELS_LAST_DEVICES = frozenset({"cuda", "cpu"})
+
+T = TypeVar("T", bound=nn.Module | torch.Tensor)
+
+
+class Precision(StrEnum):
+    """Numeric precision of the forward pass."""
+
+    FP32 = "fp32"  # no autocast
+    BF16 = "bf16"  # autocast to bfloat16
+    FP16 = "fp16"  # autocast to float16 (needs a GradScaler on CUDA)
+    AUTO = "auto"  # bf16 on CUDA if supported and on CPU, fp32 on MPS
+
+
+def _mps_available() -> bool:
+    """Whether Apple's Metal backend can be used."""
+    backend = getattr(torch.backends, "mps", None)
+    return bool(backend is not None and backend.is_available())
+
+
+def select_device(preference: str = "auto") -> torch.device:
+    """The device to train or infer on.
+
+    Args:
+        preference: ``auto`` (CUDA, then MPS, then CPU), or a device string: ``cpu``, ``cuda``,
+            ``cuda:<index>``, ``mps``.
+
+    Returns:
+        The device.
+
+    Raises:
+        ValueError: ``preference`` is not a device string of a supported type.
+        RuntimeError: the requested device is not available on this machine.
+    """
+    text = preference.strip().lower()
+    if text == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", torch.cuda.current_device())
+        if _mps_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(text)
+    except RuntimeError as error:
+        raise ValueError(
+            f"device={preference!r} is not valid; expected 'auto', 'cpu', 'cuda', 'cuda:<index>' "
+            "or 'mps'"
+        ) from error
+    if device.type == "cpu":
+        return torch.device("cpu")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise RuntimeError(
+                f"device={preference!r} requested but CUDA is not available (torch "
+                f"{torch.__version__}, built for CUDA {torch.version.cuda}); use 'auto' or 'cpu'"
+            )
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            raise RuntimeError(
+                f"device={preference!r} requested but only {count} CUDA device(s) are visible"
+            )
+        return device
+    if device.type == "mps":
+        if not _mps_available():
+            raise RuntimeError(
+                f"device={preference!r} requested but Apple MPS is not available; use 'auto' or "
+                "'cpu'"
+            )
+        return torch.device("mps")
+    raise ValueError(
+        f"device={preference!r} is not supported; expected 'auto', 'cpu', 'cuda', 'cuda:<index>' "
+        "or 'mps'"
+    )
+
+
+def resolve_precision(
+    device: torch.device, precision: Precision | str = Precision.AUTO
+) -> Precision:
+    """The precision actually used on ``device``: ``auto`` resolved, others validated.
+
+    Args:
+        device: the device the model runs on.
+        precision: ``fp32``, ``bf16``, ``fp16`` or ``auto``.
+
+    Returns:
+        ``Precision.FP32``, ``BF16`` or ``FP16`` (never ``AUTO``).
+
+    Raises:
+        ValueError: bf16 requested on a CUDA device without bf16 support, or an unknown value.
+    """
+    precision = parse_option(Precision, precision, name="precision")
+    device = torch.device(device)
+    if precision is Precision.AUTO:
+        if device.type == "cuda":
+            return Precision.BF16 if torch.cuda.is_bf16_supported() else Precision.FP32
+        if device.type == "cpu":
+            return Precision.BF16
+        return Precision.FP32
+    if precision is Precision.BF16 and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ValueError(f"precision='bf16' is not supported on {device}; use 'fp16' or 'fp32'")
+    return precision
+
+
+def autocast_context(
+    device: torch.device, precision: Precision | str = Precision.AUTO
+) -> contextlib.AbstractContextManager[object]:
+    """A context manager running the forward pass (and loss) in the requested precision.
+
+    Args:
+        device: the device the model runs on.
+        precision: ``fp32`` (a null context), ``bf16``, ``fp16`` or ``auto``
+            (see :func:`resolve_precision`).
+
+    Returns:
+        ``torch.autocast(device.type, dtype)`` or ``contextlib.nullcontext()`` for fp32.
+    """
+    device = torch.device(device)
+    resolved = resolve_precision(device, precision)
+    if resolved is Precision.FP32:
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if resolved is Precision.BF16 else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def needs_grad_scaler(device: torch.device, precision: Precision | str = Precision.AUTO) -> bool:
+    """Whether training needs ``torch.amp.GradScaler``: fp16 on CUDA (bf16 and fp32 do not)."""
+    device = torch.device(device)
+    return device.type == "cuda" and resolve_precision(device, precision) is Precision.FP16
+
+
+def use_channels_last(obj: T, device: torch.device, enabled: bool = True) -> T:
+    """Convert a module or an image batch to the ``channels_last`` memory format where it helps.
+
+    Converted only when ``enabled`` and ``device`` is CUDA or CPU; MPS and disabled calls return
+    ``obj`` unchanged. Tensors that are not 4-D (N, C, H, W) are returned unchanged. The values
+    and shapes never change, only the strides. Modules are converted in place (and returned).
+
+    Args:
+        obj: an ``nn.Module`` or a tensor (N, C, H, W).
+        device: the device the model runs on.
+        enabled: the user's switch.
+
+    Returns:
+        ``obj`` converted (a module in place; a new view or copy of a tensor), or unchanged.
+    """
+    if not enabled or torch.device(device).type not in _CHANNELS_LAST_DEVICES:
+        return obj
+    if isinstance(obj, nn.Module):
+        return obj.to(memory_format=torch.channels_last)
+    if obj.dim() != 4:
+        return obj
+    return obj.contiguous(memory_format=torch.channels_last)

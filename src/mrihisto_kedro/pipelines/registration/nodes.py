@@ -1,0 +1,256 @@
+"""Thin nodes of the registration pipeline: unpack parameters, loop over pairs, call the library."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import SimpleITK as sitk
+from matplotlib.figure import Figure
+
+from mrihisto_kedro.datasets.control_points_dataset import ControlPointsFile
+from mrihisto_kedro.imaging.pair_registration import PairScoring, register_pair
+from mrihisto_kedro.imaging.registration import (
+    RegistrationParams,
+    TissueChannel,
+    downsampled_origin_mm,
+)
+from mrihisto_kedro.imaging.slides import Slide
+from mrihisto_kedro.params import parse_params
+
+logger = logging.getLogger(__name__)
+
+Loader = Callable[[], Any]
+
+REPORT_COLUMNS = (
+    "pair_id",
+    "specimen_id",
+    "split",
+    "dice_before",
+    "dice_after",
+    "mi_before",
+    "mi_after",
+    "tre_px",
+    "tre_um",
+    "seconds",
+    "converged",
+    "flagged",
+)
+
+
+@dataclass(frozen=True)
+class RegistrationPipelineParams:
+    """Parameters of the registration pipeline (``conf/base/parameters_registration.yml``).
+
+    Attributes:
+        channel: tissue channel of the histology registered on (colour deconvolution or OD).
+        scoring: Dice threshold for flagging, MI bins and log base, TRE grid step.
+        optimiser: the SimpleITK registration settings (metric, pyramid, stages, seed, ...).
+    """
+
+    channel: TissueChannel = TissueChannel.OPTICAL_DENSITY
+    scoring: PairScoring = field(default_factory=PairScoring)
+    optimiser: RegistrationParams = field(default_factory=RegistrationParams)
+
+
+def _params(parameters: dict[str, Any]) -> RegistrationPipelineParams:
+    return parse_params(RegistrationPipelineParams, parameters, "registration")
+
+
+def _fixed_geometry(
+    slide: Slide, downsample_factor: float
+) -> tuple[np.ndarray, tuple[float, float], tuple[float, float]]:
+    """Pixels, pixel size (mm) and pixel-centre origin (mm) of a downsampled slide."""
+    if slide.mpp is None:
+        raise ValueError(
+            f"downsampled slide {slide.path} has no mpp: registration needs physical units"
+        )
+    width, height = slide.level_dimensions[0]
+    rgb = slide.read_region((0, 0), 0, (width, height))
+    spacing = (slide.mpp[0] / 1000.0, slide.mpp[1] / 1000.0)
+    level0 = (slide.mpp[0] / downsample_factor, slide.mpp[1] / downsample_factor)
+    return rgb, spacing, downsampled_origin_mm(downsample_factor, level0)
+
+
+def _register_all(
+    pairs: pd.DataFrame,
+    downsampled_slides: dict[str, Loader],
+    mri_slices: dict[str, Loader],
+    slide_masks: dict[str, Loader],
+    mri_masks: dict[str, Loader],
+    ground_truth: pd.DataFrame,
+    mask_report: pd.DataFrame,
+    parameters: dict[str, Any],
+    data_engineering: dict[str, Any],
+    control_points: dict[str, Loader] | None,
+) -> tuple[
+    dict[str, sitk.Transform],
+    dict[str, sitk.Image],
+    dict[str, sitk.Image],
+    pd.DataFrame,
+    dict[str, Figure],
+]:
+    p = _params(parameters)
+    factor = float(data_engineering.get("downsample_factor", 15.0))
+    truth = (
+        ground_truth.set_index(ground_truth["pair_id"].astype(str)) if len(ground_truth) else None
+    )
+    if control_points is not None:
+        missing = sorted(set(pairs["pair_id"]) - set(control_points))
+        if missing:
+            raise ValueError(f"no control point file for pair(s) {', '.join(missing)}")
+    transforms, aligned, aligned_masks, figures = {}, {}, {}, {}
+    rows = []
+    for row in pairs.itertuples():
+        with downsampled_slides[row.pair_id]() as slide:
+            rgb, spacing, origin = _fixed_geometry(slide, factor)
+        mri: sitk.Image = mri_slices[row.pair_id]()
+        points = None
+        if control_points is not None:
+            cp_file: ControlPointsFile = control_points[row.pair_id]()
+            points = cp_file.read(
+                fixed_spacing_mm=spacing,
+                moving_spacing_mm=mri.GetSpacing(),
+                fixed_origin_mm=origin,
+            )
+        gt = None
+        if truth is not None and row.pair_id in truth.index:
+            t = truth.loc[row.pair_id]
+            gt = np.array([[t.a11, t.a12, t.tx], [t.a21, t.a22, t.ty]], dtype=float)
+        result = register_pair(
+            row.pair_id,
+            rgb,
+            spacing,
+            origin,
+            slide_masks[row.pair_id](),
+            mri,
+            mri_masks[row.pair_id](),
+            channel=p.channel,
+            params=p.optimiser,
+            scoring=p.scoring,
+            control_points=points,
+            ground_truth_2x3=gt,
+        )
+        flagged = result.scores["dice_after"] < p.scoring.dice_threshold
+        if flagged:
+            logger.warning(
+                "pair %s: Dice after registration %.3f is below the threshold %.2f; check its "
+                "QC figure",
+                row.pair_id,
+                result.scores["dice_after"],
+                p.scoring.dice_threshold,
+            )
+        logger.info(
+            "pair %s: Dice %.3f -> %.3f, TRE %.2f px, %.1f s",
+            row.pair_id,
+            result.scores["dice_before"],
+            result.scores["dice_after"],
+            result.scores["tre_px"],
+            result.scores["seconds"],
+        )
+        transforms[row.pair_id] = result.transform
+        aligned[row.pair_id] = result.aligned_mri
+        aligned_masks[row.pair_id] = result.aligned_mri_mask
+        figures[f"{row.pair_id}.png"] = result.figure
+        rows.append(
+            {
+                "pair_id": row.pair_id,
+                "specimen_id": row.specimen_id,
+                "split": row.split,
+                **result.scores,
+                "flagged": bool(flagged),
+                "dice_threshold": p.scoring.dice_threshold,
+            }
+        )
+    report = pd.DataFrame(rows)
+    thresholds = [
+        c
+        for c in (
+            "slide_mask_method",
+            "slide_mask_threshold",
+            "mri_mask_method",
+            "mri_mask_threshold",
+        )
+        if c in mask_report.columns
+    ]
+    if thresholds:
+        report = report.merge(mask_report[["pair_id", *thresholds]], on="pair_id", how="left")
+    ordered = [c for c in REPORT_COLUMNS if c in report.columns]
+    report = report[ordered + [c for c in report.columns if c not in ordered]]
+    return transforms, aligned, aligned_masks, report, figures
+
+
+def register_pairs(
+    pairs: pd.DataFrame,
+    downsampled_slides: dict[str, Loader],
+    mri_slices: dict[str, Loader],
+    slide_masks: dict[str, Loader],
+    mri_masks: dict[str, Loader],
+    ground_truth: pd.DataFrame,
+    mask_report: pd.DataFrame,
+    parameters: dict[str, Any],
+    data_engineering: dict[str, Any],
+) -> tuple[
+    dict[str, sitk.Transform],
+    dict[str, sitk.Image],
+    dict[str, sitk.Image],
+    pd.DataFrame,
+    dict[str, Figure],
+]:
+    """Intensity-based affine registration of every pair (Mattes MI, similarity then affine).
+
+    Returns:
+        ``(transforms, aligned_mri, aligned_mri_masks, report, qc_figures)``: transforms map
+        histology mm -> MRI mm; aligned images lie on the downsampled histology grid; the report
+        has one row per pair (``dice_*``, ``mi_*``, ``tre_*``, ``seconds``, ``converged``,
+        ``flagged`` and the mask thresholds used).
+    """
+    return _register_all(
+        pairs,
+        downsampled_slides,
+        mri_slices,
+        slide_masks,
+        mri_masks,
+        ground_truth,
+        mask_report,
+        parameters,
+        data_engineering,
+        None,
+    )
+
+
+def register_pairs_from_control_points(
+    pairs: pd.DataFrame,
+    downsampled_slides: dict[str, Loader],
+    mri_slices: dict[str, Loader],
+    slide_masks: dict[str, Loader],
+    mri_masks: dict[str, Loader],
+    ground_truth: pd.DataFrame,
+    mask_report: pd.DataFrame,
+    control_points: dict[str, Loader],
+    parameters: dict[str, Any],
+    data_engineering: dict[str, Any],
+) -> tuple[
+    dict[str, sitk.Transform],
+    dict[str, sitk.Image],
+    dict[str, sitk.Image],
+    pd.DataFrame,
+    dict[str, Figure],
+]:
+    """Least-squares affine from landmark pairs (one CSV per pair id); same outputs as above."""
+    return _register_all(
+        pairs,
+        downsampled_slides,
+        mri_slices,
+        slide_masks,
+        mri_masks,
+        ground_truth,
+        mask_report,
+        parameters,
+        data_engineering,
+        control_points,
+    )
