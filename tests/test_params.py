@@ -31,3 +31,17 @@ def test_errors_name_the_key(values: dict, message: str) -> None:
     with pytest.raises(ParameterError) as err:
         parse_params(DataEngineeringParams, values, "data_engineering")
     assert message in str(err.value)
+
+
+def test_fixed_length_tuples_keep_their_values() -> None:
+    from dataclasses import dataclass
+
+    @dataclass(frozen=True)
+    class Fractions:
+        values: tuple[float, float, float] = (0.7, 0.1, 0.2)
+
+    assert parse_params(Fractions, {"values": [0.5, 0.25, 0.25]}).values == (0.5, 0.25, 0.25)
+    with pytest.raises(ParameterError, match=r"'values\[1\]' must be a number"):
+        parse_params(Fractions, {"values": [0.5, "x", 0.25]})
+    with pytest.raises(ParameterError, match="must have 3 items"):
+        parse_params(Fractions, {"values": [0.5, 0.5]})

@@ -73,7 +73,7 @@ def _convert(value: Any, hint: Any, key: str) -> Any:
                 )
             return tuple(
                 _convert(v, a, f"{key}[{i}]")
-                for i, (v, a) in enumerate(zip(args, value, strict=True))
+                for i, (a, v) in enumerate(zip(args, value, strict=True))
             )
         item = args[0] if args else Any
         converted = [_convert(v, item, f"{key}[{i}]") for i, v in enumerate(value)]

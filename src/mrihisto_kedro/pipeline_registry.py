@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from kedro.pipeline import Pipeline
 
-from mrihisto_kedro.pipelines import data_engineering, demo, registration
+from mrihisto_kedro.pipelines import data_engineering, demo, modelling, registration
 
 #: demo outputs -> the raw inputs that the analysis pipelines read
 DEMO_INPUTS = {
@@ -18,6 +18,8 @@ DEMO_INPUTS = {
     "mri_volumes": "demo_mri_volumes",
     "pairs": "demo_pairs",
     "registration_ground_truth": "demo_ground_truth",
+    "icbm152_t1": "demo_icbm152_t1",
+    "icbm152_t2": "demo_icbm152_t2",
 }
 #: registered alone, left out of the default run (same outputs as ``registration``)
 ALTERNATIVES = ("demo", "registration_control_points")
@@ -34,6 +36,7 @@ def register_pipelines() -> dict[str, Pipeline]:
         "data_engineering": data_engineering.create_pipeline(),
         "registration": registration.create_pipeline(),
         "registration_control_points": registration.create_control_point_pipeline(),
+        "modelling": modelling.create_pipeline(),
     }
     analysis = sum(
         (p for name, p in pipelines.items() if name not in ALTERNATIVES), start=Pipeline([])

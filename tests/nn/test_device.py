@@ -57,8 +57,14 @@ def test_unknown_device_strings_are_rejected(bad: str) -> None:
         select_device(bad)
 
 
-def test_resolve_precision_on_cpu_and_mps() -> None:
+def test_resolve_precision_on_cpu_and_mps(monkeypatch: pytest.MonkeyPatch) -> None:
+    import mrihisto_kedro.nn.device as device_module
+
+    # auto is bf16 only on CPUs with native bf16; emulated bf16 is ~50x slower (measured here)
+    monkeypatch.setattr(device_module, "cpu_has_fast_bf16", lambda: True)
     assert resolve_precision(CPU, "auto") is Precision.BF16
+    monkeypatch.setattr(device_module, "cpu_has_fast_bf16", lambda: False)
+    assert resolve_precision(CPU, "auto") is Precision.FP32
     assert resolve_precision(CPU, "fp32") is Precision.FP32
     assert resolve_precision(torch.device("mps"), Precision.AUTO) is Precision.FP32
     with pytest.raises(ValueError, match="precision='int8'"):
@@ -82,7 +88,12 @@ def test_resolve_precision_on_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
     ("precision", "dtype"),
     [("auto", torch.bfloat16), ("bf16", torch.bfloat16), ("fp16", torch.float16), ("fp32", None)],
 )
-def test_autocast_context_on_cpu(precision: str, dtype: torch.dtype | None) -> None:
+def test_autocast_context_on_cpu(
+    precision: str, dtype: torch.dtype | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mrihisto_kedro.nn.device as device_module
+
+    monkeypatch.setattr(device_module, "cpu_has_fast_bf16", lambda: True)  # auto -> bf16
     conv = nn.Conv2d(2, 3, 3)
     x = torch.randn(1, 2, 8, 8)
     context = autocast_context(CPU, precision)

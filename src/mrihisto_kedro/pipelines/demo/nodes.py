@@ -11,6 +11,7 @@ import SimpleITK as sitk
 
 from mrihisto_kedro.demo.control_points import simulate_control_points
 from mrihisto_kedro.demo.generate import DemoParams, plan_demo
+from mrihisto_kedro.demo.icbm152 import read_icbm152_pair
 from mrihisto_kedro.imaging.slide_image import SlideImage
 from mrihisto_kedro.params import parse_params
 
@@ -43,3 +44,12 @@ def make_demo(
             plan.tissue_maps[row.pair_id], affine, rng
         )
     return plan.slides, plan.volumes, plan.pairs, plan.ground_truth, control_points
+
+
+def place_icbm152_pair() -> tuple[sitk.Image, sitk.Image, str]:
+    """The real, voxel-aligned ICBM152 2009c T1/T2 pair (2 mm) shipped with the package.
+
+    Returns:
+        ``(t1, t2, copying)``: the volumes and their licence notice, which travels with them.
+    """
+    return read_icbm152_pair()

@@ -2,7 +2,7 @@
 
 from kedro.pipeline import Node, Pipeline
 
-from .nodes import make_demo
+from .nodes import make_demo, place_icbm152_pair
 
 
 def create_pipeline(**kwargs) -> Pipeline:
@@ -20,6 +20,12 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "demo_control_points",
                 ],
                 name="make_demo",
-            )
+            ),
+            Node(
+                place_icbm152_pair,
+                None,
+                ["demo_icbm152_t1", "demo_icbm152_t2", "demo_icbm152_copying"],
+                name="place_icbm152_pair",
+            ),
         ]
     )

@@ -1,0 +1,128 @@
+"""Split one MRI volume into contiguous slabs of slices for train / val / test (no Kedro).
+
+A single template volume (the ICBM152 T1/T2 pair) has no specimens to split by; neighbouring
+slices are nearly identical, so a random slice split would leak. Slices are cut into contiguous
+slabs with a gap of unused slices between consecutive splits.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import SimpleITK as sitk
+
+from mrihisto_kedro.imaging.mri import Plane, extract_slice, slice_count
+from mrihisto_kedro.imaging.tileset import TileSet
+
+
+def slab_splits(
+    indices: list[int], fractions: tuple[float, float, float], gap: int
+) -> dict[str, list[int]]:
+    """Contiguous train / val / test slabs of ``indices`` with ``gap`` slices dropped between.
+
+    Args:
+        indices: usable slice indices in anatomical order (e.g. slices with brain).
+        fractions: ``(train, val, test)`` shares of the slices left after the gaps; sum 1.
+        gap: slices left out between two consecutive non-empty splits (>= 0).
+
+    Returns:
+        ``{"train": [...], "val": [...], "test": [...]}`` (val may be empty when its fraction
+        is 0); no index is in two splits and any two splits are at least ``gap + 1`` apart.
+    """
+    if abs(sum(fractions) - 1.0) > 1e-6 or min(fractions) < 0:
+        raise ValueError(f"fractions must be >= 0 and sum to 1, got {fractions}")
+    if gap < 0:
+        raise ValueError(f"gap must be >= 0, got {gap}")
+    names = ("train", "val", "test")
+    active = [n for n, f in zip(names, fractions, strict=True) if f > 0]
+    usable = len(indices) - gap * (len(active) - 1)
+    if usable < len(active):
+        raise ValueError(
+            f"{len(indices)} slices are too few for {len(active)} splits with gap {gap}"
+        )
+    counts = {n: int(np.floor(f * usable)) for n, f in zip(names, fractions, strict=True)}
+    counts["train"] += usable - sum(counts.values())
+    out: dict[str, list[int]] = {n: [] for n in names}
+    start = 0
+    for name in names:
+        if name not in active:
+            continue
+        out[name] = list(indices[start : start + counts[name]])
+        start += counts[name] + gap
+    return out
+
+
+def brain_slices(volume: sitk.Image, plane: Plane | str, min_fraction: float = 0.15) -> list[int]:
+    """Indices of slices in ``plane`` whose foreground (above 10 % of the 99th percentile) covers
+    at least ``min_fraction`` of the slice."""
+    array = sitk.GetArrayFromImage(volume).astype(np.float32)
+    level = 0.1 * float(np.percentile(array, 99))
+    keep = []
+    for i in range(slice_count(volume, plane)):
+        image = sitk.GetArrayFromImage(extract_slice(volume, plane, i))
+        if (image > level).mean() >= min_fraction:
+            keep.append(i)
+    return keep
+
+
+def volume_pair_tiles(
+    volume_a: sitk.Image,
+    volume_b: sitk.Image,
+    plane: Plane | str,
+    splits: dict[str, list[int]],
+    *,
+    lower_percentile: float = 1.0,
+    upper_percentile: float = 99.5,
+    pad_to: int | None = None,
+) -> TileSet:
+    """Slices of two voxel-aligned volumes (e.g. T1 and T2) as a tile set, one row per slice.
+
+    Each slice is scaled to ``[0, 1]`` by robust percentiles of its own volume (computed once
+    over the volume) and zero-padded (centred) to ``pad_to`` pixels a side if given.
+
+    Returns:
+        ``a`` float32 ``(N, H, W, 1)`` from ``volume_a``, ``b`` float32 ``(N, H, W, 1)`` from
+        ``volume_b``; manifest rows with ``pair_id = slice_<i>``, ``specimen_id = slab_<split>``,
+        ``split``, ``x = y = 0``, ``size`` (px), ``scale = 1``.
+    """
+    if volume_a.GetSize() != volume_b.GetSize():
+        raise ValueError(f"volumes differ in size: {volume_a.GetSize()} vs {volume_b.GetSize()}")
+    ranges = []
+    for vol in (volume_a, volume_b):
+        arr = sitk.GetArrayFromImage(vol).astype(np.float64)
+        ranges.append(np.percentile(arr, [lower_percentile, upper_percentile]))
+    rows, a_list, b_list = [], [], []
+    for split, indices in splits.items():
+        for i in indices:
+            images = []
+            for vol, (lo, hi) in zip((volume_a, volume_b), ranges, strict=True):
+                s = sitk.GetArrayFromImage(extract_slice(vol, plane, i)).astype(np.float64)
+                images.append(np.clip((s - lo) / (hi - lo), 0.0, 1.0).astype(np.float32))
+            if pad_to is not None:
+                images = [_pad(im, pad_to) for im in images]
+            a_list.append(images[0][..., None])
+            b_list.append(images[1][..., None])
+            rows.append(
+                {
+                    "tile_id": f"{plane}_{i:03d}",
+                    "pair_id": f"slice_{i:03d}",
+                    "specimen_id": f"slab_{split}",
+                    "split": split,
+                    "x": 0,
+                    "y": 0,
+                    "size": images[0].shape[0],
+                    "scale": 1.0,
+                    "slice_index": i,
+                }
+            )
+    return TileSet(manifest=pd.DataFrame(rows), a=np.stack(a_list), b=np.stack(b_list))
+
+
+def _pad(image: np.ndarray, size: int) -> np.ndarray:
+    h, w = image.shape
+    if h > size or w > size:
+        raise ValueError(f"slice {image.shape} is larger than pad_to={size}")
+    out = np.zeros((size, size), image.dtype)
+    top, left = (size - h) // 2, (size - w) // 2
+    out[top : top + h, left : left + w] = image
+    return out

@@ -1,0 +1,183 @@
+"""Paired tiles and whole-slide views from aligned MRI / histology pairs (no Kedro imports).
+
+Inputs are the registration pipeline's products on the downsampled histology grid: the aligned
+MRI slice (float32 ``(H, W)`` in ``[0, 1]``), the downsampled slide (uint8 ``(H, W, 3)``) and
+the slide's tissue mask. Tile coordinates are recorded in level-0 pixels of the original slide
+(``x = col * downsample``), so a tile can always be found again in the full-resolution slide.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from skimage.transform import resize
+
+from mrihisto_kedro.imaging.tileset import TileSet
+
+
+@dataclass(frozen=True)
+class TilingParams:
+    """How tiles are cut.
+
+    Attributes:
+        tile_size: tile side in pixels of the downsampled grid the pairs live on.
+        stride: step between tiles in pixels (``None``: ``tile_size``, i.e. non-overlapping).
+        min_tissue_fraction: keep a tile only if at least this fraction of it is tissue.
+        output_size: tiles are resized to this side before storage (``None``: ``tile_size``).
+    """
+
+    tile_size: int = 256
+    stride: int | None = None
+    min_tissue_fraction: float = 0.5
+    output_size: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.tile_size < 8:
+            raise ValueError(f"tile_size must be >= 8 px, got {self.tile_size}")
+        if self.stride is not None and self.stride < 1:
+            raise ValueError(f"stride must be >= 1 px, got {self.stride}")
+        if not 0.0 <= self.min_tissue_fraction <= 1.0:
+            raise ValueError(
+                f"min_tissue_fraction must be in [0, 1], got {self.min_tissue_fraction}"
+            )
+
+
+@dataclass(frozen=True)
+class AlignedPair:
+    """One registered pair on the downsampled histology grid.
+
+    Attributes:
+        pair_id, specimen_id, split: from the pairs manifest.
+        mri: aligned MRI, float32 ``(H, W)`` in ``[0, 1]``.
+        histology: downsampled slide, uint8 ``(H, W, 3)``.
+        tissue: boolean tissue mask ``(H, W)`` (histology tissue and MRI coverage).
+        downsample: level-0 pixels per grid pixel (e.g. 15).
+    """
+
+    pair_id: str
+    specimen_id: str
+    split: str
+    mri: np.ndarray
+    histology: np.ndarray
+    tissue: np.ndarray
+    downsample: float
+
+    def __post_init__(self) -> None:
+        h, w = self.mri.shape
+        if self.histology.shape != (h, w, 3) or self.tissue.shape != (h, w):
+            raise ValueError(
+                f"pair {self.pair_id}: MRI {self.mri.shape}, histology {self.histology.shape} "
+                f"and tissue {self.tissue.shape} must share one (H, W) grid"
+            )
+
+
+def tile_origins(length: int, tile: int, stride: int) -> list[int]:
+    """Start offsets of tiles of size ``tile`` along an axis of ``length`` pixels (no overhang)."""
+    if length < tile:
+        return []
+    return list(range(0, length - tile + 1, stride))
+
+
+def _resize(array: np.ndarray, size: int, *, order: int) -> np.ndarray:
+    if array.shape[0] == size and array.shape[1] == size:
+        return array
+    out = resize(
+        array.astype(np.float32),
+        (size, size) + array.shape[2:],
+        order=order,
+        anti_aliasing=order > 0,
+        preserve_range=True,
+    )
+    return out
+
+
+def paired_tiles(pairs: list[AlignedPair], params: TilingParams) -> TileSet:
+    """Cut every pair into tiles and keep those with enough tissue.
+
+    Args:
+        pairs: the aligned pairs.
+        params: tile size, stride, tissue fraction, stored size.
+
+    Returns:
+        A :class:`TileSet` with ``a`` float32 ``(N, S, S, 1)`` MRI in ``[0, 1]``, ``b`` uint8
+        ``(N, S, S, 3)`` histology, and one manifest row per tile (``tile_id, pair_id,
+        specimen_id, split, x, y, size, scale, tissue_fraction``; ``x, y, size`` in level-0
+        pixels; ``scale`` = level-0 pixels per stored pixel).
+    """
+    stride = params.stride or params.tile_size
+    out_size = params.output_size or params.tile_size
+    rows, a_tiles, b_tiles = [], [], []
+    for pair in pairs:
+        h, w = pair.mri.shape
+        for y in tile_origins(h, params.tile_size, stride):
+            for x in tile_origins(w, params.tile_size, stride):
+                window = (slice(y, y + params.tile_size), slice(x, x + params.tile_size))
+                fraction = float(pair.tissue[window].mean())
+                if fraction < params.min_tissue_fraction:
+                    continue
+                a_tiles.append(_resize(pair.mri[window], out_size, order=1)[..., None])
+                b = _resize(pair.histology[window], out_size, order=1)
+                b_tiles.append(np.clip(np.rint(b), 0, 255).astype(np.uint8))
+                rows.append(
+                    {
+                        "tile_id": f"{pair.pair_id}_x{x:05d}_y{y:05d}",
+                        "pair_id": pair.pair_id,
+                        "specimen_id": pair.specimen_id,
+                        "split": pair.split,
+                        "x": round(x * pair.downsample),
+                        "y": round(y * pair.downsample),
+                        "size": round(params.tile_size * pair.downsample),
+                        "scale": params.tile_size * pair.downsample / out_size,
+                        "tissue_fraction": fraction,
+                    }
+                )
+    if not rows:
+        raise ValueError(
+            f"no tile of {params.tile_size} px has tissue fraction >= "
+            f"{params.min_tissue_fraction} in {len(pairs)} pair(s)"
+        )
+    return TileSet(
+        manifest=pd.DataFrame(rows),
+        a=np.stack(a_tiles).astype(np.float32),
+        b=np.stack(b_tiles),
+    )
+
+
+def whole_views(pairs: list[AlignedPair], load_size: int) -> TileSet:
+    """One whole-slide view per pair: the full grid padded to a square and resized.
+
+    Padding (MRI 0, histology white) keeps the aspect ratio, as the paper's whole-slide
+    experiment resized each registered slide to one square image.
+
+    Returns:
+        A :class:`TileSet` like :func:`paired_tiles` with one row per pair (``x = y = 0``,
+        ``size`` = padded side in level-0 pixels).
+    """
+    rows, a_tiles, b_tiles = [], [], []
+    for pair in pairs:
+        h, w = pair.mri.shape
+        side = max(h, w)
+        mri = np.zeros((side, side), np.float32)
+        hist = np.full((side, side, 3), 255, np.uint8)
+        mri[:h, :w] = pair.mri
+        hist[:h, :w] = pair.histology
+        a_tiles.append(_resize(mri, load_size, order=1)[..., None])
+        b_tiles.append(np.clip(np.rint(_resize(hist, load_size, order=1)), 0, 255).astype(np.uint8))
+        rows.append(
+            {
+                "tile_id": f"{pair.pair_id}_whole",
+                "pair_id": pair.pair_id,
+                "specimen_id": pair.specimen_id,
+                "split": pair.split,
+                "x": 0,
+                "y": 0,
+                "size": round(side * pair.downsample),
+                "scale": side * pair.downsample / load_size,
+                "tissue_fraction": float(pair.tissue.mean()),
+            }
+        )
+    return TileSet(
+        manifest=pd.DataFrame(rows), a=np.stack(a_tiles).astype(np.float32), b=np.stack(b_tiles)
+    )

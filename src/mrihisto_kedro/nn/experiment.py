@@ -1,0 +1,225 @@
+"""One training run from a tile set: loaders, model, loop (pure PyTorch; no Kedro, no MLflow).
+
+The Kedro node of the modelling pipeline parses parameters into these types, hands in a callback
+that logs to MLflow, and stores what :func:`run_training` returns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from mrihisto_kedro.imaging.tileset import TileSet
+from mrihisto_kedro.nn.data import TileSetTorchDataset
+from mrihisto_kedro.nn.models import (
+    CycleGANConfig,
+    Pix2PixConfig,
+    TranslationModel,
+    UNetRegressionConfig,
+    build_model,
+)
+from mrihisto_kedro.nn.training import (
+    EpochReport,
+    TrainingResult,
+    evaluate,
+    gaussian_ssim,
+    train,
+)
+
+
+class ModelType(StrEnum):
+    """Which translation model an experiment trains."""
+
+    PIX2PIX = "pix2pix"
+    CYCLEGAN = "cyclegan"
+    UNET_REGRESSION = "unet_regression"
+
+
+_CONFIGS: dict[ModelType, Any] = {
+    ModelType.PIX2PIX: Pix2PixConfig,
+    ModelType.CYCLEGAN: CycleGANConfig,
+    ModelType.UNET_REGRESSION: UNetRegressionConfig,
+}
+
+
+@dataclass(frozen=True)
+class DataParams:
+    """How tiles are fed to training.
+
+    Attributes:
+        load_size: training-time resize before the random crop (pix2pix jitter); ``None``: none.
+        crop_size: training-time random crop; ``None``: none.
+        flip: random horizontal flips in training.
+        batch_size: tiles per step.
+        val_split: split used for validation; falls back to ``test`` when it has no tiles (the
+            paper had only train and test slides).
+        a_range, b_range: value ranges of A and B (``None``: from the dtype: uint8 0..255,
+            uint16 0..65535, float 0..1).
+        max_val_batches: validate on at most this many batches.
+    """
+
+    load_size: int | None = None
+    crop_size: int | None = None
+    flip: bool = True
+    batch_size: int = 1
+    val_split: str = "val"
+    a_range: tuple[float, float] | None = None
+    b_range: tuple[float, float] | None = None
+    max_val_batches: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+
+
+def model_config(model_type: ModelType | str, values: Mapping[str, Any]) -> Any:
+    """The validated config dataclass of ``model_type`` from a parameter mapping."""
+    cls = _CONFIGS[ModelType(model_type)]
+    return cls.from_dict(dict(values))
+
+
+def _validation_split(tileset: TileSet, wanted: str) -> str:
+    splits = set(tileset.manifest["split"])
+    if wanted in splits:
+        return wanted
+    if "test" in splits:
+        return "test"
+    raise ValueError(f"no '{wanted}' or 'test' tiles to validate on; splits are {sorted(splits)}")
+
+
+def make_loaders(
+    tileset: TileSet, data: DataParams, *, paired: bool, seed: int
+) -> tuple[DataLoader, DataLoader, str]:
+    """Training loader (augmented, shuffled) and validation loader (no augmentation, paired).
+
+    Returns:
+        ``(train_loader, val_loader, val_split)``.
+    """
+    train_set = tileset.split("train")
+    val_name = _validation_split(tileset, data.val_split)
+    val_set = tileset.split(val_name)
+    common = {"a_range": data.a_range, "b_range": data.b_range}
+    train_data = TileSetTorchDataset(
+        train_set,
+        paired=paired,
+        train=True,
+        load_size=data.load_size,
+        crop_size=data.crop_size,
+        flip=data.flip,
+        seed=seed,
+        **common,
+    )
+    val_data = TileSetTorchDataset(val_set, paired=True, train=False, **common)
+    generator = torch.Generator().manual_seed(seed)
+    train_loader = DataLoader(
+        train_data,
+        batch_size=data.batch_size,
+        shuffle=True,
+        generator=generator,
+        drop_last=len(train_data) >= 2 * data.batch_size,
+    )
+    val_loader = DataLoader(val_data, batch_size=max(1, data.batch_size), shuffle=False)
+    return train_loader, val_loader, val_name
+
+
+def run_training(
+    tileset: TileSet,
+    model_type: ModelType | str,
+    config_values: Mapping[str, Any],
+    data: DataParams,
+    *,
+    checkpoint_dir: str | Path | None = None,
+    resume: bool = False,
+    callback: Callable[[EpochReport], None] | None = None,
+    sample_every: int = 1,
+) -> tuple[TranslationModel, TrainingResult, dict[str, Any]]:
+    """Train one model on a tile set and measure it on the validation split.
+
+    Returns:
+        ``(model, result, info)``; ``info`` has ``val_split``, ``n_train``, ``n_val``,
+        ``untrained`` (validation metrics of the freshly initialised generator) and
+        ``mean_colour`` (metrics of predicting the mean training B colour everywhere).
+    """
+    model_type = ModelType(model_type)
+    config = model_config(model_type, config_values)
+    paired = model_type is not ModelType.CYCLEGAN
+    train_loader, val_loader, val_name = make_loaders(
+        tileset, data, paired=paired, seed=config.seed
+    )
+    model = build_model(config)
+    untrained, _ = evaluate(model, val_loader, max_batches=data.max_val_batches)
+    result = train(
+        model,
+        train_loader,
+        val_loader=val_loader,
+        checkpoint_dir=checkpoint_dir,
+        resume=resume,
+        callback=callback,
+        sample_every=sample_every,
+        max_val_batches=data.max_val_batches,
+    )
+    info = {
+        "val_split": val_name,
+        "n_train": len(train_loader.dataset),
+        "n_val": len(val_loader.dataset),
+        "untrained": untrained,
+        "mean_colour": mean_colour_baseline(tileset, val_name, data.b_range),
+        "input": input_baselines(val_loader),
+    }
+    return model, result, info
+
+
+def mean_colour_baseline(
+    tileset: TileSet, val_split: str, b_range: tuple[float, float] | None = None
+) -> dict[str, float]:
+    """L1 (in [0, 1] image units) of predicting the mean training B value per channel.
+
+    The trivial baseline the issue asks a trained generator to beat.
+    """
+    train_b = tileset.split("train").b
+    val_b = tileset.split(val_split).b
+    if train_b is None or val_b is None:
+        raise ValueError("the mean-colour baseline needs a paired tile set")
+    dataset = TileSetTorchDataset(tileset.split("train"), train=False, b_range=b_range)
+    lo, hi = dataset.b_range
+    mean = np.asarray(train_b, dtype=np.float64).reshape(-1, train_b.shape[-1]).mean(axis=0)
+    val = np.asarray(val_b, dtype=np.float64)
+    l1 = float(np.abs(val - mean).mean() / (hi - lo))
+    return {"val_L1_01": l1, "val_L1": 2.0 * l1}
+
+
+@torch.no_grad()
+def input_baselines(loader: DataLoader) -> dict[str, dict[str, float]]:
+    """Validation metrics of predicting B as A itself and as the intensity-inverted A.
+
+    The trivial baselines of contrast translation (T1 -> T2): a model must beat copying its
+    input and the inverted input (T2 is roughly an inverted T1). Only defined when A and B have
+    the same number of channels; else empty.
+
+    Returns:
+        ``{"identity": {"val_L1", "val_SSIM"}, "inverted": {...}}`` in the units of
+        :func:`mrihisto_kedro.nn.training.evaluate` (L1 in [-1, 1] units, SSIM on [0, 1]).
+    """
+    sums = {"identity": [0.0, 0.0], "inverted": [0.0, 0.0]}
+    n_values = n_images = 0
+    for batch in loader:
+        a, b = batch["A"].double(), batch["B"].double()
+        if a.shape[1] != b.shape[1]:
+            return {}
+        for name, pred in (("identity", a), ("inverted", -a)):
+            sums[name][0] += float((pred - b).abs().sum())
+            p01, b01 = ((pred + 1) / 2).clamp(0, 1), ((b + 1) / 2).clamp(0, 1)
+            sums[name][1] += float(gaussian_ssim(p01, b01, data_range=1.0).sum())
+        n_values += b.numel()
+        n_images += b.shape[0]
+    return {
+        name: {"val_L1": l1 / n_values, "val_SSIM": ssim / n_images}
+        for name, (l1, ssim) in sums.items()
+    }

@@ -1,0 +1,994 @@
+"""Image-translation models: pix2pix, CycleGAN and the U-Net regression baseline.
+
+Each model is a plain class that owns its networks, optimisers, learning-rate schedulers (and,
+for CycleGAN, image pools), built from a frozen, validated config dataclass:
+
+* :class:`Pix2Pix` (Isola et al. 2017; seed 000): U-Net generator G, PatchGAN D on the input
+  and output concatenated, ``G loss = GAN(D(A, G(A)), real) + lambda_L1 * L1(G(A), B)``,
+  ``D loss = 0.5 * (GAN(D(A, B), real) + GAN(D(A, G(A)), fake))`` (+ gradient penalty with
+  ``wgangp``). One iteration updates D, then G with D frozen, as the reference.
+* :class:`CycleGAN` (Zhu et al. 2017; seed 004): G_A: A -> B, G_B: B -> A, D_A judges domain B,
+  D_B domain A; cycle losses weighted ``lambda_A``/``lambda_B``, identity losses weighted
+  ``lambda_identity`` (only when A and B have the same channel count), discriminators fed from
+  image pools of past fakes. One iteration updates both G, then both D, as the reference.
+* :class:`UNetRegression` (seed 003 baseline): one U-Net with a sigmoid output trained with MSE
+  against B, Adam.
+
+Conventions: batches are dicts with ``"A"`` ``(N, Ca, H, W)`` and ``"B"`` ``(N, Cb, H, W)``
+float tensors in ``[-1, 1]`` (see :mod:`mrihisto_kedro.nn.data`); :meth:`generate` returns
+``(N, Cb, H, W)`` float32 in ``[-1, 1]`` for every model (the regression baseline's ``[0, 1]``
+sigmoid output is mapped with ``2 y - 1``). Losses are returned as Python floats with the
+reference names; ``G_L1``, ``cycle_*`` and ``idt_*`` are reported already multiplied by their
+weights, as the reference prints them.
+
+Learning rate: Adam with ``lr``, ``(beta1, beta2)``; policy ``linear`` keeps ``lr`` for
+``n_epochs`` epochs, then decays it linearly to zero over ``n_epochs_decay`` epochs with the
+reference rule (:func:`linear_lr_multiplier`); the schedulers step once per epoch
+(:meth:`TranslationModel.step_schedulers`, called by the training loop).
+
+Device and precision: networks live on ``select_device(config.device)``; forward passes run
+under :func:`~mrihisto_kedro.nn.device.autocast_context` (``auto``: bf16 on CUDA with bf16
+support and on CPUs with native bf16 (AVX512/AMX, :func:`cpu_has_fast_bf16`), fp32 elsewhere:
+on an AVX2-only CPU bf16 is emulated and a pix2pix step is ~18x slower than fp32); losses are
+computed in float32; fp16 on CUDA uses a ``GradScaler``. With
+``channels_last=None`` the networks and inputs use the channels_last memory format on CUDA
+always and on CPU when the precision is bf16 (the combination measured fastest on this
+project's CPU, STACK.md).
+
+Pure PyTorch (no Kedro, no MLflow).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import warnings
+from collections.abc import Iterator, Mapping
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from enum import Enum, StrEnum
+from typing import Any, ClassVar, Self
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.optim import Adam, Optimizer
+from torch.optim.lr_scheduler import LambdaLR
+
+from mrihisto_kedro.nn.device import (
+    Precision,
+    autocast_context,
+    cpu_has_fast_bf16,
+    needs_grad_scaler,
+    resolve_precision,
+    select_device,
+    use_channels_last,
+)
+from mrihisto_kedro.nn.discriminators import DiscriminatorKind, build_discriminator
+from mrihisto_kedro.nn.generators import FinalActivation, GeneratorKind, build_generator
+from mrihisto_kedro.nn.image_pool import ImagePool
+from mrihisto_kedro.nn.layers import InitKind, NormKind, parse_option
+from mrihisto_kedro.nn.losses import GANLoss, GANMode, gradient_penalty
+
+__all__ = [
+    "CycleGAN",
+    "CycleGANConfig",
+    "LRPolicy",
+    "LinearDecay",
+    "Pix2Pix",
+    "Pix2PixConfig",
+    "TranslationModel",
+    "UNetRegression",
+    "UNetRegressionConfig",
+    "build_model",
+    "cpu_has_fast_bf16",
+    "linear_lr_multiplier",
+    "set_requires_grad",
+]
+
+_UNET_FIXED_DEPTH = {GeneratorKind.UNET_256: 8, GeneratorKind.UNET_128: 7}
+_RESNET_KINDS = (GeneratorKind.RESNET_6BLOCKS, GeneratorKind.RESNET_9BLOCKS)
+_MIN_UNET_DOWNS = 5
+# config fields that may differ between a checkpoint and the model it is loaded into
+_RUNTIME_FIELDS = frozenset({"device", "precision", "channels_last"})
+
+
+class LRPolicy(StrEnum):
+    """Learning-rate schedule over epochs."""
+
+    LINEAR = "linear"  # constant for n_epochs, then linear decay to 0 over n_epochs_decay
+    CONSTANT = "constant"  # lr for every epoch
+
+
+def linear_lr_multiplier(
+    epoch: int, *, n_epochs: int, n_epochs_decay: int, epoch_count: int = 1
+) -> float:
+    """The reference pix2pix/CycleGAN ``lambda_rule``: the lr factor of 0-based ``epoch``.
+
+    ``1.0 - max(0, epoch + epoch_count - n_epochs) / float(n_epochs_decay + 1)``: 1 for the
+    first ``n_epochs`` epochs (with the default ``epoch_count=1``), then ``k/(n_epochs_decay+1)``
+    for ``k = n_epochs_decay, ..., 1``; it would reach 0 after the last epoch. Example:
+    ``n_epochs=3, n_epochs_decay=2`` gives 1, 1, 1, 2/3, 1/3.
+    """
+    return 1.0 - max(0, epoch + epoch_count - n_epochs) / float(n_epochs_decay + 1)
+
+
+@dataclass
+class LinearDecay:
+    """Picklable callable for ``LambdaLR`` implementing :func:`linear_lr_multiplier`.
+
+    A callable object (not a lambda) so that ``LambdaLR.state_dict`` can hold it.
+    """
+
+    n_epochs: int
+    n_epochs_decay: int
+    epoch_count: int = 1
+
+    def __call__(self, epoch: int) -> float:
+        """Multiplier of the initial lr for 0-based ``epoch``."""
+        return linear_lr_multiplier(
+            epoch,
+            n_epochs=self.n_epochs,
+            n_epochs_decay=self.n_epochs_decay,
+            epoch_count=self.epoch_count,
+        )
+
+
+@dataclass
+class ConstantRate:
+    """Picklable callable for ``LambdaLR``: multiplier 1 for every epoch."""
+
+    def __call__(self, epoch: int) -> float:
+        """Always 1.0."""
+        return 1.0
+
+
+def _model_precision(device: torch.device, requested: Precision) -> Precision:
+    """The precision a model uses: :func:`resolve_precision`, except ``auto`` on a CPU
+    without native bf16, which is fp32 (bf16 would be emulated, orders of magnitude slower).
+
+    An explicit ``bf16`` on such a CPU is honoured with a warning.
+    """
+    if device.type == "cpu" and not cpu_has_fast_bf16():
+        if requested is Precision.AUTO:
+            return Precision.FP32
+        if requested in (Precision.BF16, Precision.FP16):
+            warnings.warn(
+                f"precision={requested.value!r} on a CPU without native {requested.value} "
+                "support: PyTorch emulates it and training will be far slower than fp32",
+                stacklevel=3,
+            )
+    return resolve_precision(device, requested)
+
+
+def set_requires_grad(nets: nn.Module | list[nn.Module], requires_grad: bool) -> None:
+    """Switch gradient computation on or off for all parameters of ``nets`` (reference helper)."""
+    for net in nets if isinstance(nets, list) else [nets]:
+        for param in net.parameters():
+            param.requires_grad_(requires_grad)
+
+
+# ----------------------------------------------------------------------------------------------
+# configs
+
+
+def _check_int(name: str, value: object, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+def _check_float(name: str, value: object, low: float, high: float | None = None) -> None:
+    ok = isinstance(value, int | float) and not isinstance(value, bool)
+    if ok:
+        ok = float(value) >= low and (high is None or float(value) < high)
+    if not ok:
+        bound = f"in [{low}, {high})" if high is not None else f">= {low}"
+        raise ValueError(f"{name} must be a number {bound}, got {value!r}")
+
+
+class _ConfigMixin:
+    """Shared conversion and validation of the model config dataclasses."""
+
+    _ENUM_FIELDS: ClassVar[dict[str, type[Enum]]] = {
+        "generator": GeneratorKind,
+        "discriminator": DiscriminatorKind,
+        "norm": NormKind,
+        "init": InitKind,
+        "gan_mode": GANMode,
+        "lr_policy": LRPolicy,
+        "precision": Precision,
+    }
+
+    def _normalise_enums(self) -> None:
+        for name, enum_cls in self._ENUM_FIELDS.items():
+            if hasattr(self, name):
+                value = parse_option(enum_cls, getattr(self, name), name=name)
+                object.__setattr__(self, name, value)
+
+    def _validate_common(self) -> None:
+        """Validate the fields every config has (channels, generator, optimiser, schedule)."""
+        self._normalise_enums()
+        _check_int("in_channels", self.in_channels, 1)
+        _check_int("out_channels", self.out_channels, 1)
+        _check_int("ngf", self.ngf, 1)
+        _check_float("init_gain", self.init_gain, 1e-12)
+        _check_float("lr", self.lr, 1e-30)
+        _check_float("beta1", self.beta1, 0.0, 1.0)
+        _check_float("beta2", self.beta2, 0.0, 1.0)
+        _check_int("n_epochs", self.n_epochs, 0)
+        _check_int("n_epochs_decay", self.n_epochs_decay, 0)
+        _check_int("epoch_count", self.epoch_count, 1)
+        _check_int("seed", self.seed, 0)
+        if self.n_epochs + self.n_epochs_decay < 1:
+            raise ValueError("n_epochs + n_epochs_decay must be >= 1")
+        if not isinstance(self.dropout, bool):
+            raise ValueError(f"dropout must be true or false, got {self.dropout!r}")
+        if self.channels_last is not None and not isinstance(self.channels_last, bool):
+            raise ValueError(
+                f"channels_last must be true, false or null, got {self.channels_last!r}"
+            )
+        kind = self.generator
+        if kind is GeneratorKind.UNET:
+            if self.num_downs is None:
+                raise ValueError("generator 'unet' needs num_downs (>= 5)")
+            _check_int("num_downs", self.num_downs, _MIN_UNET_DOWNS)
+        elif kind in _UNET_FIXED_DEPTH:
+            if self.num_downs not in (None, _UNET_FIXED_DEPTH[kind]):
+                raise ValueError(
+                    f"generator {kind.value!r} has num_downs={_UNET_FIXED_DEPTH[kind]}, got "
+                    f"num_downs={self.num_downs}; use generator 'unet' for another depth"
+                )
+        elif self.num_downs is not None:
+            raise ValueError(f"num_downs applies to U-Net generators only, not {kind.value!r}")
+        if not isinstance(self.device, str):
+            raise ValueError(f"device must be a string, got {self.device!r}")
+        text = self.device.strip().lower()
+        if text != "auto":
+            try:
+                device = torch.device(text)
+            except RuntimeError:
+                device = None
+            if device is None or device.type not in ("cpu", "cuda", "mps"):
+                raise ValueError(
+                    f"device={self.device!r} is not valid; expected 'auto', 'cpu', 'cuda', "
+                    "'cuda:<index>' or 'mps'"
+                )
+
+    def _validate_discriminator(self) -> None:
+        _check_int("ndf", self.ndf, 1)
+        _check_int("n_layers_D", self.n_layers_D, 1)
+        _check_float("lambda_gp", self.lambda_gp, 0.0)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain ``{field: value}`` with enums as their string values (for logging, checkpoints)."""
+        out: dict[str, Any] = {}
+        for field in dataclasses.fields(self):  # type: ignore[arg-type]
+            value = getattr(self, field.name)
+            out[field.name] = value.value if isinstance(value, Enum) else value
+        return out
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> Self:
+        """Build the config from :meth:`to_dict` output (or a parameters mapping).
+
+        Raises:
+            ValueError: unknown keys (named) or invalid values.
+        """
+        names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise ValueError(f"unknown {cls.__name__} field(s): {unknown}")
+        return cls(**dict(values))
+
+
+@dataclass(frozen=True)
+class Pix2PixConfig(_ConfigMixin):
+    """pix2pix options; defaults are the reference's (U-Net-256, 70x70 PatchGAN, vanilla GAN).
+
+    Attributes:
+        in_channels: channels of A (1 for an MRI slice).
+        out_channels: channels of B (3 for RGB histology).
+        generator: ``unet_256`` (8 down-samplings), ``unet_128``, ``unet`` (depth
+            ``num_downs``), ``resnet_6blocks``, ``resnet_9blocks``.
+        num_downs: U-Net depth for ``unet``.
+        ngf: generator filters in the outermost layer.
+        dropout: Dropout(0.5) in the inner U-Net blocks (reference: on for pix2pix).
+        discriminator: ``basic`` (70x70 PatchGAN), ``n_layers``, ``pixel``.
+        ndf: discriminator filters in the first layer.
+        n_layers_D: PatchGAN depth for ``n_layers``.
+        norm: ``batch``, ``instance``, ``none``.
+        init: ``normal``, ``xavier``, ``kaiming``, ``orthogonal``.
+        init_gain: std of ``normal`` init (0.02).
+        gan_mode: ``vanilla`` (BCE with logits), ``lsgan`` (MSE), ``wgangp``.
+        lambda_L1: weight of the L1 term of the generator loss.
+        lambda_gp: weight of the gradient penalty (``wgangp`` only).
+        lr, beta1, beta2: Adam parameters (both networks).
+        n_epochs: epochs at the initial lr; n_epochs_decay: epochs of linear decay to 0.
+        epoch_count: the reference's starting epoch number in the lr rule (1).
+        lr_policy: ``linear`` or ``constant``.
+        device: ``auto`` (CUDA, MPS, CPU) or a device string.
+        precision: ``auto``, ``fp32``, ``bf16``, ``fp16``.
+        channels_last: memory format switch; ``None`` = automatic (see module docstring).
+        seed: seed of the initial weights (and of the training loop's global RNGs).
+    """
+
+    in_channels: int = 1
+    out_channels: int = 3
+    generator: GeneratorKind = GeneratorKind.UNET_256
+    num_downs: int | None = None
+    ngf: int = 64
+    dropout: bool = True
+    discriminator: DiscriminatorKind = DiscriminatorKind.BASIC
+    ndf: int = 64
+    n_layers_D: int = 3
+    norm: NormKind = NormKind.BATCH
+    init: InitKind = InitKind.NORMAL
+    init_gain: float = 0.02
+    gan_mode: GANMode = GANMode.VANILLA
+    lambda_L1: float = 100.0
+    lambda_gp: float = 10.0
+    lr: float = 2e-4
+    beta1: float = 0.5
+    beta2: float = 0.999
+    n_epochs: int = 100
+    n_epochs_decay: int = 100
+    epoch_count: int = 1
+    lr_policy: LRPolicy = LRPolicy.LINEAR
+    device: str = "auto"
+    precision: Precision = Precision.AUTO
+    channels_last: bool | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        """Convert option strings to enums and validate every field (ValueError names it)."""
+        self._validate_common()
+        self._validate_discriminator()
+        _check_float("lambda_L1", self.lambda_L1, 0.0)
+
+
+@dataclass(frozen=True)
+class CycleGANConfig(_ConfigMixin):
+    """CycleGAN options; defaults are the reference's (ResNet-9 G, PatchGAN D, lsgan, pool 50).
+
+    Attributes:
+        in_channels: channels of domain A; out_channels: channels of domain B.
+        generator, num_downs, ngf, dropout: both generators (reference: resnet_9blocks, no
+            dropout).
+        discriminator, ndf, n_layers_D: both discriminators.
+        norm: ``instance`` (reference CycleGAN default), ``batch`` or ``none``.
+        init, init_gain: weight initialisation.
+        gan_mode: ``lsgan`` (reference), ``vanilla`` or ``wgangp``.
+        lambda_A, lambda_B: cycle loss weights (A -> B -> A and B -> A -> B).
+        lambda_identity: identity loss weight relative to lambda_A/lambda_B (0.5); used only
+            when ``in_channels == out_channels``.
+        lambda_gp: gradient penalty weight (``wgangp`` only).
+        pool_size: image pool capacity per discriminator (50; 0 disables the pools).
+        lr, beta1, beta2, n_epochs, n_epochs_decay, epoch_count, lr_policy: as
+            :class:`Pix2PixConfig`.
+        device, precision, channels_last, seed: as :class:`Pix2PixConfig`.
+    """
+
+    in_channels: int = 1
+    out_channels: int = 1
+    generator: GeneratorKind = GeneratorKind.RESNET_9BLOCKS
+    num_downs: int | None = None
+    ngf: int = 64
+    dropout: bool = False
+    discriminator: DiscriminatorKind = DiscriminatorKind.BASIC
+    ndf: int = 64
+    n_layers_D: int = 3
+    norm: NormKind = NormKind.INSTANCE
+    init: InitKind = InitKind.NORMAL
+    init_gain: float = 0.02
+    gan_mode: GANMode = GANMode.LSGAN
+    lambda_A: float = 10.0
+    lambda_B: float = 10.0
+    lambda_identity: float = 0.5
+    lambda_gp: float = 10.0
+    pool_size: int = 50
+    lr: float = 2e-4
+    beta1: float = 0.5
+    beta2: float = 0.999
+    n_epochs: int = 100
+    n_epochs_decay: int = 100
+    epoch_count: int = 1
+    lr_policy: LRPolicy = LRPolicy.LINEAR
+    device: str = "auto"
+    precision: Precision = Precision.AUTO
+    channels_last: bool | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        """Convert option strings to enums and validate every field (ValueError names it)."""
+        self._validate_common()
+        self._validate_discriminator()
+        for name in ("lambda_A", "lambda_B", "lambda_identity"):
+            _check_float(name, getattr(self, name), 0.0)
+        _check_int("pool_size", self.pool_size, 0)
+
+
+@dataclass(frozen=True)
+class UNetRegressionConfig(_ConfigMixin):
+    """U-Net regression baseline of seed 003 (sigmoid output, MSE loss, Adam).
+
+    Defaults follow the paper where it states them (Adam, lr 0.01, sigmoid, MSE); beta1 0.9 is
+    the Keras/Adam default the paper's Keras model used.
+
+    Attributes:
+        in_channels, out_channels: channels of A and B.
+        generator, num_downs, ngf, dropout, norm, init, init_gain: the U-Net (any generator
+            kind is accepted; its final activation is always sigmoid).
+        lr, beta1, beta2, n_epochs, n_epochs_decay, epoch_count, lr_policy: optimiser and
+            schedule (``n_epochs_decay=0`` with ``linear`` keeps the lr constant).
+        device, precision, channels_last, seed: as :class:`Pix2PixConfig`.
+    """
+
+    in_channels: int = 1
+    out_channels: int = 3
+    generator: GeneratorKind = GeneratorKind.UNET_256
+    num_downs: int | None = None
+    ngf: int = 64
+    dropout: bool = False
+    norm: NormKind = NormKind.BATCH
+    init: InitKind = InitKind.NORMAL
+    init_gain: float = 0.02
+    lr: float = 1e-2
+    beta1: float = 0.9
+    beta2: float = 0.999
+    n_epochs: int = 100
+    n_epochs_decay: int = 0
+    epoch_count: int = 1
+    lr_policy: LRPolicy = LRPolicy.LINEAR
+    device: str = "auto"
+    precision: Precision = Precision.AUTO
+    channels_last: bool | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        """Convert option strings to enums and validate every field (ValueError names it)."""
+        self._validate_common()
+
+
+ModelConfig = Pix2PixConfig | CycleGANConfig | UNetRegressionConfig
+
+
+# ----------------------------------------------------------------------------------------------
+# models
+
+
+class TranslationModel:
+    """Base of the three models: device, precision, optimisers, schedulers and state handling.
+
+    Subclasses fill :attr:`nets`, :attr:`optimizers` (and :attr:`pools`) in ``__init__`` and
+    call :meth:`_finish_setup`; they implement :meth:`train_step` and :meth:`generate`.
+
+    Attributes:
+        config: the frozen config.
+        device: where the networks live.
+        precision: the resolved precision (``fp32``, ``bf16`` or ``fp16``).
+        channels_last: whether networks and inputs use the channels_last memory format.
+        nets: ``{name: network}``.
+        optimizers: ``{name: Adam}``.
+        schedulers: ``{name: LambdaLR}``, one per optimiser.
+        pools: ``{name: ImagePool}`` (CycleGAN only).
+    """
+
+    config_class: ClassVar[type[_ConfigMixin]]
+    generator_name: ClassVar[str] = "G"
+    generator_activation: ClassVar[FinalActivation] = FinalActivation.TANH
+
+    def __init__(self, config: ModelConfig) -> None:
+        if not isinstance(config, self.config_class):
+            raise TypeError(
+                f"{type(self).__name__} needs a {self.config_class.__name__}, got "
+                f"{type(config).__name__}"
+            )
+        self.config = config
+        self.device = select_device(config.device)
+        self.precision = _model_precision(self.device, config.precision)
+        if config.channels_last is None:
+            self.channels_last = self.device.type == "cuda" or (
+                self.device.type == "cpu" and self.precision is Precision.BF16
+            )
+        else:
+            self.channels_last = bool(config.channels_last)
+        self.nets: dict[str, nn.Module] = {}
+        self.optimizers: dict[str, Optimizer] = {}
+        self.schedulers: dict[str, LambdaLR] = {}
+        self.pools: dict[str, ImagePool] = {}
+        self.scaler = torch.amp.GradScaler(
+            self.device.type, enabled=needs_grad_scaler(self.device, self.precision)
+        )
+        self.steps = 0
+        self._init_rng = torch.Generator().manual_seed(config.seed)
+
+    # -- construction helpers ------------------------------------------------------------------
+
+    def _build_generator(self, in_channels: int, out_channels: int) -> nn.Module:
+        """Build one generator from the config, initialised from the config's seed."""
+        c = self.config
+        return build_generator(
+            c.generator,
+            in_channels,
+            out_channels,
+            ngf=c.ngf,
+            norm=c.norm,
+            use_dropout=c.dropout,
+            num_downs=c.num_downs,
+            init=c.init,
+            init_gain=c.init_gain,
+            final_activation=self.generator_activation,
+            generator=self._init_rng,
+        )
+
+    def _build_discriminator(self, in_channels: int) -> nn.Module:
+        """Build one discriminator from the config, initialised from the config's seed."""
+        c = self.config
+        assert isinstance(c, Pix2PixConfig | CycleGANConfig)
+        return build_discriminator(
+            c.discriminator,
+            in_channels,
+            ndf=c.ndf,
+            n_layers=c.n_layers_D,
+            norm=c.norm,
+            init=c.init,
+            init_gain=c.init_gain,
+            generator=self._init_rng,
+        )
+
+    def _adam(self, params: Iterator[nn.Parameter]) -> Adam:
+        c = self.config
+        return Adam(params, lr=c.lr, betas=(c.beta1, c.beta2))
+
+    def _finish_setup(self) -> None:
+        """Move networks to the device/memory format and create one scheduler per optimiser."""
+        for name, net in self.nets.items():
+            net.to(self.device)
+            self.nets[name] = use_channels_last(net, self.device, self.channels_last)
+        c = self.config
+        for name, optimizer in self.optimizers.items():
+            if c.lr_policy is LRPolicy.LINEAR:
+                rule: LinearDecay | ConstantRate = LinearDecay(
+                    c.n_epochs, c.n_epochs_decay, c.epoch_count
+                )
+            else:
+                rule = ConstantRate()
+            self.schedulers[name] = LambdaLR(optimizer, lr_lambda=rule)
+        self.train()
+
+    # -- modes, inputs, precision --------------------------------------------------------------
+
+    def train(self) -> None:
+        """Put every network in training mode (batch statistics, dropout on)."""
+        for net in self.nets.values():
+            net.train()
+
+    def eval(self) -> None:
+        """Put every network in evaluation mode (running statistics, dropout off)."""
+        for net in self.nets.values():
+            net.eval()
+
+    @property
+    def generator(self) -> nn.Module:
+        """The A -> B generator (exported for inference)."""
+        return self.nets[self.generator_name]
+
+    @property
+    def generator_spec(self) -> dict[str, Any]:
+        """Keyword arguments of :func:`build_generator` that rebuild :attr:`generator`."""
+        c = self.config
+        return {
+            "kind": c.generator.value,
+            "in_channels": c.in_channels,
+            "out_channels": c.out_channels,
+            "ngf": c.ngf,
+            "norm": c.norm.value,
+            "use_dropout": c.dropout,
+            "num_downs": c.num_downs,
+            "final_activation": self.generator_activation.value,
+        }
+
+    @property
+    def output_range(self) -> tuple[float, float]:
+        """Range of the raw :attr:`generator` output (``(-1, 1)`` tanh, ``(0, 1)`` sigmoid)."""
+        if self.generator_activation is FinalActivation.SIGMOID:
+            return (0.0, 1.0)
+        return (-1.0, 1.0)
+
+    def autocast(self) -> AbstractContextManager[object]:
+        """The autocast context of the configured precision on the model's device."""
+        return autocast_context(self.device, self.precision)
+
+    def _to_device(self, x: torch.Tensor, channels: int, name: str) -> torch.Tensor:
+        """Validate an ``(N, channels, H, W)`` batch and move it to the device (float32)."""
+        if not isinstance(x, torch.Tensor) or x.dim() != 4 or x.shape[1] != channels:
+            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ValueError(f"{name} must be a tensor (N, {channels}, H, W), got {shape}")
+        x = x.to(self.device, dtype=torch.float32, non_blocking=True)
+        return use_channels_last(x, self.device, self.channels_last)
+
+    def _batch(self, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(A, B)`` of a batch dict, on the device."""
+        missing = [k for k in ("A", "B") if k not in batch]
+        if missing:
+            raise KeyError(f"batch lacks {missing}; has {sorted(batch)}")
+        a = self._to_device(batch["A"], self.config.in_channels, "batch['A']")
+        b = self._to_device(batch["B"], self.config.out_channels, "batch['B']")
+        return a, b
+
+    def _backward_step(self, loss: torch.Tensor, optimizer: Optimizer) -> None:
+        """Back-propagate ``loss`` and step ``optimizer`` (through the grad scaler)."""
+        self.scaler.scale(loss).backward()
+        self.scaler.step(optimizer)
+
+    # -- public API ----------------------------------------------------------------------------
+
+    def train_step(self, batch: Mapping[str, torch.Tensor]) -> dict[str, float]:
+        """One optimisation iteration on ``batch`` (``A`` (N, Ca, H, W), ``B`` (N, Cb, H, W)).
+
+        Returns:
+            ``{loss name: value}`` of this iteration.
+        """
+        raise NotImplementedError
+
+    def _generate_raw(self, a: torch.Tensor) -> torch.Tensor:
+        with self.autocast():
+            return self.generator(a)
+
+    @torch.no_grad()
+    def generate(self, a: torch.Tensor) -> torch.Tensor:
+        """Translate A to B, always in evaluation mode (running BN statistics, no dropout).
+
+        The generator's previous mode is restored afterwards; no gradients are kept.
+
+        Args:
+            a: ``(N, Ca, H, W)`` in ``[-1, 1]``, any device.
+
+        Returns:
+            ``(N, Cb, H, W)`` float32 in ``[-1, 1]`` on the model's device.
+        """
+        a = self._to_device(a, self.config.in_channels, "A")
+        net = self.generator
+        was_training = net.training
+        net.eval()
+        try:
+            out = self._generate_raw(a).float()
+        finally:
+            net.train(was_training)
+        if self.generator_activation is FinalActivation.SIGMOID:
+            out = out * 2.0 - 1.0
+        return out.contiguous()
+
+    def learning_rates(self) -> dict[str, float]:
+        """Current learning rate of each optimiser, ``{"lr_<name>": lr}``."""
+        return {
+            f"lr_{name}": float(opt.param_groups[0]["lr"]) for name, opt in self.optimizers.items()
+        }
+
+    def step_schedulers(self) -> None:
+        """Advance every lr scheduler by one epoch."""
+        for scheduler in self.schedulers.values():
+            scheduler.step()
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue training: nets, optimisers, schedulers, pools, scaler.
+
+        Only tensors, numbers, strings, lists, tuples and dicts (loads with
+        ``torch.load(weights_only=True)``).
+        """
+        return {
+            "model": type(self).__name__,
+            "config": self.config.to_dict(),
+            "nets": {name: net.state_dict() for name, net in self.nets.items()},
+            "optimizers": {name: opt.state_dict() for name, opt in self.optimizers.items()},
+            "schedulers": {name: sch.state_dict() for name, sch in self.schedulers.items()},
+            "pools": {name: pool.state_dict() for name, pool in self.pools.items()},
+            "scaler": self.scaler.state_dict(),
+            "steps": self.steps,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict` into this model.
+
+        Raises:
+            ValueError: the state is of another model class, or its config differs from this
+                model's in anything but ``device``, ``precision`` and ``channels_last`` (the
+                differing fields are named).
+        """
+        if state.get("model") != type(self).__name__:
+            raise ValueError(
+                f"state is of a {state.get('model')!r} model, not {type(self).__name__!r}"
+            )
+        saved = dict(state["config"])
+        mine = self.config.to_dict()
+        differ = sorted(
+            k
+            for k in set(saved) | set(mine)
+            if k not in _RUNTIME_FIELDS and saved.get(k) != mine.get(k)
+        )
+        if differ:
+            details = ", ".join(f"{k}: saved {saved.get(k)!r} vs {mine.get(k)!r}" for k in differ)
+            raise ValueError(f"checkpoint config differs from the model's: {details}")
+        for group, mine_group in (
+            ("nets", self.nets),
+            ("optimizers", self.optimizers),
+            ("schedulers", self.schedulers),
+            ("pools", self.pools),
+        ):
+            if set(state[group]) != set(mine_group):
+                raise ValueError(
+                    f"state {group} {sorted(state[group])} do not match the model's "
+                    f"{sorted(mine_group)}"
+                )
+        for name, net in self.nets.items():
+            net.load_state_dict(state["nets"][name])
+        for name, opt in self.optimizers.items():
+            opt.load_state_dict(state["optimizers"][name])
+        for name, sch in self.schedulers.items():
+            sch.load_state_dict(state["schedulers"][name])
+        for name, pool in self.pools.items():
+            pool.load_state_dict(state["pools"][name])
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        self.steps = int(state.get("steps", 0))
+
+    def parameter_counts(self) -> dict[str, int]:
+        """Number of parameters of each network."""
+        return {name: sum(p.numel() for p in net.parameters()) for name, net in self.nets.items()}
+
+
+class Pix2Pix(TranslationModel):
+    """pix2pix: conditional GAN with a U-Net generator and a PatchGAN on ``cat(A, B)``.
+
+    Networks ``G`` (Ca -> Cb) and ``D`` (Ca + Cb channels); optimisers ``G`` and ``D``.
+    Losses of :meth:`train_step`: ``G_GAN``, ``G_L1`` (already times ``lambda_L1``),
+    ``D_real``, ``D_fake`` and, for ``wgangp``, ``D_gp`` (already times ``lambda_gp``).
+    """
+
+    config_class = Pix2PixConfig
+    config: Pix2PixConfig
+
+    def __init__(self, config: Pix2PixConfig) -> None:
+        super().__init__(config)
+        self.nets["G"] = self._build_generator(config.in_channels, config.out_channels)
+        self.nets["D"] = self._build_discriminator(config.in_channels + config.out_channels)
+        self.criterion_gan = GANLoss(config.gan_mode).to(self.device)
+        self.optimizers["G"] = self._adam(self.nets["G"].parameters())
+        self.optimizers["D"] = self._adam(self.nets["D"].parameters())
+        self._finish_setup()
+
+    def train_step(self, batch: Mapping[str, torch.Tensor]) -> dict[str, float]:
+        """One pix2pix iteration: forward G, update D, then update G with D frozen.
+
+        Args:
+            batch: ``{"A": (N, Ca, H, W), "B": (N, Cb, H, W)}`` in ``[-1, 1]``.
+
+        Returns:
+            ``{"G_GAN", "G_L1", "D_real", "D_fake"}`` (+ ``"D_gp"`` for wgangp).
+        """
+        c = self.config
+        net_g, net_d = self.nets["G"], self.nets["D"]
+        opt_g, opt_d = self.optimizers["G"], self.optimizers["D"]
+        real_a, real_b = self._batch(batch)
+        with self.autocast():
+            fake_b = net_g(real_a)  # (N, Cb, H, W)
+
+        # D: real pairs -> real, generated pairs -> fake
+        set_requires_grad(net_d, True)
+        opt_d.zero_grad(set_to_none=True)
+        fake_ab = torch.cat([real_a, fake_b.detach().to(real_a.dtype)], 1)  # (N, Ca+Cb, H, W)
+        real_ab = torch.cat([real_a, real_b], 1)
+        with self.autocast():
+            pred_fake = net_d(fake_ab)  # (N, 1, H', W') logits
+            pred_real = net_d(real_ab)
+        loss_d_fake = self.criterion_gan(pred_fake, False)
+        loss_d_real = self.criterion_gan(pred_real, True)
+        loss_d = 0.5 * (loss_d_fake + loss_d_real)
+        losses = {"D_real": loss_d_real, "D_fake": loss_d_fake}
+        if c.gan_mode is GANMode.WGANGP:
+            penalty, _ = gradient_penalty(net_d, real_ab, fake_ab, lambda_gp=c.lambda_gp)
+            loss_d = loss_d + penalty
+            losses["D_gp"] = penalty
+        self._backward_step(loss_d, opt_d)
+
+        # G: fool D, stay close to B
+        set_requires_grad(net_d, False)
+        opt_g.zero_grad(set_to_none=True)
+        with self.autocast():
+            pred_fake = net_d(torch.cat([real_a, fake_b.to(real_a.dtype)], 1))
+        loss_g_gan = self.criterion_gan(pred_fake, True)
+        loss_g_l1 = F.l1_loss(fake_b.float(), real_b) * c.lambda_L1
+        self._backward_step(loss_g_gan + loss_g_l1, opt_g)
+        self.scaler.update()
+        set_requires_grad(net_d, True)
+        self.steps += 1
+        losses = {"G_GAN": loss_g_gan, "G_L1": loss_g_l1, **losses}
+        return {name: float(value.detach()) for name, value in losses.items()}
+
+
+class CycleGAN(TranslationModel):
+    """CycleGAN: two generators and two discriminators trained with cycle consistency.
+
+    Networks ``G_A`` (A -> B, the exported generator), ``G_B`` (B -> A), ``D_A`` (judges
+    domain B: real B vs G_A(A)), ``D_B`` (judges domain A); optimisers ``G`` (both generators)
+    and ``D`` (both discriminators); image pools ``fake_A`` and ``fake_B``.
+    Losses of :meth:`train_step`: ``D_A, G_A, cycle_A, idt_A, D_B, G_B, cycle_B, idt_B``
+    (cycle and identity already weighted; identity reported as 0 when the channel counts of
+    A and B differ) and, for ``wgangp``, ``D_A_gp``, ``D_B_gp``.
+    """
+
+    config_class = CycleGANConfig
+    config: CycleGANConfig
+    generator_name = "G_A"
+
+    def __init__(self, config: CycleGANConfig) -> None:
+        super().__init__(config)
+        ca, cb = config.in_channels, config.out_channels
+        self.nets["G_A"] = self._build_generator(ca, cb)
+        self.nets["G_B"] = self._build_generator(cb, ca)
+        self.nets["D_A"] = self._build_discriminator(cb)
+        self.nets["D_B"] = self._build_discriminator(ca)
+        self.use_identity = config.lambda_identity > 0 and ca == cb
+        self.criterion_gan = GANLoss(config.gan_mode).to(self.device)
+        self.optimizers["G"] = self._adam(
+            itertools.chain(self.nets["G_A"].parameters(), self.nets["G_B"].parameters())
+        )
+        self.optimizers["D"] = self._adam(
+            itertools.chain(self.nets["D_A"].parameters(), self.nets["D_B"].parameters())
+        )
+        for offset, name in enumerate(("fake_A", "fake_B"), start=1):
+            rng = torch.Generator().manual_seed(config.seed + offset)
+            self.pools[name] = ImagePool(config.pool_size, generator=rng)
+        self._finish_setup()
+
+    def _discriminator_loss(
+        self, net_d: nn.Module, real: torch.Tensor, fake: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Reference ``backward_D_basic`` loss: 0.5 (real + fake) (+ gradient penalty).
+
+        Args:
+            net_d: a discriminator.
+            real: real images (N, C, H, W).
+            fake: pooled generated images (N, C, H, W), detached.
+
+        Returns:
+            The loss and, for wgangp, the penalty term included in it.
+        """
+        with self.autocast():
+            pred_real = net_d(real)
+            pred_fake = net_d(fake.detach())
+        loss = 0.5 * (self.criterion_gan(pred_real, True) + self.criterion_gan(pred_fake, False))
+        penalty = None
+        if self.config.gan_mode is GANMode.WGANGP:
+            penalty, _ = gradient_penalty(
+                net_d, real, fake.detach().to(real.dtype), lambda_gp=self.config.lambda_gp
+            )
+            loss = loss + penalty
+        return loss, penalty
+
+    def train_step(self, batch: Mapping[str, torch.Tensor]) -> dict[str, float]:
+        """One CycleGAN iteration: update G_A and G_B with D frozen, then D_A and D_B.
+
+        Args:
+            batch: ``{"A": (N, Ca, H, W), "B": (N, Cb, H, W)}`` in ``[-1, 1]`` (unpaired).
+
+        Returns:
+            ``{"D_A", "G_A", "cycle_A", "idt_A", "D_B", "G_B", "cycle_B", "idt_B"}``
+            (+ ``"D_A_gp"``, ``"D_B_gp"`` for wgangp).
+        """
+        c = self.config
+        g_a, g_b, d_a, d_b = (self.nets[k] for k in ("G_A", "G_B", "D_A", "D_B"))
+        real_a, real_b = self._batch(batch)
+        with self.autocast():
+            fake_b = g_a(real_a)  # (N, Cb, H, W)
+            rec_a = g_b(fake_b)  # (N, Ca, H, W)
+            fake_a = g_b(real_b)  # (N, Ca, H, W)
+            rec_b = g_a(fake_a)  # (N, Cb, H, W)
+
+        # generators
+        set_requires_grad([d_a, d_b], False)
+        opt_g = self.optimizers["G"]
+        opt_g.zero_grad(set_to_none=True)
+        zero = torch.zeros((), device=self.device)
+        loss_idt_a = loss_idt_b = zero
+        if self.use_identity:
+            with self.autocast():
+                idt_a = g_a(real_b)
+                idt_b = g_b(real_a)
+            weight = c.lambda_identity
+            loss_idt_a = F.l1_loss(idt_a.float(), real_b) * c.lambda_B * weight
+            loss_idt_b = F.l1_loss(idt_b.float(), real_a) * c.lambda_A * weight
+        with self.autocast():
+            pred_fake_b = d_a(fake_b)
+            pred_fake_a = d_b(fake_a)
+        loss_g_a = self.criterion_gan(pred_fake_b, True)
+        loss_g_b = self.criterion_gan(pred_fake_a, True)
+        loss_cycle_a = F.l1_loss(rec_a.float(), real_a) * c.lambda_A
+        loss_cycle_b = F.l1_loss(rec_b.float(), real_b) * c.lambda_B
+        loss_g = loss_g_a + loss_g_b + loss_cycle_a + loss_cycle_b + loss_idt_a + loss_idt_b
+        self._backward_step(loss_g, opt_g)
+
+        # discriminators, fed from the pools of past fakes
+        set_requires_grad([d_a, d_b], True)
+        opt_d = self.optimizers["D"]
+        opt_d.zero_grad(set_to_none=True)
+        pooled_b = self.pools["fake_B"].query(fake_b.detach().float())
+        loss_d_a, gp_a = self._discriminator_loss(d_a, real_b, pooled_b)
+        pooled_a = self.pools["fake_A"].query(fake_a.detach().float())
+        loss_d_b, gp_b = self._discriminator_loss(d_b, real_a, pooled_a)
+        self._backward_step(loss_d_a + loss_d_b, opt_d)
+        self.scaler.update()
+        self.steps += 1
+        losses = {
+            "D_A": loss_d_a,
+            "G_A": loss_g_a,
+            "cycle_A": loss_cycle_a,
+            "idt_A": loss_idt_a,
+            "D_B": loss_d_b,
+            "G_B": loss_g_b,
+            "cycle_B": loss_cycle_b,
+            "idt_B": loss_idt_b,
+        }
+        if gp_a is not None and gp_b is not None:
+            losses["D_A_gp"] = gp_a
+            losses["D_B_gp"] = gp_b
+        return {name: float(value.detach()) for name, value in losses.items()}
+
+
+class UNetRegression(TranslationModel):
+    """Seed 003 baseline: a U-Net with a sigmoid output regressing B with an MSE loss.
+
+    Range conversion: batches hold B in ``[-1, 1]`` (the shared data convention); the loss
+    compares the sigmoid output ``y`` in ``[0, 1]`` with ``(B + 1) / 2``, i.e. B in ``[0, 1]``
+    image units (so the MSE is in [0, 1] units, as the paper's Keras model on images scaled to
+    [0, 1]). :meth:`generate` returns ``2 y - 1`` in ``[-1, 1]`` like the GAN models; the
+    exported generator outputs ``y`` itself (``output_range`` ``(0, 1)``).
+
+    Network ``G``; optimiser ``G``; loss of :meth:`train_step`: ``MSE``.
+    """
+
+    config_class = UNetRegressionConfig
+    config: UNetRegressionConfig
+    generator_activation = FinalActivation.SIGMOID
+
+    def __init__(self, config: UNetRegressionConfig) -> None:
+        super().__init__(config)
+        self.nets["G"] = self._build_generator(config.in_channels, config.out_channels)
+        self.optimizers["G"] = self._adam(self.nets["G"].parameters())
+        self._finish_setup()
+
+    def train_step(self, batch: Mapping[str, torch.Tensor]) -> dict[str, float]:
+        """One Adam step on ``MSE(G(A), (B + 1) / 2)``.
+
+        Args:
+            batch: ``{"A": (N, Ca, H, W), "B": (N, Cb, H, W)}`` in ``[-1, 1]``.
+
+        Returns:
+            ``{"MSE": value}`` in [0, 1] image units.
+        """
+        real_a, real_b = self._batch(batch)
+        opt = self.optimizers["G"]
+        opt.zero_grad(set_to_none=True)
+        with self.autocast():
+            pred01 = self.nets["G"](real_a)  # (N, Cb, H, W) in [0, 1]
+        loss = F.mse_loss(pred01.float(), (real_b + 1.0) * 0.5)
+        self._backward_step(loss, opt)
+        self.scaler.update()
+        self.steps += 1
+        return {"MSE": float(loss.detach())}
+
+
+_MODELS: dict[type[_ConfigMixin], type[TranslationModel]] = {
+    Pix2PixConfig: Pix2Pix,
+    CycleGANConfig: CycleGAN,
+    UNetRegressionConfig: UNetRegression,
+}
+
+
+def build_model(config: ModelConfig) -> TranslationModel:
+    """The model class matching the config's type (Pix2Pix, CycleGAN or UNetRegression)."""
+    try:
+        cls = _MODELS[type(config)]
+    except KeyError:
+        raise TypeError(f"no model for config type {type(config).__name__}") from None
+    return cls(config)

@@ -1,0 +1,226 @@
+"""Thin nodes of the modelling pipeline: build tile sets, train (with search), log to MLflow."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+import SimpleITK as sitk
+import torch
+
+from mrihisto_kedro.imaging.slabs import brain_slices, slab_splits, volume_pair_tiles
+from mrihisto_kedro.imaging.slides import Slide
+from mrihisto_kedro.imaging.tileset import TileSet
+from mrihisto_kedro.imaging.tiling import AlignedPair, TilingParams, paired_tiles, whole_views
+from mrihisto_kedro.nn.data import resolve_range
+from mrihisto_kedro.nn.experiment import DataParams, ModelType, run_training
+from mrihisto_kedro.nn.training import export_generator
+from mrihisto_kedro.params import parse_params
+from mrihisto_kedro.tracking.mlflow_tracking import EpochLogger, log_generator, training_run
+from mrihisto_kedro.tracking.search import SearchParams, apply_choices, run_search
+
+logger = logging.getLogger(__name__)
+
+Loader = Callable[[], Any]
+
+
+class TileKind(StrEnum):
+    """Tiles of a fixed size, or one whole-slide view per pair."""
+
+    TILES = "tiles"
+    WHOLE = "whole"
+
+
+@dataclass(frozen=True)
+class PairTilingParams:
+    """``<experiment>.tiling`` for MRI -> histology experiments."""
+
+    kind: TileKind = TileKind.TILES
+    tile_size: int = 256
+    stride: int | None = None
+    min_tissue_fraction: float = 0.5
+    output_size: int | None = None
+    load_size: int = 256  # whole views only
+
+
+@dataclass(frozen=True)
+class VolumeTilingParams:
+    """``<experiment>.tiling`` for volume-pair experiments (T1 -> T2 on one template)."""
+
+    plane: str = "axial"
+    min_brain_fraction: float = 0.15
+    fractions: tuple[float, float, float] = (0.7, 0.1, 0.2)
+    gap: int = 4
+    pad_to: int = 128
+
+
+@dataclass(frozen=True)
+class TrainingParams:
+    """``<experiment>.training``: model type and options, data feeding, search, logging."""
+
+    name: str
+    model_type: ModelType = ModelType.PIX2PIX
+    model: dict[str, Any] = field(default_factory=dict)
+    data: DataParams = field(default_factory=DataParams)
+    search: SearchParams = field(default_factory=SearchParams)
+    sample_every: int = 1
+
+
+def _tissue_on_grid(mask: sitk.Image, reference: sitk.Image) -> np.ndarray:
+    resampled = sitk.Resample(
+        mask, reference, sitk.Transform(2, sitk.sitkIdentity), sitk.sitkNearestNeighbor, 0
+    )
+    return sitk.GetArrayFromImage(resampled) != 0
+
+
+def build_pair_tiles(
+    pairs: pd.DataFrame,
+    aligned_mri: dict[str, Loader],
+    aligned_mri_masks: dict[str, Loader],
+    downsampled_slides: dict[str, Loader],
+    slide_masks: dict[str, Loader],
+    tiling: dict[str, Any],
+    data_engineering: dict[str, Any],
+) -> TileSet:
+    """Paired MRI/histology tiles (or whole views) of every registered pair, split by specimen.
+
+    Tissue = the slide's tissue mask AND the registered MRI's coverage.
+    """
+    p = parse_params(PairTilingParams, tiling, "tiling")
+    factor = float(data_engineering.get("downsample_factor", 15.0))
+    aligned_pairs = []
+    for row in pairs.itertuples():
+        mri: sitk.Image = aligned_mri[row.pair_id]()
+        slide: Slide
+        with downsampled_slides[row.pair_id]() as slide:
+            width, height = slide.level_dimensions[0]
+            rgb = slide.read_region((0, 0), 0, (width, height))
+        tissue = _tissue_on_grid(slide_masks[row.pair_id](), mri) & _tissue_on_grid(
+            aligned_mri_masks[row.pair_id](), mri
+        )
+        aligned_pairs.append(
+            AlignedPair(
+                pair_id=row.pair_id,
+                specimen_id=row.specimen_id,
+                split=row.split,
+                mri=sitk.GetArrayFromImage(mri).astype(np.float32),
+                histology=rgb,
+                tissue=tissue,
+                downsample=factor,
+            )
+        )
+    if p.kind is TileKind.WHOLE:
+        tiles = whole_views(aligned_pairs, p.load_size)
+    else:
+        tiles = paired_tiles(
+            aligned_pairs,
+            TilingParams(p.tile_size, p.stride, p.min_tissue_fraction, p.output_size),
+        )
+    counts = tiles.manifest.groupby("split").size().to_dict()
+    logger.info("tile set: %d tiles %s, shape %s", len(tiles), counts, tiles.a.shape[1:])
+    return tiles
+
+
+def build_volume_tiles(
+    volume_a: sitk.Image, volume_b: sitk.Image, tiling: dict[str, Any]
+) -> TileSet:
+    """Slices of two voxel-aligned volumes in contiguous train/val/test slabs with gaps."""
+    p = parse_params(VolumeTilingParams, tiling, "tiling")
+    indices = brain_slices(volume_a, p.plane, p.min_brain_fraction)
+    splits = slab_splits(indices, p.fractions, p.gap)
+    logger.info("slabs: %s", {k: (v[0], v[-1]) for k, v in splits.items() if v})
+    return volume_pair_tiles(volume_a, volume_b, p.plane, splits, pad_to=p.pad_to)
+
+
+def train_experiment(
+    tileset: TileSet, training: dict[str, Any]
+) -> tuple[dict[str, Any], pd.DataFrame, pd.DataFrame]:
+    """Train the experiment's model (after a search when ``search.n_trials`` > 0).
+
+    Each training is an MLflow run (nested under kedro-mlflow's pipeline run): all parameters,
+    per-epoch losses and validation L1/SSIM, sample grids (A | real B | generated B), and the
+    generator as an MLflow model with its signature. A search is a parent run with one child
+    run per trial; the best trial's choices are used for the final training.
+
+    Returns:
+        ``(generator, history, summary)``: the exported generator (state dict + architecture),
+        per-epoch history of the final training, and a one-row summary with validation metrics
+        of the trained and untrained generator and of the mean-colour baseline (plus the search
+        trials, if any, as extra rows).
+    """
+    p = parse_params(TrainingParams, training, "training")
+    tags = {"experiment": p.name, "model_type": str(p.model_type)}
+    trials = pd.DataFrame()
+    model_values = dict(p.model)
+    params_for_log = {
+        "model_type": str(p.model_type),
+        "model": model_values,
+        "data": {k: getattr(p.data, k) for k in p.data.__dataclass_fields__},
+        "tiles": len(tileset),
+    }
+    if p.search.n_trials:
+        with training_run(f"{p.name}-search", {"search_trials": p.search.n_trials}, tags):
+
+            def objective(number: int, values: dict[str, Any]) -> float:
+                trial_model = apply_choices(model_values, values)
+                with training_run(
+                    f"{p.name}-trial-{number}", {**params_for_log, "model": trial_model}, tags
+                ) as run_id:
+                    _, result, _ = run_training(
+                        tileset,
+                        p.model_type,
+                        trial_model,
+                        p.data,
+                        callback=EpochLogger(run_id),
+                        sample_every=0,
+                    )
+                return float(result.final[p.search.metric])
+
+            best, trials = run_search(objective, p.search)
+        logger.info("search %s: best %s", p.name, best)
+        model_values = apply_choices(model_values, best)
+        params_for_log["model"] = model_values
+    with training_run(p.name, params_for_log, tags) as run_id:
+        with tempfile.TemporaryDirectory() as checkpoints:
+            model, result, info = run_training(
+                tileset,
+                p.model_type,
+                model_values,
+                p.data,
+                checkpoint_dir=checkpoints,
+                callback=EpochLogger(run_id),
+                sample_every=p.sample_every,
+            )
+        final = result.final
+        summary = {
+            "experiment": p.name,
+            "model_type": str(p.model_type),
+            "run_id": run_id,
+            "val_split": info["val_split"],
+            "n_train_tiles": info["n_train"],
+            "n_val_tiles": info["n_val"],
+            "epochs": result.epochs_completed,
+            "seconds": result.seconds,
+            "val_L1": final.get("val_L1"),
+            "val_SSIM": final.get("val_SSIM"),
+            "untrained_val_L1": info["untrained"]["val_L1"],
+            "untrained_val_SSIM": info["untrained"]["val_SSIM"],
+            "mean_colour_val_L1": info["mean_colour"]["val_L1"],
+        }
+        for name, metrics in info["input"].items():
+            summary[f"{name}_val_L1"] = metrics["val_L1"]
+            summary[f"{name}_val_SSIM"] = metrics["val_SSIM"]
+        mlflow.log_metrics({k: float(v) for k, v in summary.items() if isinstance(v, float | int)})
+        lo, hi = resolve_range(p.data.a_range, tileset.a.dtype)
+        a = torch.from_numpy(np.asarray(tileset.a[:1], dtype=np.float32)).permute(0, 3, 1, 2)
+        log_generator(model.generator, (a - lo) / (hi - lo) * 2.0 - 1.0)
+    history = pd.DataFrame(result.history)
+    table = pd.concat([pd.DataFrame([summary]), trials], ignore_index=True)
+    return export_generator(model), history, table

@@ -1,0 +1,1 @@
+"""Experiment tracking (MLflow) and hyper-parameter search (Optuna); no Kedro imports."""

@@ -1,0 +1,97 @@
+"""Hyper-parameter search with Optuna (paper 000, section 2.4: a random search).
+
+``RandomSampler`` reproduces the paper's random search; ``TPESampler`` is the better default.
+Each trial is trained by the caller's objective (which opens its own nested MLflow run).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+import optuna
+import pandas as pd
+
+
+class SamplerKind(StrEnum):
+    """Optuna sampler."""
+
+    RANDOM = "random"
+    TPE = "tpe"
+
+
+@dataclass(frozen=True)
+class SearchParams:
+    """A search over categorical choices of model parameters.
+
+    Attributes:
+        n_trials: number of trials (0: no search, train once with the given parameters).
+        sampler: ``random`` (the paper) or ``tpe``.
+        seed: sampler seed.
+        space: model parameter -> list of choices, e.g. ``{"gan_mode": ["vanilla", "lsgan",
+            "wgangp"], "lr": [2e-4, 2e-5], "beta1": [0.4, 0.5, 0.8], "lambda_L1": [10, 50, 100]}``.
+        metric: validation metric to minimise (``val_L1``) or maximise (``val_SSIM``).
+    """
+
+    n_trials: int = 0
+    sampler: SamplerKind = SamplerKind.TPE
+    seed: int = 0
+    space: dict[str, list[Any]] = field(default_factory=dict)
+    metric: str = "val_L1"
+
+    def __post_init__(self) -> None:
+        if self.n_trials < 0:
+            raise ValueError(f"n_trials must be >= 0, got {self.n_trials}")
+        if self.n_trials and not self.space:
+            raise ValueError("a search (n_trials > 0) needs a non-empty space")
+        for key, choices in self.space.items():
+            if not isinstance(choices, list) or not choices:
+                raise ValueError(f"space.{key} must be a non-empty list of choices")
+
+    @property
+    def direction(self) -> str:
+        """``maximize`` for SSIM-like metrics, else ``minimize``."""
+        return "maximize" if "SSIM" in self.metric else "minimize"
+
+
+def run_search(
+    objective: Callable[[int, dict[str, Any]], float], params: SearchParams
+) -> tuple[dict[str, Any], pd.DataFrame]:
+    """Run ``params.n_trials`` trials of ``objective(trial_number, chosen_values) -> metric``.
+
+    Returns:
+        ``(best_values, trials)``: the best trial's choices and one row per trial (number,
+        choices, metric value, state).
+    """
+    sampler: optuna.samplers.BaseSampler = (
+        optuna.samplers.RandomSampler(seed=params.seed)
+        if params.sampler is SamplerKind.RANDOM
+        else optuna.samplers.TPESampler(seed=params.seed)
+    )
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction=params.direction, sampler=sampler)
+
+    def wrapped(trial: optuna.Trial) -> float:
+        values = {
+            key: trial.suggest_categorical(key, list(choices))
+            for key, choices in params.space.items()
+        }
+        return objective(trial.number, values)
+
+    study.optimize(wrapped, n_trials=params.n_trials)
+    rows = [
+        {"trial": t.number, **t.params, params.metric: t.value, "state": t.state.name}
+        for t in study.trials
+    ]
+    return dict(study.best_params), pd.DataFrame(rows)
+
+
+def apply_choices(model: Mapping[str, Any], values: Mapping[str, Any]) -> dict[str, Any]:
+    """Model parameters with a trial's choices substituted.
+
+    Unknown keys are caught when the model config is built from the result (its ``from_dict``
+    names them).
+    """
+    return {**model, **values}
