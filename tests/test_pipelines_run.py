@@ -220,6 +220,10 @@ def test_random_search_and_mlflow_runs(demo_project: Path) -> None:
     assert {"tiles_256-trial-0", "tiles_256-trial-1", "tiles_256-trial-2"} <= names
     for param in ("gan_mode", "lr", "beta1", "lambda_L1"):
         assert f"params.{param}" in runs.columns
+    search = runs[runs["tags.mlflow.runName"] == "tiles_256-search"].iloc[0]
+    assert search["params.best.gan_mode"] in {"vanilla", "lsgan", "wgangp"}
+    trials = runs[runs["tags.mlflow.runName"].str.startswith("tiles_256-trial-")]
+    assert (trials["tags.mlflow.parentRunId"] == search["run_id"]).all()
     row = runs[runs["tags.mlflow.runName"] == "tiles_1024"].iloc[0]
     history = mlflow.tracking.MlflowClient().get_metric_history(row["run_id"], "G_L1")
     assert [m.step for m in history] == list(range(1, 9))  # one value per epoch

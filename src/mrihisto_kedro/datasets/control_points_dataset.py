@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -12,6 +10,7 @@ from typing import Any
 import pandas as pd
 from kedro.io import AbstractDataset, DatasetError
 
+from mrihisto_kedro.datasets.atomic import write_csv_atomically
 from mrihisto_kedro.imaging.registration import ControlPoints, read_control_points
 
 
@@ -63,14 +62,4 @@ class ControlPointsDataset(AbstractDataset[pd.DataFrame, ControlPointsFile]):
         return ControlPointsFile(str(path))
 
     def save(self, data: pd.DataFrame) -> None:
-        path = Path(self._filepath)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", newline="") as handle:
-                data.to_csv(handle, index=False)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_csv_atomically(data, Path(self._filepath))

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pandas as pd
 from kedro.io import AbstractDataset, DatasetError
 
+from mrihisto_kedro.datasets.atomic import write_csv_atomically
 from mrihisto_kedro.manifest import REQUIRED_COLUMNS
 
 _STRING_COLUMNS = ("pair_id", "specimen_id", "slide", "mri", "plane", "split")
@@ -62,13 +61,4 @@ class PairsManifestDataset(AbstractDataset[pd.DataFrame, pd.DataFrame]):
         return table
 
     def save(self, data: pd.DataFrame) -> None:
-        path = Path(self._filepath)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", newline="") as handle:
-                data.to_csv(handle, index=False)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_csv_atomically(data, Path(self._filepath))

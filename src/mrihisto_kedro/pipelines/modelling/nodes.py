@@ -184,6 +184,15 @@ def train_experiment(
                 return float(result.final[p.search.metric])
 
             best, trials = run_search(objective, p.search)
+            mlflow.log_params({f"best.{k}": v for k, v in best.items()})
+            mlflow.log_metric(
+                f"best_{p.search.metric}",
+                float(
+                    trials[p.search.metric].min()
+                    if p.search.direction == "minimize"
+                    else trials[p.search.metric].max()
+                ),
+            )
         logger.info("search %s: best %s", p.name, best)
         model_values = apply_choices(model_values, best)
         params_for_log["model"] = model_values
