@@ -40,6 +40,7 @@ Pure PyTorch (no Kedro, no MLflow).
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import itertools
 import warnings
@@ -456,7 +457,7 @@ ModelConfig = Pix2PixConfig | CycleGANConfig | UNetRegressionConfig
 # models
 
 
-class TranslationModel:
+class TranslationModel(abc.ABC):
     """Base of the three models: device, precision, optimisers, schedulers and state handling.
 
     Subclasses fill :attr:`nets`, :attr:`optimizers` (and :attr:`pools`) in ``__init__`` and
@@ -623,13 +624,15 @@ class TranslationModel:
 
     # -- public API ----------------------------------------------------------------------------
 
+    @abc.abstractmethod
     def train_step(self, batch: Mapping[str, torch.Tensor]) -> dict[str, float]:
         """One optimisation iteration on ``batch`` (``A`` (N, Ca, H, W), ``B`` (N, Cb, H, W)).
+
+        Each model (pix2pix, CycleGAN, U-Net regression) defines its own losses and updates.
 
         Returns:
             ``{loss name: value}`` of this iteration.
         """
-        raise NotImplementedError
 
     def _generate_raw(self, a: torch.Tensor) -> torch.Tensor:
         with self.autocast():
