@@ -287,3 +287,26 @@ def downsample_slide(
         app_mag=power / factor if power is not None else None,
         description=description,
     )
+
+
+def downsampled_origin_mm(
+    factor: float | tuple[float, float], level0_mpp: float | tuple[float, float]
+) -> tuple[float, float]:
+    """Physical position (mm) of the centre of pixel ``(0, 0)`` of a downsampled slide.
+
+    A downsampled pixel averages ``factor x factor`` level-0 pixels; with level-0 pixel
+    ``(c, r)`` at ``(c * mpp_x / 1000, r * mpp_y / 1000)`` mm its centre lies half a block minus
+    half a level-0 pixel from the origin.
+
+    Args:
+        factor: downsampling factor ``(x, y)`` (or one number for both), e.g. 15.
+        level0_mpp: level-0 microns per pixel ``(x, y)`` (or one number for both).
+
+    Returns:
+        ``((factor_x - 1) / 2 * mpp_x / 1000, (factor_y - 1) / 2 * mpp_y / 1000)`` in mm.
+    """
+    fx, fy = (factor, factor) if isinstance(factor, int | float) else factor
+    mx, my = (level0_mpp, level0_mpp) if isinstance(level0_mpp, int | float) else level0_mpp
+    if fx < 1 or fy < 1 or mx <= 0 or my <= 0:
+        raise ValueError(f"need factor >= 1 and mpp > 0, got factor {factor}, mpp {level0_mpp}")
+    return ((fx - 1.0) / 2.0 * mx / 1000.0, (fy - 1.0) / 2.0 * my / 1000.0)

@@ -46,6 +46,8 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from mrihisto_kedro.imaging.atomic_io import replace_folder
+
 __all__ = [
     "DICOM_SERIES",
     "ImageReadError",
@@ -515,28 +517,13 @@ def _write_dicom_series(
             slice_k.SetMetaData("0020|0013", str(k + 1))  # Instance Number
             writer.SetFileName(str(tmp_dir / f"slice_{k:05d}.dcm"))
             writer.Execute(slice_k)
-        _replace_folder(tmp_dir, dest)
+        replace_folder(tmp_dir, dest)
     except RuntimeError as exc:
         raise ImageWriteError(
             f"{dest}: GDCM cannot write this series: {_itk_message(exc)}"
         ) from exc
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
-
-
-def _replace_folder(new: Path, dest: Path) -> None:
-    """Rename folder ``new`` to ``dest``; an existing ``dest`` is removed only after success."""
-    if not dest.exists():
-        os.replace(new, dest)
-        return
-    backup = dest.parent / f".{dest.name}.old-{uuid.uuid4().hex[:12]}"
-    os.replace(dest, backup)
-    try:
-        os.replace(new, dest)
-    except OSError:
-        os.replace(backup, dest)
-        raise
-    shutil.rmtree(backup, ignore_errors=True)
 
 
 def write_image(

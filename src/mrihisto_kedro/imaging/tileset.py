@@ -34,6 +34,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from mrihisto_kedro.imaging.atomic_io import replace_folder
+
 __all__ = [
     "FORMAT_VERSION",
     "REQUIRED_COLUMNS",
@@ -204,21 +206,6 @@ def _array_meta(arr: np.ndarray | None) -> dict[str, Any] | None:
     return {"shape": list(arr.shape), "dtype": np.dtype(arr.dtype).str}
 
 
-def _replace_folder(new: Path, dest: Path) -> None:
-    """Rename ``new`` to ``dest``; an existing ``dest`` is deleted only after that succeeded."""
-    if not dest.exists():
-        os.replace(new, dest)
-        return
-    backup = dest.parent / f".{dest.name}.old-{uuid.uuid4().hex[:12]}"
-    os.replace(dest, backup)
-    try:
-        os.replace(new, dest)
-    except OSError:
-        os.replace(backup, dest)
-        raise
-    shutil.rmtree(backup, ignore_errors=True)
-
-
 def save_tileset(tileset: TileSet, folder: str | os.PathLike[str]) -> Path:
     """Write ``tileset`` to ``folder`` (``manifest.parquet``, ``a.npy``, ``b.npy``, ``meta.json``).
 
@@ -253,7 +240,7 @@ def save_tileset(tileset: TileSet, folder: str | os.PathLike[str]) -> Path:
             "splits": {str(k): int(v) for k, v in tileset.manifest["split"].value_counts().items()},
         }
         (tmp / _META).write_text(json.dumps(meta, indent=2))
-        _replace_folder(tmp, dest)
+        replace_folder(tmp, dest)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return dest

@@ -17,7 +17,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from mrihisto_kedro.imaging.tileset import TileSet
-from mrihisto_kedro.nn.data import TileSetTorchDataset
+from mrihisto_kedro.nn.data import TileSetTorchDataset, resolve_range
 from mrihisto_kedro.nn.models import (
     CycleGANConfig,
     Pix2PixConfig,
@@ -187,8 +187,7 @@ def mean_colour_baseline(
     val_b = tileset.split(val_split).b
     if train_b is None or val_b is None:
         raise ValueError("the mean-colour baseline needs a paired tile set")
-    dataset = TileSetTorchDataset(tileset.split("train"), train=False, b_range=b_range)
-    lo, hi = dataset.b_range
+    lo, hi = resolve_range(b_range, train_b.dtype)
     mean = np.asarray(train_b, dtype=np.float64).reshape(-1, train_b.shape[-1]).mean(axis=0)
     val = np.asarray(val_b, dtype=np.float64)
     l1 = float(np.abs(val - mean).mean() / (hi - lo))

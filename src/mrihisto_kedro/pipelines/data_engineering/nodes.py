@@ -12,7 +12,7 @@ import pandas as pd
 import SimpleITK as sitk
 from matplotlib.figure import Figure
 
-from mrihisto_kedro.imaging.downsample import downsample_slide
+from mrihisto_kedro.imaging.downsample import downsample_slide, downsampled_origin_mm
 from mrihisto_kedro.imaging.masks import mri_tissue_mask, slide_tissue_mask
 from mrihisto_kedro.imaging.mri import extract_slice, robust_normalise, slice_count
 from mrihisto_kedro.imaging.slide_image import SlideImage
@@ -165,17 +165,16 @@ def _slide_mask_input(slide: Slide, max_size: int) -> tuple[np.ndarray, tuple[fl
 
 
 def _mask_image(
-    mask: np.ndarray, spacing_mm: tuple[float, float], level0_mm: float | None = None
+    mask: np.ndarray,
+    spacing_mm: tuple[float, float],
+    level0_mpp: tuple[float, float] | None = None,
 ) -> sitk.Image:
-    """A uint8 mask image; a slide mask gets the pixel-centre origin of its reduced grid.
-
-    A pixel of a grid reduced from level 0 by ``k`` covers level-0 pixels ``k*j .. k*j+k-1``, so
-    its centre lies ``(k - 1) / 2`` level-0 pixels, i.e. ``(spacing - level0) / 2`` mm, from 0.
-    """
+    """A uint8 mask image in mm; a slide mask gets the pixel-centre origin of its reduced grid."""
     image = sitk.GetImageFromArray(mask.astype(np.uint8))
     image.SetSpacing(tuple(float(s) for s in spacing_mm))
-    if level0_mm is not None:
-        image.SetOrigin(tuple((float(s) - level0_mm) / 2.0 for s in spacing_mm))
+    if level0_mpp is not None:
+        factor = tuple(s * 1000.0 / m for s, m in zip(spacing_mm, level0_mpp, strict=True))
+        image.SetOrigin(downsampled_origin_mm(factor, level0_mpp))
     return image
 
 
@@ -206,8 +205,12 @@ def tissue_masks(
             min_object_px=p.slide_mask.min_object_px,
             closing_radius_px=p.slide_mask.closing_radius_px,
         )
-        level0_mm = slide.mpp[0] / p.downsample_factor / 1000.0 if slide.mpp else None
-        slide_masks[row.pair_id] = _mask_image(smask.mask, slide_spacing, level0_mm)
+        level0_mpp = (
+            (slide.mpp[0] / p.downsample_factor, slide.mpp[1] / p.downsample_factor)
+            if slide.mpp
+            else None
+        )
+        slide_masks[row.pair_id] = _mask_image(smask.mask, slide_spacing, level0_mpp)
         mri_image: sitk.Image = mri_slices[row.pair_id]()
         mri = sitk.GetArrayFromImage(mri_image)
         mmask = mri_tissue_mask(
