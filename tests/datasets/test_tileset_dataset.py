@@ -326,3 +326,29 @@ def test_export_scaling_and_channels(tmp_path: Path) -> None:
     assert np.asarray(Image.open(table.loc[0, "path"])).shape == (4, 8, 3)
     with pytest.raises(TileSetError, match="paired"):
         export_ab_folders(TileSet(manifest=_manifest(2, ["a", "a"]), a=a16), tmp_path / "x")
+
+
+def test_hold_out_specimens_moves_whole_training_specimens() -> None:
+    from mrihisto_kedro.imaging.tileset import hold_out_specimens
+
+    splits = ["train"] * 9 + ["test"] * 3  # specimens spec0..spec2 train, spec3 test
+    rng = np.random.default_rng(1)
+    tiles = TileSet(
+        manifest=_manifest(12, splits),
+        a=rng.random((12, 16, 12, 1), dtype=np.float32),
+        b=rng.integers(0, 256, (12, 16, 12, 3), dtype=np.uint8),
+    )
+    held_tiles, held = hold_out_specimens(tiles, 1, seed=0)
+    assert len(held) == 1 and held[0] in {"spec0", "spec1", "spec2"}
+    m = held_tiles.manifest
+    by_specimen = m.groupby("specimen_id")["split"].agg(set)
+    assert by_specimen[held[0]] == {"val"}  # every tile of the specimen moved
+    assert by_specimen["spec3"] == {"test"}  # the test split is untouched
+    assert (m["split"] == "train").sum() == 6
+    assert held_tiles.a is tiles.a and held_tiles.b is tiles.b  # arrays shared, not copied
+    assert (tiles.manifest["split"] == "val").sum() == 0  # the input is not modified
+    assert hold_out_specimens(tiles, 1, seed=0)[1] == held  # deterministic
+    with pytest.raises(TileSetError, match="at least one must remain"):
+        hold_out_specimens(tiles, 3)
+    with pytest.raises(TileSetError, match="already has tiles"):
+        hold_out_specimens(held_tiles, 1)

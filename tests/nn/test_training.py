@@ -30,6 +30,7 @@ from mrihisto_kedro.nn.training import (
     evaluate,
     export_generator,
     gaussian_ssim,
+    input_foreground,
     load_checkpoint,
     load_generator,
     save_checkpoint,
@@ -126,6 +127,34 @@ def test_gaussian_ssim_equals_skimage(channels: int, size: int) -> None:
         gaussian_ssim(torch.zeros(1, 1, 8, 8), torch.zeros(1, 1, 8, 8))
 
 
+def test_masked_ssim_is_the_skimage_map_averaged_over_the_mask() -> None:
+    rng = np.random.default_rng(3)
+    x = rng.random((2, 1, 40, 36))
+    y = np.clip(x + rng.normal(0, 0.1, x.shape), 0, 1)
+    a = torch.full((2, 1, 40, 36), -1.0)
+    a[0, :, 5:30, 8:30] = 0.2  # a "head" in the first image, no signal in the second
+    mask = input_foreground(a)
+    assert mask.dtype == torch.bool and int(mask.sum()) == 25 * 22
+    ours = gaussian_ssim(torch.from_numpy(x), torch.from_numpy(y), mask=mask)
+    _, full = structural_similarity(
+        x[0, 0],
+        y[0, 0],
+        gaussian_weights=True,
+        sigma=1.5,
+        use_sample_covariance=False,
+        data_range=1.0,
+        full=True,
+    )
+    r = 5  # skimage crops (win - 1) / 2 pixels before averaging; so do we
+    valid = np.zeros_like(full, dtype=bool)
+    valid[r:-r, r:-r] = True
+    ref = full[valid & mask[0, 0].numpy()].mean()
+    assert abs(float(ours[0]) - ref) < 1e-10
+    assert torch.isnan(ours[1])  # no foreground: undefined, not a made-up value
+    with pytest.raises(ValueError, match="mask must have shape"):
+        gaussian_ssim(torch.from_numpy(x), torch.from_numpy(y), mask=mask[:, :, :20])
+
+
 def test_evaluate_metrics_and_units() -> None:
     class Constant(UNetRegression):
         """Predicts B = 0 (0.5 in [0, 1] units) whatever the input."""
@@ -184,7 +213,7 @@ def test_train_reports_history_lr_and_samples(tmp_path: Path) -> None:
     )
     assert [h["lr_D"] for h in result.history] == pytest.approx([1e-3, 1e-3, 2e-3 / 3, 1e-3 / 3])
     assert set(reports[0].losses) == {"G_GAN", "G_L1", "D_real", "D_fake"}
-    assert set(reports[0].metrics) == {"val_L1", "val_L1_01", "val_SSIM"}
+    assert set(reports[0].metrics) == {"val_L1", "val_L1_01", "val_SSIM", "val_SSIM_fg"}
     # samples every 3 epochs and at the last one
     assert [r.sample is not None for r in reports] == [False, False, True, True]
     sample = reports[2].sample

@@ -43,6 +43,7 @@ __all__ = [
     "TileSetError",
     "dtype_range",
     "export_ab_folders",
+    "hold_out_specimens",
     "load_tileset",
     "save_tileset",
     "to_rgb8",
@@ -194,6 +195,41 @@ class TileSet:
         manifest = self.manifest.iloc[index].reset_index(drop=True)
         b = None if self.b is None else self.b[index]
         return TileSet(manifest=manifest, a=self.a[index], b=b)
+
+
+def hold_out_specimens(
+    tileset: TileSet, n_specimens: int, *, seed: int = 0, name: str = "val"
+) -> tuple[TileSet, list[str]]:
+    """Relabel all tiles of ``n_specimens`` training specimens as split ``name``.
+
+    For model selection when a study has no validation specimens (the paper's 5 training and
+    3 test slides): a search must not choose on the test split, so it validates on training
+    specimens held out of its trials. Specimens are drawn with ``seed`` from the sorted
+    training specimens; whole specimens move, never single tiles (no leakage between them).
+
+    Returns:
+        ``(tileset, held_out)``: a new tile set sharing the arrays (only the manifest differs)
+        and the sorted ids of the held-out specimens.
+
+    Raises:
+        TileSetError: ``name`` already has tiles, or fewer than ``n_specimens + 1`` training
+            specimens (at least one must stay for training).
+    """
+    m = tileset.manifest
+    if (m["split"] == name).any():
+        raise TileSetError(f"split {name!r} already has tiles; nothing to hold out")
+    train_ids = sorted(set(m.loc[m["split"] == "train", "specimen_id"].astype(str)))
+    if n_specimens < 1 or len(train_ids) < n_specimens + 1:
+        raise TileSetError(
+            f"cannot hold out {n_specimens} of {len(train_ids)} training specimen(s) "
+            f"{train_ids}: at least one must remain for training"
+        )
+    rng = np.random.default_rng(seed)
+    held = sorted(str(s) for s in rng.choice(train_ids, size=n_specimens, replace=False))
+    manifest = m.copy()
+    rows = (manifest["split"] == "train") & manifest["specimen_id"].astype(str).isin(held)
+    manifest.loc[rows, "split"] = name
+    return TileSet(manifest=manifest, a=tileset.a, b=tileset.b), held
 
 
 # ----------------------------------------------------------------------------------------------

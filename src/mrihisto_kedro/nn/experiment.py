@@ -30,6 +30,7 @@ from mrihisto_kedro.nn.training import (
     TrainingResult,
     evaluate,
     gaussian_ssim,
+    input_foreground,
     train,
 )
 
@@ -203,22 +204,33 @@ def input_baselines(loader: DataLoader) -> dict[str, dict[str, float]]:
     the same number of channels; else empty.
 
     Returns:
-        ``{"identity": {"val_L1", "val_SSIM"}, "inverted": {...}}`` in the units of
+        ``{"identity": {"val_L1", "val_SSIM", "val_SSIM_fg"}, "inverted": {...}}`` in the units of
         :func:`mrihisto_kedro.nn.training.evaluate` (L1 in [-1, 1] units, SSIM on [0, 1]).
     """
-    sums = {"identity": [0.0, 0.0], "inverted": [0.0, 0.0]}
-    n_values = n_images = 0
+    sums = {"identity": [0.0, 0.0, 0.0], "inverted": [0.0, 0.0, 0.0]}
+    n_values = n_images = n_fg = 0
     for batch in loader:
         a, b = batch["A"].double(), batch["B"].double()
         if a.shape[1] != b.shape[1]:
             return {}
+        foreground = input_foreground(a)
+        b01 = ((b + 1) / 2).clamp(0, 1)
+        fg_counted = None
         for name, pred in (("identity", a), ("inverted", -a)):
             sums[name][0] += float((pred - b).abs().sum())
-            p01, b01 = ((pred + 1) / 2).clamp(0, 1), ((b + 1) / 2).clamp(0, 1)
+            p01 = ((pred + 1) / 2).clamp(0, 1)
             sums[name][1] += float(gaussian_ssim(p01, b01, data_range=1.0).sum())
+            fg = gaussian_ssim(p01, b01, data_range=1.0, mask=foreground)
+            sums[name][2] += float(fg.nansum())
+            fg_counted = int((~fg.isnan()).sum())
         n_values += b.numel()
         n_images += b.shape[0]
+        n_fg += fg_counted or 0
     return {
-        name: {"val_L1": l1 / n_values, "val_SSIM": ssim / n_images}
-        for name, (l1, ssim) in sums.items()
+        name: {
+            "val_L1": l1_sum / n_values,
+            "val_SSIM": ssim_sum / n_images,
+            "val_SSIM_fg": fg_sum / n_fg if n_fg else float("nan"),
+        }
+        for name, (l1_sum, ssim_sum, fg_sum) in sums.items()
     }

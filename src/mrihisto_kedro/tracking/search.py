@@ -33,6 +33,9 @@ class SearchParams:
         space: model parameter -> list of choices, e.g. ``{"gan_mode": ["vanilla", "lsgan",
             "wgangp"], "lr": [2e-4, 2e-5], "beta1": [0.4, 0.5, 0.8], "lambda_L1": [10, 50, 100]}``.
         metric: validation metric to minimise (``val_L1``) or maximise (``val_SSIM``).
+        holdout_specimens: when the tiles have no validation split, the trials validate on
+            this many training specimens held out of their training (never on the test
+            split); the final training then uses all training specimens.
     """
 
     n_trials: int = 0
@@ -40,8 +43,11 @@ class SearchParams:
     seed: int = 0
     space: dict[str, list[Any]] = field(default_factory=dict)
     metric: str = "val_L1"
+    holdout_specimens: int = 1
 
     def __post_init__(self) -> None:
+        if self.holdout_specimens < 1:
+            raise ValueError(f"holdout_specimens must be >= 1, got {self.holdout_specimens}")
         if self.n_trials < 0:
             raise ValueError(f"n_trials must be >= 0, got {self.n_trials}")
         if self.n_trials and not self.space:

@@ -17,7 +17,7 @@ import torch
 
 from mrihisto_kedro.imaging.slabs import brain_slices, slab_splits, volume_pair_tiles
 from mrihisto_kedro.imaging.slides import Slide
-from mrihisto_kedro.imaging.tileset import TileSet
+from mrihisto_kedro.imaging.tileset import TileSet, hold_out_specimens
 from mrihisto_kedro.imaging.tiling import AlignedPair, TilingParams, paired_tiles, whole_views
 from mrihisto_kedro.nn.data import resolve_range
 from mrihisto_kedro.nn.experiment import DataParams, ModelType, run_training
@@ -139,6 +139,27 @@ def build_volume_tiles(
     return volume_pair_tiles(volume_a, volume_b, p.plane, splits, pad_to=p.pad_to)
 
 
+def _search_tileset(tileset: TileSet, p: TrainingParams) -> tuple[TileSet, dict[str, Any]]:
+    """The tiles a search's trials train and validate on, and what they validated on.
+
+    With a validation split, the trials use it. Without one (the paper's 5/3 train/test
+    design), whole training specimens are held out for the trials, so model selection never
+    looks at the test split.
+    """
+    if p.data.val_split in tileset.splits:
+        return tileset, {"search_val": p.data.val_split}
+    held_tiles, held = hold_out_specimens(
+        tileset, p.search.holdout_specimens, seed=p.search.seed, name=p.data.val_split
+    )
+    logger.info(
+        "search %s: no %r split; trials validate on training specimens %s",
+        p.name,
+        p.data.val_split,
+        held,
+    )
+    return held_tiles, {"search_val": "held-out training specimens: " + ", ".join(held)}
+
+
 def train_experiment(
     tileset: TileSet, training: dict[str, Any]
 ) -> tuple[dict[str, Any], pd.DataFrame, pd.DataFrame]:
@@ -165,8 +186,12 @@ def train_experiment(
         "data": {k: getattr(p.data, k) for k in p.data.__dataclass_fields__},
         "tiles": len(tileset),
     }
+    search_info: dict[str, Any] = {}
     if p.search.n_trials:
-        with training_run(f"{p.name}-search", {"search_trials": p.search.n_trials}, tags):
+        search_tiles, search_info = _search_tileset(tileset, p)
+        with training_run(
+            f"{p.name}-search", {"search_trials": p.search.n_trials, **search_info}, tags
+        ):
 
             def objective(number: int, values: dict[str, Any]) -> float:
                 trial_model = apply_choices(model_values, values)
@@ -174,7 +199,7 @@ def train_experiment(
                     f"{p.name}-trial-{number}", {**params_for_log, "model": trial_model}, tags
                 ) as run_id:
                     _, result, _ = run_training(
-                        tileset,
+                        search_tiles,
                         p.model_type,
                         trial_model,
                         p.data,
@@ -217,15 +242,19 @@ def train_experiment(
             "n_val_tiles": info["n_val"],
             "epochs": result.epochs_completed,
             "seconds": result.seconds,
+            **search_info,
             "val_L1": final.get("val_L1"),
             "val_SSIM": final.get("val_SSIM"),
+            "val_SSIM_fg": final.get("val_SSIM_fg"),
             "untrained_val_L1": info["untrained"]["val_L1"],
             "untrained_val_SSIM": info["untrained"]["val_SSIM"],
+            "untrained_val_SSIM_fg": info["untrained"]["val_SSIM_fg"],
             "mean_colour_val_L1": info["mean_colour"]["val_L1"],
         }
         for name, metrics in info["input"].items():
             summary[f"{name}_val_L1"] = metrics["val_L1"]
             summary[f"{name}_val_SSIM"] = metrics["val_SSIM"]
+            summary[f"{name}_val_SSIM_fg"] = metrics["val_SSIM_fg"]
         mlflow.log_metrics({k: float(v) for k, v in summary.items() if isinstance(v, float | int)})
         lo, hi = resolve_range(p.data.a_range, tileset.a.dtype)
         a = torch.from_numpy(np.asarray(tileset.a[:1], dtype=np.float32)).permute(0, 3, 1, 2)
