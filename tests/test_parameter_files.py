@@ -35,3 +35,27 @@ def test_experiment_parameters_parse(env: str) -> None:
     if env == "paper":
         assert params["tiles_256"]["training"]["model"]["generator"] == "unet_256"
         assert params["tiles_256"]["training"]["search"]["n_trials"] == 20
+
+
+def test_evaluation_and_inference_parameters_parse() -> None:
+    from mrihisto_kedro.evaluation.synthesis import SynthesisParams
+    from mrihisto_kedro.pipelines.evaluation.nodes import EvaluationParams
+    from mrihisto_kedro.pipelines.inference.nodes import InferenceParams
+
+    loader = OmegaConfigLoader(
+        conf_source=str(REPO_ROOT / "conf"), base_env="base", default_run_env="local"
+    )
+    params = loader["parameters"]
+    for name in EXPERIMENTS:
+        p = parse_params(EvaluationParams, params["evaluation"][name], f"evaluation.{name}")
+        assert set(p.tiles.splits) == {"train", "test"}
+    assert (
+        parse_params(EvaluationParams, params["evaluation"]["t1_to_t2"], "e").tiles.target_name
+        == "t2"
+    )
+    assert parse_params(SynthesisParams, params["synthesis"], "synthesis").overlap_fraction == 0.5
+    inference = parse_params(InferenceParams, params["inference"], "inference")
+    assert inference.synthesis.window == 256 and inference.new_slice.slice_index is None
+    with pytest.raises(ValueError, match=r"evaluation\.tiles_256"):
+        bad = {**params["evaluation"]["tiles_256"], "n_bootstrap": 5}
+        parse_params(EvaluationParams, bad, "evaluation.tiles_256")

@@ -250,6 +250,103 @@ def test_random_search_and_mlflow_runs(demo_project: Path) -> None:
     assert out.shape == (1, 3, 64, 64) and not generator.training
 
 
+def test_evaluation_writes_table_1_and_the_baseline_table(demo_project: Path) -> None:
+    from mrihisto_kedro.metrics.weights import find_weights
+
+    reporting = demo_project / "data" / "08_reporting"
+    table = pd.read_csv(reporting / "metrics_table.csv")
+    assert list(table.columns) == [
+        "experiment",
+        "split",
+        "comparison",
+        "metric",
+        "value",
+        "ci_low",
+        "ci_high",
+        "n_tiles",
+        "n_slides",
+        "note",
+    ]
+    assert set(table["experiment"]) == {
+        "whole_slide_4096",
+        "tiles_1024",
+        "tiles_256",
+        "unet_baseline",
+        "t1_to_t2",
+    }
+    assert set(table["split"]) == {"train", "test"}
+    pix = table[table["experiment"] == "tiles_256"].set_index(["split", "comparison", "metric"])
+    # the demo split: 5 training and 3 test slides, at most 8 tiles per slide
+    assert pix.loc[("test", "generated_vs_histology", "SSIM"), "n_slides"] == 3
+    assert pix.loc[("train", "generated_vs_histology", "SSIM"), "n_tiles"] <= 5 * 8
+    finite = table.dropna(subset=["value"])
+    assert (finite["ci_low"] <= finite["value"] + 1e-9).all()
+    assert (finite["value"] <= finite["ci_high"] + 1e-9).all()
+    assert "nats" in " ".join(table.loc[table["metric"] == "MI", "note"])
+    weights = find_weights("fid") is not None and find_weights("alexnet") is not None
+    if weights:  # the CI path: real FID, KID and LPIPS
+        assert (
+            pix[["value"]]
+            .loc[(slice(None), slice(None), ["FID", "KID", "LPIPS"]), :]
+            .notna()
+            .all()
+            .item()
+        )
+        for experiment in ("tiles_256", "tiles_1024", "whole_slide_4096"):
+            e = table[(table["experiment"] == experiment) & (table["split"] == "test")]
+            e = e.set_index(["comparison", "metric"])["value"]
+            # the sanity direction of the paper's table, measured with LPIPS
+            assert e[("generated_vs_histology", "LPIPS")] < e[("generated_vs_mri", "LPIPS")]
+        assert (table["metric"] == "FID").sum() == (table["metric"] == "KID").sum() > 0
+    else:  # a clone without the weights: reported as missing, with the reason
+        fid = table[table["metric"] == "FID"]
+        assert fid["value"].isna().all() and fid["note"].str.startswith("missing: ").all()
+    baseline = pd.read_csv(reporting / "baseline_table.csv")
+    assert set(baseline["experiment"]) == {"tiles_256", "unet_baseline"}
+    assert set(baseline["metric"]) == {"MI", "SSIM"}
+    assert "| MI |" in (reporting / "metrics_table.md").read_text()
+
+
+def test_synthetic_slides_open_in_openslide_and_blending_hides_seams(
+    demo_project: Path,
+) -> None:
+    for experiment in ("tiles_256", "tiles_1024", "unet_baseline"):
+        report = pd.read_csv(
+            demo_project / "data" / "08_reporting" / experiment / "seam_report.csv"
+        )
+        assert len(report) == 3  # the three test slides
+        assert (abs(report["seam_blended"] - 1) < abs(report["seam_plain"] - 1)).all(), report
+        for row in report.itertuples():
+            path = (
+                demo_project
+                / "data"
+                / "07_model_output"
+                / experiment
+                / "synthetic_slides"
+                / f"{row.pair_id}.svs"
+            )
+            with openslide.OpenSlide(path) as slide:
+                assert slide.dimensions == (row.width_px, row.height_px)
+                assert float(slide.properties["openslide.mpp-x"]) == pytest.approx(row.mpp)
+                assert slide.properties["openslide.vendor"] == "aperio"
+
+
+def test_inference_command_on_a_new_volume(demo_project: Path) -> None:
+    t1 = demo_project / "data" / "01_raw" / "demo" / "icbm152_2009c_2mm"
+    out = demo_project / "data" / "07_model_output" / "inference" / "t1_axial_50.svs"
+    params = {
+        "inference_mri": str(t1 / "icbm152_2009c_sym_t1_2mm.nii.gz"),
+        "inference_output": str(out),
+        "inference": {"new_slice": {"slice_index": 50, "model_mpp": 500.0}},
+    }
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(demo_project)
+        _run(demo_project, "inference", params)
+    with openslide.OpenSlide(out) as slide:
+        assert slide.dimensions == (96 * 4, 114 * 4)  # 2 mm voxels -> 500 um pixels
+        assert float(slide.properties["openslide.mpp-x"]) == pytest.approx(500.0)
+
+
 def test_cli_runs_one_experiment_with_overridden_parameters(demo_project: Path) -> None:
     """What a user types: one namespace of the modelling pipeline, parameters overridden.
 

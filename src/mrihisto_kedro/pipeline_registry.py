@@ -10,7 +10,14 @@ from __future__ import annotations
 
 from kedro.pipeline import Pipeline
 
-from mrihisto_kedro.pipelines import data_engineering, demo, modelling, registration
+from mrihisto_kedro.pipelines import (
+    data_engineering,
+    demo,
+    evaluation,
+    inference,
+    modelling,
+    registration,
+)
 
 #: demo outputs -> the raw inputs that the analysis pipelines read
 DEMO_INPUTS = {
@@ -21,8 +28,9 @@ DEMO_INPUTS = {
     "icbm152_t1": "demo_icbm152_t1",
     "icbm152_t2": "demo_icbm152_t2",
 }
-#: registered alone, left out of the default run (same outputs as ``registration``)
-ALTERNATIVES = ("demo", "registration_control_points")
+#: registered alone, left out of the default run (the control-point mode has the same outputs
+#: as ``registration``; ``inference`` is for a user's own new MRI)
+ALTERNATIVES = ("demo", "registration_control_points", "inference")
 
 
 def register_pipelines() -> dict[str, Pipeline]:
@@ -37,6 +45,8 @@ def register_pipelines() -> dict[str, Pipeline]:
         "registration": registration.create_pipeline(),
         "registration_control_points": registration.create_control_point_pipeline(),
         "modelling": modelling.create_pipeline(),
+        "evaluation": evaluation.create_pipeline(),
+        "inference": inference.create_pipeline(),
     }
     analysis = sum(
         (p for name, p in pipelines.items() if name not in ALTERNATIVES), start=Pipeline([])

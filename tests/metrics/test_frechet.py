@@ -1,3 +1,5 @@
+import warnings
+
 import numpy as np
 import pytest
 from pytorch_fid import fid_score
@@ -7,6 +9,7 @@ from mrihisto_kedro.metrics.frechet import (
     bootstrap_interval,
     feature_statistics,
     frechet_distance,
+    frechet_distance_from_features,
     kernel_inception_distance,
     polynomial_mmd2_unbiased,
 )
@@ -47,6 +50,24 @@ def test_frechet_matches_pytorch_fid(d, n1, n2):
     assert ours == pytest.approx(ref, rel=1e-6)
     if n1 > d and n2 > d:  # full-rank covariances: the eigen formula is well conditioned
         assert ours == pytest.approx(_eigen_frechet(mu1, s1, mu2, s2), rel=1e-6)
+
+
+@pytest.mark.parametrize("d,n1,n2", [(16, 200, 150), (64, 40, 30), (256, 60, 45)])
+def test_frechet_from_features_equals_pytorch_fid(d, n1, n2):
+    """Full rank (N > D) and the small-N case (N < D: singular covariances)."""
+    rng = np.random.default_rng(d + n2)
+    f1 = _random_features(rng, n1, d)
+    f2 = _random_features(rng, n2, d, shift=0.2)
+    mu1, s1 = feature_statistics(f1)
+    mu2, s2 = feature_statistics(f2)
+    with warnings.catch_warnings():  # pytorch-fid warns on the singular product (N < D)
+        warnings.simplefilter("ignore")
+        ref = float(fid_score.calculate_frechet_distance(mu1, s1, mu2, s2))
+    ours = frechet_distance_from_features(f1, f2)
+    assert ours == pytest.approx(ref, rel=1e-5)
+    assert frechet_distance_from_features(f1, f1) == pytest.approx(0.0, abs=1e-8)
+    with pytest.raises(ValueError, match="at least 2"):
+        frechet_distance_from_features(f1[:1], f2)
 
 
 def test_frechet_identical_is_zero_and_shape_errors():

@@ -31,7 +31,7 @@ saving: one slide in memory at a time).
 from __future__ import annotations
 
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from kedro.io import AbstractDataset, DatasetError
 from kedro.io.core import get_protocol_and_path
@@ -40,9 +40,27 @@ from mrihisto_kedro.imaging.slide_image import SlideImage
 from mrihisto_kedro.imaging.slides import Slide, open_slide
 from mrihisto_kedro.imaging.tiff import write_pyramidal_tiff
 
-__all__ = ["OpenSlideDataset"]
+__all__ = ["OpenSlideDataset", "SlideWriter"]
 
 _SAVE_ARGS = {"flavour", "compression", "quality", "tile_size", "bigtiff"}
+
+
+@runtime_checkable
+class SlideWriter(Protocol):
+    """Anything that writes itself as a pyramidal TIFF (atomically, in bounded memory)."""
+
+    def write_tiff(
+        self,
+        path: Path,
+        *,
+        flavour: str,
+        compression: str,
+        quality: int,
+        tile_size: int,
+        bigtiff: bool | None = None,
+    ) -> Path:
+        """Write the slide at ``path`` with the dataset's ``save_args``."""
+        ...
 
 
 class OpenSlideDataset(AbstractDataset[SlideImage, Slide]):
@@ -99,11 +117,18 @@ class OpenSlideDataset(AbstractDataset[SlideImage, Slide]):
         """Open the slide lazily (header only); the caller should close the returned handle."""
         return open_slide(Path(self._filepath))
 
-    def save(self, data: SlideImage) -> None:
-        """Write ``data`` as a tiled pyramidal TIFF at ``filepath`` (atomic replace)."""
+    def save(self, data: SlideImage | SlideWriter) -> None:
+        """Write ``data`` as a tiled pyramidal TIFF at ``filepath`` (atomic replace).
+
+        ``data`` is a :class:`SlideImage`, or a :class:`SlideWriter` that produces its pixels
+        while writing (e.g. a synthetic slide stitched strip by strip, never whole in memory).
+        """
+        if isinstance(data, SlideWriter):
+            data.write_tiff(Path(self._filepath), **self._save_args)
+            return
         if not isinstance(data, SlideImage):
             raise DatasetError(
-                f"OpenSlideDataset '{self._filepath}' saves SlideImage objects, "
+                f"OpenSlideDataset '{self._filepath}' saves SlideImage or SlideWriter objects, "
                 f"got {type(data).__name__}"
             )
         write_pyramidal_tiff(data, Path(self._filepath), **self._save_args)

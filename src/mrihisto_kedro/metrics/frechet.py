@@ -24,6 +24,7 @@ __all__ = [
     "bootstrap_interval",
     "feature_statistics",
     "frechet_distance",
+    "frechet_distance_from_features",
     "kernel_inception_distance",
     "polynomial_mmd2_unbiased",
 ]
@@ -107,6 +108,41 @@ def frechet_distance(
 
     tr_covmean = np.trace(covmean)
     return float(diff.dot(diff) + np.trace(sigma1) + np.trace(sigma2) - 2 * tr_covmean)
+
+
+def frechet_distance_from_features(f1: np.ndarray, f2: np.ndarray) -> float:
+    """Frechet distance between the Gaussians fitted to two feature sets, fast at small N.
+
+    Mathematically equal to ``frechet_distance(*feature_statistics(f1),
+    *feature_statistics(f2))``, but the trace of ``sqrt(S1 S2)`` is computed from the
+    small ``(N, M)`` cross-product of the centred features: with ``S1 = X1^T X1 / (N - 1)`` and
+    ``S2 = X2^T X2 / (M - 1)``, the non-zero eigenvalues of ``S1 S2`` are the squared singular
+    values of ``X1 X2^T / sqrt((N - 1)(M - 1))``. At N, M < D (a few hundred tiles against
+    2048 Inception features, the normal case here) this is exact where ``sqrtm`` of the
+    singular ``S1 S2`` is not, and fast enough to bootstrap over slides.
+
+    Args:
+        f1: ``(N, D)`` features of the first set, N >= 2.
+        f2: ``(M, D)`` features of the second set, M >= 2, same D.
+
+    Returns:
+        The squared Frechet distance, >= 0 up to rounding.
+    """
+    x = np.asarray(f1, dtype=np.float64)
+    y = np.asarray(f2, dtype=np.float64)
+    if x.ndim != 2 or y.ndim != 2 or x.shape[1] != y.shape[1]:
+        raise ValueError(f"need (N, D) and (M, D) feature arrays, got {x.shape} and {y.shape}")
+    if x.shape[0] < 2 or y.shape[0] < 2:
+        raise ValueError(f"need at least 2 samples per set, got {x.shape[0]} and {y.shape[0]}")
+    mu1, mu2 = x.mean(axis=0), y.mean(axis=0)
+    xc, yc = x - mu1, y - mu2
+    n, m = x.shape[0] - 1, y.shape[0] - 1
+    diff = mu1 - mu2
+    trace1 = float(np.einsum("ij,ij->", xc, xc)) / n
+    trace2 = float(np.einsum("ij,ij->", yc, yc)) / m
+    singular = np.linalg.svd(xc @ yc.T, compute_uv=False)
+    tr_covmean = float(singular.sum()) / np.sqrt(n * m)
+    return float(diff.dot(diff) + trace1 + trace2 - 2.0 * tr_covmean)
 
 
 def polynomial_mmd2_unbiased(f1: np.ndarray, f2: np.ndarray) -> float:

@@ -1,0 +1,311 @@
+"""Synthetic whole slides: a trained generator slid over a whole aligned MRI slice.
+
+The MRI slice lives on the (downsampled) histology grid, ``mpp`` microns per pixel. A model
+trained on tiles at ``scale`` (tile pixels per grid pixel, from the tile manifest) sees the slice
+resampled by ``scale``, so the synthetic slide has ``mpp / scale`` microns per pixel. Windows
+overlap and are blended with a weight map (:mod:`mrihisto_kedro.imaging.stitching`); the slide is
+written as a tiled pyramidal TIFF in bounded memory. The seam score
+(:mod:`mrihisto_kedro.metrics.seam`) compares blended stitching with plain tiling.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import SimpleITK as sitk
+
+from mrihisto_kedro.imaging.stitching import (
+    StitchOptions,
+    WeightKind,
+    array_reader,
+    stitch_to_array,
+    stitch_to_tiff,
+)
+from mrihisto_kedro.metrics.seam import seam_score
+from mrihisto_kedro.nn.inference import GeneratorPredictor, load_predictor
+
+__all__ = [
+    "NewSliceParams",
+    "SeamComparison",
+    "SynthesisParams",
+    "SyntheticSlideJob",
+    "compare_seams",
+    "mri_to_model_input",
+    "new_slice_input",
+    "stitch_options",
+]
+
+
+@dataclass(frozen=True)
+class SynthesisParams:
+    """How whole slides are synthesised.
+
+    Attributes:
+        window: model window in pixels of the model's input grid (``None``: the experiment's
+            tile size after scaling, i.e. what the model was trained on).
+        overlap_fraction: overlap of neighbouring windows as a fraction of the window, [0, 1).
+        weights: blending weight map: ``hann`` (default), ``gaussian`` or ``constant``.
+        margin: context pixels fed around each window and cropped away.
+        batch_size: windows per forward pass.
+        device: ``auto`` (cuda, mps, cpu) or a torch device.
+        splits: which pairs to synthesise (by their split).
+        a_range: stored value range of the aligned MRI (``None``: [0, 1] for float images).
+        seam_random_lines: random reference lines per axis of the seam score.
+    """
+
+    window: int | None = None
+    overlap_fraction: float = 0.5
+    weights: WeightKind = WeightKind.HANN
+    margin: int = 0
+    batch_size: int = 8
+    device: str = "auto"
+    splits: tuple[str, ...] = ("test",)
+    a_range: tuple[float, float] | None = None
+    seam_random_lines: int = 256
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.overlap_fraction < 1.0:
+            raise ValueError(f"overlap_fraction must be in [0, 1), got {self.overlap_fraction}")
+        if self.window is not None and self.window < 16:
+            raise ValueError(f"window must be >= 16 px, got {self.window}")
+
+
+def stitch_options(params: SynthesisParams, window: int, *, blended: bool = True) -> StitchOptions:
+    """Blended options from the parameters, or plain tiling (no overlap, constant weights)."""
+    if not blended:
+        return StitchOptions(
+            window=window, overlap=0, weights=WeightKind.CONSTANT, batch_size=params.batch_size
+        )
+    overlap = int(round(window * params.overlap_fraction))
+    return StitchOptions(
+        window=window,
+        overlap=min(overlap, window - 1),
+        margin=params.margin,
+        weights=params.weights,
+        batch_size=params.batch_size,
+    )
+
+
+def mri_to_model_input(
+    image: sitk.Image, scale: float, a_range: tuple[float, float] | None = None
+) -> np.ndarray:
+    """An aligned MRI slice as the model's input: ``(C, H', W')`` float32 in [-1, 1].
+
+    Args:
+        image: 2-D SimpleITK image (scalar or vector pixels) on the histology grid.
+        scale: model pixels per grid pixel (the tile manifest's ``scale``); the slice is
+            resampled by area averaging (down) or bilinearly (up) to ``round(H * scale)``.
+        a_range: value range mapped to [-1, 1] (``None``: [0, 1]).
+    """
+    arr = sitk.GetArrayFromImage(image).astype(np.float32)
+    if arr.ndim == 2:
+        arr = arr[None]
+    elif arr.ndim == 3 and image.GetNumberOfComponentsPerPixel() > 1:
+        arr = np.moveaxis(arr, -1, 0)
+    else:
+        raise ValueError(f"expected a 2-D MRI slice, got an image of size {image.GetSize()}")
+    if scale != 1.0:
+        import torch
+        import torch.nn.functional as F
+
+        h, w = arr.shape[1:]
+        size = (max(1, round(h * scale)), max(1, round(w * scale)))
+        mode = "area" if scale < 1.0 else "bilinear"
+        t = torch.from_numpy(arr)[None]
+        arr = F.interpolate(t, size=size, mode=mode).numpy()[0]
+    lo, hi = a_range or (0.0, 1.0)
+    scaled = (arr - lo) * (2.0 / (hi - lo)) - 1.0
+    return np.ascontiguousarray(np.clip(np.nan_to_num(scaled, nan=-1.0), -1.0, 1.0))
+
+
+@dataclass(frozen=True)
+class SeamComparison:
+    """Seam scores of one slide stitched with and without blending (1.0 = invisible).
+
+    Attributes:
+        plain: score of plain tiling (no overlap) at its tile borders.
+        blended: score of blended stitching at the same tile-border lines of the plain grid
+            and at its own window edges (the larger of the two).
+        plain_image, blended_image: the two stitched outputs ``(H, W, C)`` in [0, 1].
+    """
+
+    plain: float
+    blended: float
+    plain_image: np.ndarray
+    blended_image: np.ndarray
+
+
+def _unit(out: np.ndarray, output_range: tuple[float, float]) -> np.ndarray:
+    lo, hi = output_range
+    return np.clip((np.moveaxis(out, 0, -1) - lo) / (hi - lo), 0.0, 1.0)
+
+
+def compare_seams(
+    mri: np.ndarray,
+    predictor: GeneratorPredictor,
+    out_channels: int,
+    window: int,
+    params: SynthesisParams,
+    output_range: tuple[float, float] = (-1.0, 1.0),
+) -> SeamComparison:
+    """Stitch ``mri`` ``(C, H, W)`` in memory twice (plain, blended) and score the seams."""
+    shape = mri.shape[1:]
+    plain_opts = stitch_options(params, window, blended=False)
+    blended_opts = stitch_options(params, window, blended=True)
+    reader = array_reader(mri)
+    plain = _unit(stitch_to_array(reader, predictor, shape, out_channels, plain_opts), output_range)
+    blended = _unit(
+        stitch_to_array(reader, predictor, shape, out_channels, blended_opts), output_range
+    )
+    n = params.seam_random_lines
+    plain_borders = plain_opts.grid(shape).border_lines()
+    own_borders = blended_opts.grid(shape).border_lines()
+    blended_score = max(
+        seam_score(blended, borders=plain_borders, n_random=n),
+        seam_score(blended, borders=own_borders, n_random=n),
+    )
+    return SeamComparison(
+        plain=seam_score(plain, borders=plain_borders, n_random=n),
+        blended=blended_score,
+        plain_image=plain,
+        blended_image=blended,
+    )
+
+
+@dataclass
+class SyntheticSlideJob:
+    """A synthetic slide to be written: saved by ``OpenSlideDataset`` via :meth:`write_tiff`.
+
+    The MRI is held in memory (it is the downsampled grid, small); the output is written in
+    strips, so the TIFF can be far larger than memory when ``scale`` is large.
+
+    Attributes:
+        mri: model input ``(C, H, W)`` float32 in [-1, 1].
+        generator: exported generator payload.
+        options: stitching options.
+        mpp: microns per pixel of the output (``None``: unknown).
+        device: torch device preference.
+        description: extra ImageDescription fields (e.g. experiment, pair).
+    """
+
+    mri: np.ndarray
+    generator: Mapping[str, Any]
+    options: StitchOptions
+    mpp: float | None
+    device: str = "auto"
+    description: Mapping[str, str] | None = None
+
+    def write_tiff(
+        self,
+        path: str | Path,
+        *,
+        flavour: str = "aperio",
+        compression: str = "jpeg",
+        quality: int = 90,
+        tile_size: int = 256,
+        bigtiff: bool | None = None,
+    ) -> Path:
+        """Run the generator over the slice and write the pyramidal TIFF at ``path``."""
+        del bigtiff  # decided by the stitching writer from the output size
+        predictor = load_predictor(dict(self.generator), device=self.device)
+        out_channels = int(self.generator["architecture"]["out_channels"])
+        output_range = tuple(float(v) for v in self.generator.get("output_range", (-1.0, 1.0)))
+        return stitch_to_tiff(
+            array_reader(self.mri),
+            predictor,
+            self.mri.shape[1:],
+            out_channels,
+            Path(path),
+            self.options,
+            mpp=self.mpp,
+            value_range=output_range,
+            flavour=flavour,
+            compression=compression,
+            quality=quality,
+            tile_size=tile_size,
+            description=dict(self.description or {}),
+        )
+
+
+@dataclass(frozen=True)
+class NewSliceParams:
+    """How a user's new MRI becomes the input of a trained generator (``inference`` pipeline).
+
+    Attributes:
+        plane: ``axial``, ``coronal`` or ``sagittal`` (3-D volumes only).
+        slice_index: slice of a 3-D volume (required for volumes; ignored for 2-D slices).
+        normalise: scale intensities to [0, 1] by robust percentiles (raw scanner units);
+            ``False`` when the slice is already in [0, 1] (e.g. an ``aligned_mri`` output).
+        lower_percentile, upper_percentile: the robust percentiles.
+        reference_image: optional image file whose grid (origin, spacing, size) the slice is
+            resampled onto (e.g. a registered slide's mask), linear interpolation.
+        transform: optional ITK transform file (e.g. a ``registration_transforms`` .tfm: grid
+            mm -> MRI mm) used with ``reference_image``; identity when absent.
+        model_mpp: microns per pixel the generator was trained at; the slice is resampled to
+            it (``None``: the slice's own pixel spacing is used as is).
+    """
+
+    plane: str = "axial"
+    slice_index: int | None = None
+    normalise: bool = True
+    lower_percentile: float = 1.0
+    upper_percentile: float = 99.5
+    reference_image: str | None = None
+    transform: str | None = None
+    model_mpp: float | None = None
+
+
+def new_slice_input(
+    image: sitk.Image, params: NewSliceParams, source: str
+) -> tuple[np.ndarray, float]:
+    """A new MRI volume or slice as generator input.
+
+    Args:
+        image: 2-D slice or 3-D volume.
+        params: see :class:`NewSliceParams`.
+        source: the file name, for error messages.
+
+    Returns:
+        ``(input (C, H, W) float32 in [-1, 1], mpp)``: microns per pixel of the output grid.
+
+    Raises:
+        ValueError: a volume without ``slice_index``, a slice index out of range, a
+            reference/transform file that cannot be read (named), or a blank slice.
+    """
+    from mrihisto_kedro.imaging.mri import extract_slice, robust_normalise
+    from mrihisto_kedro.imaging.sitk_io import read_image
+
+    if image.GetDimension() == 3:
+        if params.slice_index is None:
+            raise ValueError(f"{source} is a 3-D volume: give inference.new_slice.slice_index")
+        try:
+            image = extract_slice(image, params.plane, params.slice_index)
+        except ValueError as error:
+            raise ValueError(f"{source}: {error}") from error
+    elif image.GetDimension() != 2:
+        raise ValueError(f"{source}: expected a 2-D slice or 3-D volume, got {image.GetSize()}")
+    image = sitk.Cast(image, sitk.sitkFloat32)
+    if params.reference_image:
+        reference = read_image(params.reference_image)
+        if reference.GetDimension() != 2:
+            raise ValueError(f"reference image {params.reference_image} is not 2-D")
+        transform = sitk.Transform(2, sitk.sitkIdentity)
+        if params.transform:
+            try:
+                transform = sitk.ReadTransform(str(params.transform))
+            except RuntimeError as error:
+                raise ValueError(f"cannot read transform {params.transform}: {error}") from error
+        image = sitk.Resample(image, reference, transform, sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+    array = sitk.GetArrayFromImage(image).astype(np.float32)
+    if params.normalise:
+        array = robust_normalise(array, params.lower_percentile, params.upper_percentile)
+    if not np.isfinite(array).all() or float(np.ptp(array)) == 0.0:
+        raise ValueError(f"{source}: the slice is blank or not finite after preparation")
+    grid_mpp = float(image.GetSpacing()[0]) * 1000.0
+    scale = 1.0 if params.model_mpp is None else grid_mpp / float(params.model_mpp)
+    prepared = sitk.GetImageFromArray(np.asarray(array, dtype=np.float32))
+    return mri_to_model_input(prepared, scale), grid_mpp / scale

@@ -1,0 +1,275 @@
+"""The metric table: one row per (experiment, split, comparison, metric), with intervals.
+
+Long format (:data:`TABLE_COLUMNS`): ``experiment, split, comparison, metric, value, ci_low,
+ci_high, n_tiles, n_slides, note``. Intervals are percentile bootstraps over slides (whole
+slides resampled with replacement, because tiles of one slide are not independent): for tile
+metrics the statistic is the mean over the pooled tiles of the resampled slides; for FID and KID
+the distance recomputed on those tiles. ``note`` says what a reader must know: MI's bins and
+log base, FID's bias below 2048 samples, and why a metric is missing.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from mrihisto_kedro.metrics.frechet import (
+    bootstrap_interval,
+    frechet_distance_from_features,
+    kernel_inception_distance,
+)
+
+__all__ = [
+    "FID_RELIABLE_N",
+    "TABLE_COLUMNS",
+    "missing_rows",
+    "render_markdown",
+    "summarise_sets",
+    "summarise_tiles",
+]
+
+TABLE_COLUMNS: tuple[str, ...] = (
+    "experiment",
+    "split",
+    "comparison",
+    "metric",
+    "value",
+    "ci_low",
+    "ci_high",
+    "n_tiles",
+    "n_slides",
+    "note",
+)
+
+#: pytorch-fid's advice: below this many samples the covariance is rank-deficient and FID is
+#: biased upwards; values at different N are not comparable.
+FID_RELIABLE_N = 2048
+
+
+def _mi_note(bins: int, base: float) -> str:
+    unit = "nats" if math.isclose(base, math.e) else ("bits" if base == 2 else f"log base {base}")
+    return f"grey-level MI, {bins} bins, {unit}"
+
+
+def summarise_tiles(
+    per_tile: pd.DataFrame,
+    experiment: str,
+    *,
+    n_boot: int = 200,
+    alpha: float = 0.05,
+    seed: int = 0,
+    mi_bins: int = 20,
+    mi_base: float = math.e,
+) -> pd.DataFrame:
+    """Mean of each per-tile metric with a bootstrap interval over slides.
+
+    Args:
+        per_tile: rows ``pair_id, split, comparison, metric, value`` (one per tile and metric),
+            as :func:`mrihisto_kedro.evaluation.tiles.tile_metrics` returns.
+        experiment: label of the experiment column.
+        n_boot: bootstrap replicates; alpha: two-sided level; seed: resampling seed.
+        mi_bins, mi_base: printed in the MI rows' note.
+
+    Returns:
+        Table rows (:data:`TABLE_COLUMNS`).
+    """
+    rows = []
+    for (split, comparison, metric), group in per_tile.groupby(
+        ["split", "comparison", "metric"], sort=True
+    ):
+        by_slide = [g["value"].to_numpy(float) for _, g in group.groupby("pair_id", sort=True)]
+
+        def pooled_mean(idx: np.ndarray, parts: Sequence[np.ndarray] = by_slide) -> float:
+            return float(np.concatenate([parts[i] for i in idx]).mean())
+
+        low, high = bootstrap_interval(
+            pooled_mean, n_slides=len(by_slide), n_boot=n_boot, alpha=alpha, seed=seed
+        )
+        rows.append(
+            {
+                "experiment": experiment,
+                "split": split,
+                "comparison": comparison,
+                "metric": metric,
+                "value": float(group["value"].mean()),
+                "ci_low": low,
+                "ci_high": high,
+                "n_tiles": len(group),
+                "n_slides": len(by_slide),
+                "note": _mi_note(mi_bins, mi_base) if metric == "MI" else "",
+            }
+        )
+    return pd.DataFrame(rows, columns=list(TABLE_COLUMNS))
+
+
+def _distance_functions(
+    fx: np.ndarray,
+    fy: np.ndarray,
+    members: Sequence[np.ndarray],
+    kid_subset_size: int,
+    seed: int,
+) -> tuple[Callable[[np.ndarray], float], Callable[..., float]]:
+    """FID and KID of the pooled tiles of the slides ``idx`` (indices into ``members``)."""
+
+    def rows_of(idx: np.ndarray) -> np.ndarray:
+        return np.concatenate([members[i] for i in idx])
+
+    def fid_of(idx: np.ndarray) -> float:
+        r = rows_of(idx)
+        return frechet_distance_from_features(fx[r], fy[r]) if r.size >= 2 else math.nan
+
+    def kid_of(idx: np.ndarray, subsets: int = 10) -> float:
+        r = rows_of(idx)
+        if r.size < 2:
+            return math.nan
+        return kernel_inception_distance(
+            fx[r], fy[r], subset_size=kid_subset_size, n_subsets=subsets, seed=seed
+        )[0]
+
+    return fid_of, kid_of
+
+
+def summarise_sets(
+    features: Mapping[str, np.ndarray],
+    slides: Sequence[str] | np.ndarray,
+    comparisons: Iterable[tuple[str, str, str]],
+    experiment: str,
+    split: str,
+    *,
+    n_boot: int = 200,
+    alpha: float = 0.05,
+    seed: int = 0,
+    kid_subset_size: int = 100,
+    kid_subsets: int = 50,
+) -> pd.DataFrame:
+    """FID and KID of each comparison, with bootstrap intervals over slides.
+
+    Args:
+        features: ``{key: (N, D) features}``, rows aligned with ``slides`` (tile ``i`` of every
+            key belongs to slide ``slides[i]``).
+        slides: ``(N,)`` slide id of each tile.
+        comparisons: ``(label, key_x, key_y)``, e.g. ``("generated_vs_histology", "g", "b")``.
+        experiment, split: labels of the rows.
+        n_boot, alpha, seed: bootstrap settings (KID replicates use 10 subsets each).
+        kid_subset_size, kid_subsets: KID subsets (capped at N).
+
+    Returns:
+        Table rows (:data:`TABLE_COLUMNS`), FID then KID for each comparison.
+    """
+    slide_ids = np.asarray(slides).astype(str)
+    names = sorted(set(slide_ids))
+    members = [np.flatnonzero(slide_ids == s) for s in names]
+    n = slide_ids.size
+    note_fid = (
+        f"N={n} tiles < {FID_RELIABLE_N}: FID is biased upwards at this N; compare values only "
+        "at equal N"
+        if n < FID_RELIABLE_N
+        else ""
+    )
+    rows = []
+    for label, kx, ky in comparisons:
+        fx, fy = features[kx], features[ky]
+
+        fid_of, kid_of = _distance_functions(fx, fy, members, kid_subset_size, seed)
+        everything = np.arange(len(names))
+        for metric, fn, value, note in (
+            ("FID", fid_of, fid_of(everything), note_fid),
+            (
+                "KID",
+                kid_of,
+                kid_of(everything, kid_subsets),
+                f"polynomial-kernel MMD^2, subsets of {min(kid_subset_size, n)}",
+            ),
+        ):
+            low, high = bootstrap_interval(
+                fn, n_slides=len(names), n_boot=n_boot, alpha=alpha, seed=seed
+            )
+            rows.append(
+                {
+                    "experiment": experiment,
+                    "split": split,
+                    "comparison": label,
+                    "metric": metric,
+                    "value": float(value),
+                    "ci_low": low,
+                    "ci_high": high,
+                    "n_tiles": n,
+                    "n_slides": len(names),
+                    "note": note,
+                }
+            )
+    return pd.DataFrame(rows, columns=list(TABLE_COLUMNS))
+
+
+def missing_rows(
+    experiment: str,
+    split: str,
+    comparisons: Iterable[str],
+    missing: Mapping[str, str],
+    n_tiles: int,
+    n_slides: int,
+) -> pd.DataFrame:
+    """Rows with an empty value for each unavailable metric, the reason in ``note``."""
+    rows = [
+        {
+            "experiment": experiment,
+            "split": split,
+            "comparison": label,
+            "metric": metric,
+            "value": math.nan,
+            "ci_low": math.nan,
+            "ci_high": math.nan,
+            "n_tiles": n_tiles,
+            "n_slides": n_slides,
+            "note": f"missing: {reason}",
+        }
+        for label in comparisons
+        for metric, reason in missing.items()
+    ]
+    return pd.DataFrame(rows, columns=list(TABLE_COLUMNS))
+
+
+def _cell(row: pd.Series) -> str:
+    if not np.isfinite(row["value"]):
+        return "missing"
+    digits = 1 if row["metric"] in {"FID", "PSNR"} else 3
+    text = f"{row['value']:.{digits}f}"
+    if np.isfinite(row["ci_low"]) and np.isfinite(row["ci_high"]):
+        text += f" [{row['ci_low']:.{digits}f}, {row['ci_high']:.{digits}f}]"
+    return f"{text} ({int(row['n_tiles'])}/{int(row['n_slides'])})"
+
+
+def render_markdown(table: pd.DataFrame, title: str) -> str:
+    """A markdown rendering: rows (metric, comparison), columns ``experiment / split``.
+
+    Cells read ``value [ci_low, ci_high] (n_tiles/n_slides)``; notes are listed below the
+    table, once each.
+    """
+    if table.empty:
+        return f"# {title}\n\nNo experiment was evaluated.\n"
+    t = table.copy()
+    t["column"] = t["experiment"] + " / " + t["split"]
+    t["cell"] = t.apply(_cell, axis=1)
+    pivot = t.pivot_table(
+        index=["metric", "comparison"], columns="column", values="cell", aggfunc="first"
+    )
+    columns = list(dict.fromkeys(t["column"]))
+    pivot = pivot.reindex(columns=columns)
+    order = {m: i for i, m in enumerate(("FID", "KID", "LPIPS", "L1", "SSIM", "PSNR", "MI"))}
+    pivot = pivot.sort_index(key=lambda idx: idx.map(lambda v: order.get(v, 99)), level=0)
+    header = "| metric | comparison | " + " | ".join(columns) + " |"
+    lines = [f"# {title}", "", header, "|" + "---|" * (len(columns) + 2)]
+    for (metric, comparison), cells in pivot.iterrows():
+        values = " | ".join("" if pd.isna(c) else str(c) for c in cells)
+        lines.append(f"| {metric} | {comparison} | {values} |")
+    notes = sorted({n for n in t["note"] if isinstance(n, str) and n})
+    lines += [
+        "",
+        "Cells: value [bootstrap interval over slides] (N tiles/N slides). Lower is better for "
+        "FID, KID, LPIPS and L1; higher for SSIM, PSNR and MI against the target.",
+    ]
+    lines += [f"- {n}" for n in notes]
+    return "\n".join(lines) + "\n"

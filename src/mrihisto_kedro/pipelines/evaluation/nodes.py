@@ -1,0 +1,266 @@
+"""Thin nodes of the evaluation pipeline: measure each trained experiment, build the tables."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+import SimpleITK as sitk
+from matplotlib.figure import Figure
+
+from mrihisto_kedro.evaluation.backends import WeightPaths, load_backends
+from mrihisto_kedro.evaluation.synthesis import (
+    SynthesisParams,
+    SyntheticSlideJob,
+    compare_seams,
+    mri_to_model_input,
+    stitch_options,
+)
+from mrihisto_kedro.evaluation.table import (
+    TABLE_COLUMNS,
+    missing_rows,
+    render_markdown,
+    summarise_sets,
+    summarise_tiles,
+)
+from mrihisto_kedro.evaluation.tiles import (
+    SET_METRICS,
+    TileEvaluationParams,
+    comparison_names,
+    evaluate_split,
+    set_features,
+    tile_metrics,
+)
+from mrihisto_kedro.imaging.tileset import TileSet
+from mrihisto_kedro.nn.inference import load_predictor
+from mrihisto_kedro.params import parse_params
+from mrihisto_kedro.reporting.evaluation_figures import tile_panels, whole_slide_panels
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EvaluationParams:
+    """``evaluation.<experiment>``: what to measure and how (see ``parameters_evaluation.yml``).
+
+    Attributes:
+        tiles: tile selection and per-tile metric settings.
+        n_boot: bootstrap replicates over slides; alpha: two-sided level of the intervals.
+        kid_subset_size, kid_subsets: KID subsets.
+        weights: explicit weight files (``inception``, ``alexnet``); ``None``: look them up
+            in the torch hub cache (``mrihisto-weights`` puts them there).
+        n_figure_tiles: tiles per split in the panel figure.
+    """
+
+    tiles: TileEvaluationParams = field(default_factory=TileEvaluationParams)
+    n_boot: int = 200
+    alpha: float = 0.05
+    kid_subset_size: int = 100
+    kid_subsets: int = 50
+    weights: WeightPaths = field(default_factory=WeightPaths)
+    n_figure_tiles: int = 4
+
+
+def _log_to_training_run(summary: pd.DataFrame, table: pd.DataFrame, markdown: str) -> None:
+    """Attach the experiment's metric table to its MLflow training run (when one is known)."""
+    if summary.empty or "run_id" not in summary.columns or pd.isna(summary.loc[0, "run_id"]):
+        return
+    run_id = str(summary.loc[0, "run_id"])
+    client = mlflow.tracking.MlflowClient()
+    try:
+        client.get_run(run_id)
+    except mlflow.exceptions.MlflowException:
+        logger.warning("training run %s is not in the tracking store; table not logged", run_id)
+        return
+    client.log_text(run_id, markdown, "evaluation/metrics_table.md")
+    client.log_text(run_id, table.to_csv(index=False), "evaluation/metrics_table.csv")
+    for row in table.itertuples():
+        if isinstance(row.value, float) and math.isfinite(row.value):
+            key = f"eval.{row.split}.{row.comparison}.{row.metric}"
+            client.log_metric(run_id, key, float(row.value))
+
+
+def evaluate_experiment(
+    tileset: TileSet,
+    generator: dict[str, Any],
+    training_summary: pd.DataFrame,
+    evaluation: dict[str, Any],
+    experiment: str,
+) -> tuple[pd.DataFrame, pd.DataFrame, Figure]:
+    """Measure one trained generator on the train and test tiles of its experiment.
+
+    Returns:
+        ``(per_tile, table, figure)``: every per-tile metric (long format), the experiment's
+        rows of the metric table (:data:`~mrihisto_kedro.evaluation.table.TABLE_COLUMNS`),
+        and a panel figure ``input | real | generated``.
+    """
+    p = parse_params(EvaluationParams, evaluation, f"evaluation.{experiment}")
+    backends = load_backends(p.weights, device=p.tiles.device)
+    labels = comparison_names(p.tiles)
+    pairs = [(labels[0], "g", "b"), (labels[1], "g", "a"), (labels[2], "b", "a")]
+    per_tile_frames, table_frames, evaluated = [], [], []
+    for split in p.tiles.splits:
+        data = evaluate_split(tileset, generator, split, p.tiles)
+        if data is None:
+            logger.info("%s: no %s tiles to evaluate", experiment, split)
+            continue
+        evaluated.append(data)
+        per_tile = tile_metrics(data, p.tiles, backends)
+        per_tile_frames.append(per_tile)
+        table_frames.append(
+            summarise_tiles(
+                per_tile,
+                experiment,
+                n_boot=p.n_boot,
+                alpha=p.alpha,
+                seed=p.tiles.seed,
+                mi_bins=p.tiles.mi_bins,
+                mi_base=p.tiles.mi_base,
+            )
+        )
+        n_tiles, n_slides = len(data.manifest), data.manifest["pair_id"].nunique()
+        features = set_features(data, backends, p.tiles.batch_size)
+        if features is not None:
+            table_frames.append(
+                summarise_sets(
+                    features,
+                    data.manifest["pair_id"].to_numpy(),
+                    pairs,
+                    experiment,
+                    split,
+                    n_boot=p.n_boot,
+                    alpha=p.alpha,
+                    seed=p.tiles.seed,
+                    kid_subset_size=p.kid_subset_size,
+                    kid_subsets=p.kid_subsets,
+                )
+            )
+        missing = {m: r for m, r in backends.missing.items() if m in (*SET_METRICS, "LPIPS")}
+        if missing:
+            table_frames.append(missing_rows(experiment, split, labels, missing, n_tiles, n_slides))
+    if not evaluated:
+        raise ValueError(
+            f"{experiment}: none of the splits {list(p.tiles.splits)} has tiles; the tile set "
+            f"has {tileset.splits}"
+        )
+    table = pd.concat(table_frames, ignore_index=True)[list(TABLE_COLUMNS)]
+    markdown = render_markdown(table, f"{experiment}: evaluation")
+    _log_to_training_run(training_summary, table, markdown)
+    figure = tile_panels(evaluated, p.n_figure_tiles, experiment)
+    return pd.concat(per_tile_frames, ignore_index=True), table, figure
+
+
+def combine_tables(*tables: pd.DataFrame) -> tuple[pd.DataFrame, str, pd.DataFrame, str]:
+    """Table 1 of paper 000 over every evaluated experiment, and paper 003's MI/SSIM table.
+
+    Returns:
+        ``(metrics_table, metrics_table_md, baseline_table, baseline_table_md)``. The baseline
+        table (pix2pix ``tiles_256`` against the U-Net regression ``unet_baseline``, MI and
+        SSIM of generated vs real histology) is empty when either was not evaluated.
+    """
+    table = pd.concat(tables, ignore_index=True)[list(TABLE_COLUMNS)]
+    markdown = render_markdown(
+        table, "Table 1: generated vs real histology and vs MRI, per experiment and split"
+    )
+    experiments = set(table["experiment"])
+    baseline = table[
+        table["experiment"].isin(["tiles_256", "unet_baseline"])
+        & table["metric"].isin(["MI", "SSIM"])
+        & table["comparison"].str.startswith("generated_vs_histology")
+    ].reset_index(drop=True)
+    if not {"tiles_256", "unet_baseline"} <= experiments:
+        baseline = baseline.iloc[0:0]
+    baseline_md = render_markdown(baseline, "pix2pix vs U-Net regression (paper 003): MI and SSIM")
+    return table, markdown, baseline, baseline_md
+
+
+def synthesise_slides(
+    generator: dict[str, Any],
+    tileset: TileSet,
+    pairs: pd.DataFrame,
+    aligned_mri: dict[str, Callable[[], sitk.Image]],
+    downsampled_slides: dict[str, Callable[[], Any]],
+    synthesis: dict[str, Any],
+    data_engineering: dict[str, Any],
+    experiment: str,
+) -> tuple[dict[str, SyntheticSlideJob], pd.DataFrame, Figure]:
+    """Synthetic whole slides of the selected pairs, and the seam comparison.
+
+    Each aligned MRI slice (on the 15x histology grid) is resampled to the model's pixel size
+    (the tile manifest's ``scale``), translated window by window with overlap and blending, and
+    saved lazily as a pyramidal TIFF (``OpenSlideDataset`` calls the job's ``write_tiff``) with
+    the model grid's microns per pixel. The seam report compares plain tiling with blending.
+
+    Returns:
+        ``(slides, seam_report, figure)``: ``{pair_id: job}``, one report row per pair
+        (``pair_id, split, window_px, overlap_px, weights, mpp, seam_plain, seam_blended``),
+        and panels MRI | real | plain | blended.
+    """
+    p = parse_params(SynthesisParams, synthesis, "synthesis")
+    factor = float(data_engineering.get("downsample_factor", 15.0))
+    scales = sorted(set(tileset.manifest["scale"].round(6)))
+    if len(scales) != 1:
+        raise ValueError(f"{experiment}: tiles of several scales {scales}; cannot synthesise")
+    model_per_grid = factor / float(scales[0])  # model pixels per pixel of the 15x grid
+    window = p.window or int(tileset.a.shape[1])
+    out_channels = int(generator["architecture"]["out_channels"])
+    output_range = tuple(float(v) for v in generator.get("output_range", (-1.0, 1.0)))
+    predictor = load_predictor(dict(generator), device=p.device)
+    selected = pairs[pairs["split"].isin(p.splits)].sort_values("pair_id")
+    jobs: dict[str, SyntheticSlideJob] = {}
+    rows, panels = [], []
+    for row in selected.itertuples():
+        if row.pair_id not in aligned_mri:
+            raise KeyError(f"{experiment}: no aligned MRI for pair {row.pair_id!r}")
+        image = aligned_mri[row.pair_id]()
+        grid_mpp = float(image.GetSpacing()[0]) * 1000.0
+        mri = mri_to_model_input(image, model_per_grid, p.a_range)
+        mpp = grid_mpp / model_per_grid
+        options = stitch_options(p, min(window, *mri.shape[1:]))
+        seams = compare_seams(
+            mri, predictor, out_channels, min(window, *mri.shape[1:]), p, output_range
+        )
+        jobs[row.pair_id] = SyntheticSlideJob(
+            mri=mri,
+            generator=generator,
+            options=options,
+            mpp=mpp,
+            device=p.device,
+            description={"Experiment": experiment, "Pair": str(row.pair_id)},
+        )
+        rows.append(
+            {
+                "experiment": experiment,
+                "pair_id": row.pair_id,
+                "split": row.split,
+                "width_px": mri.shape[2],
+                "height_px": mri.shape[1],
+                "mpp": mpp,
+                "window_px": options.window[0],
+                "overlap_px": options.overlap[0],
+                "weights": str(options.weights),
+                "seam_plain": seams.plain,
+                "seam_blended": seams.blended,
+            }
+        )
+        real = None
+        if row.pair_id in downsampled_slides:
+            with downsampled_slides[row.pair_id]() as slide:
+                w, h = slide.level_dimensions[0]
+                real = slide.read_region((0, 0), 0, (w, h)).astype(np.float32) / 255.0
+        mri01 = (np.moveaxis(mri, 0, -1) + 1.0) / 2.0
+        panels.append((str(row.pair_id), mri01, real, seams.plain_image, seams.blended_image))
+    report = pd.DataFrame(rows)
+    if report.empty:
+        raise ValueError(f"{experiment}: no pair in splits {list(p.splits)} to synthesise")
+    title = (
+        f"{experiment}: seam score plain {report['seam_plain'].median():.2f}, blended "
+        f"{report['seam_blended'].median():.2f} (median; 1.0 = invisible)"
+    )
+    return jobs, report, whole_slide_panels(panels, title)

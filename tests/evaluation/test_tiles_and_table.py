@@ -1,0 +1,198 @@
+"""Per-tile evaluation of a generator and the metric table (bootstrap over slides)."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from pytorch_fid import fid_score
+from skimage.metrics import structural_similarity
+
+from mrihisto_kedro.evaluation.table import (
+    TABLE_COLUMNS,
+    missing_rows,
+    render_markdown,
+    summarise_sets,
+    summarise_tiles,
+)
+from mrihisto_kedro.evaluation.tiles import (
+    FeatureBackends,
+    TileEvaluationParams,
+    comparison_names,
+    evaluate_split,
+    select_tiles,
+    tile_metrics,
+)
+from mrihisto_kedro.imaging.tileset import TileSet
+from mrihisto_kedro.metrics.frechet import feature_statistics
+from mrihisto_kedro.metrics.mutual_information import mutual_information
+from mrihisto_kedro.nn.models import Pix2Pix, Pix2PixConfig
+from mrihisto_kedro.nn.training import export_generator
+
+
+def _tileset(n_per_slide: int = 4, slides: int = 3) -> TileSet:
+    rng = np.random.default_rng(0)
+    n = n_per_slide * slides
+    a = rng.random((n, 32, 32, 1), dtype=np.float32)
+    b = (np.repeat(a, 3, axis=-1) * 200 + rng.integers(0, 50, (n, 32, 32, 3))).astype(np.uint8)
+    manifest = pd.DataFrame(
+        {
+            "tile_id": [f"t{i:02d}" for i in range(n)],
+            "pair_id": [f"slide{i // n_per_slide}" for i in range(n)],
+            "specimen_id": [f"spec{i // n_per_slide}" for i in range(n)],
+            "split": ["train" if i < 2 * n_per_slide else "test" for i in range(n)],
+            "x": [32 * i for i in range(n)],
+            "y": [0] * n,
+            "size": [32] * n,
+            "scale": [1.0] * n,
+        }
+    )
+    return TileSet(manifest=manifest, a=a, b=b)
+
+
+@pytest.fixture(scope="module")
+def payload() -> dict:
+    torch.manual_seed(0)
+    model = Pix2Pix(
+        Pix2PixConfig(
+            generator="unet",
+            num_downs=5,
+            ngf=8,
+            ndf=8,
+            in_channels=1,
+            out_channels=3,
+            device="cpu",
+            precision="fp32",
+        )
+    )
+    return export_generator(model)
+
+
+def test_select_tiles_caps_per_slide_deterministically() -> None:
+    tiles = _tileset(n_per_slide=5)
+    rows = select_tiles(tiles, "train", per_slide=2, seed=1)
+    picked = tiles.manifest.iloc[rows]
+    assert picked["pair_id"].value_counts().to_dict() == {"slide0": 2, "slide1": 2}
+    assert set(picked["split"]) == {"train"}
+    np.testing.assert_array_equal(rows, select_tiles(tiles, "train", per_slide=2, seed=1))
+    assert select_tiles(tiles, "test", per_slide=None, seed=0).size == 5
+
+
+def test_tile_metrics_equal_reference_implementations(payload: dict) -> None:
+    tiles = _tileset()
+    params = TileEvaluationParams(device="cpu", mi_bins=16)
+    data = evaluate_split(tiles, payload, "test", params)
+    assert data is not None and data.generated.shape == (4, 32, 32, 3)
+    assert data.generated.min() >= 0 and data.generated.max() <= 1
+    np.testing.assert_allclose(data.b, tiles.b[8:] / 255.0, atol=1e-6)
+
+    calls: list[tuple] = []
+
+    def fake_lpips(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        calls.append((x.shape, y.shape))
+        return np.abs(x - y).mean(axis=(1, 2, 3))
+
+    table = tile_metrics(data, params, FeatureBackends(lpips=fake_lpips))
+    gen_t, gen_i, t_i = comparison_names(params)
+    assert (gen_t, gen_i, t_i) == ("generated_vs_histology", "generated_vs_mri", "histology_vs_mri")
+    assert all(s == ((4, 32, 32, 3), (4, 32, 32, 3)) for s in calls)  # grey MRI as RGB
+    one = table[(table["tile_id"] == "t09") & (table["comparison"] == gen_t)]
+    v = dict(zip(one["metric"], one["value"], strict=True))
+    g, b, a = data.generated[1], data.b[1], data.a[1]
+    ref_ssim = structural_similarity(
+        g,
+        b,
+        gaussian_weights=True,
+        sigma=1.5,
+        use_sample_covariance=False,
+        data_range=1.0,
+        channel_axis=2,
+    )
+    assert v["SSIM"] == pytest.approx(ref_ssim, abs=1e-6)
+    assert v["L1"] == pytest.approx(np.abs(g - b).mean(), rel=1e-5)
+    mse = float(np.mean((g.astype(float) - b) ** 2))
+    assert v["PSNR"] == pytest.approx(10 * math.log10(1 / mse), rel=1e-5)
+    grey = lambda x: x @ np.array([0.299, 0.587, 0.114], dtype=np.float32)  # noqa: E731
+    assert v["MI"] == pytest.approx(mutual_information(grey(g), grey(b), bins=16), rel=1e-9)
+    vs_mri = table[(table["tile_id"] == "t09") & (table["comparison"] == gen_i)]
+    assert set(vs_mri["metric"]) == {"MI", "LPIPS"}  # no L1/SSIM across modalities
+    mi = vs_mri.loc[vs_mri["metric"] == "MI", "value"].item()
+    assert mi == pytest.approx(mutual_information(grey(g), a[..., 0], bins=16), rel=1e-9)
+    assert len(table) == 4 * (3 + 2 + 2 + 1 + 1)  # L1 PSNR SSIM + MI x3 + LPIPS x3 per tile
+    no_lpips = tile_metrics(data, params, FeatureBackends())
+    assert "LPIPS" not in set(no_lpips["metric"])
+
+
+def test_summarise_tiles_pools_tiles_and_bootstraps_over_slides() -> None:
+    per_tile = pd.DataFrame(
+        {
+            "pair_id": ["s0"] * 3 + ["s1"] * 1 + ["s2"] * 2,
+            "split": "test",
+            "comparison": "generated_vs_histology",
+            "metric": "SSIM",
+            "value": [0.1, 0.2, 0.3, 0.9, 0.5, 0.5],
+        }
+    )
+    table = summarise_tiles(per_tile, "tiles_256", n_boot=300, seed=0)
+    assert list(table.columns) == list(TABLE_COLUMNS)
+    row = table.iloc[0]
+    assert row["value"] == pytest.approx(2.5 / 6)  # mean over tiles
+    assert (row["n_tiles"], row["n_slides"]) == (6, 3)
+    assert 0.2 <= row["ci_low"] <= row["value"] <= row["ci_high"] <= 0.9
+    mi = summarise_tiles(per_tile.assign(metric="MI"), "x", n_boot=5, mi_bins=20)
+    assert mi.loc[0, "note"] == "grey-level MI, 20 bins, nats"
+
+
+def test_summarise_sets_fid_equals_pytorch_fid_and_notes_small_n() -> None:
+    rng = np.random.default_rng(2)
+    g = rng.normal(size=(30, 64))
+    b = rng.normal(size=(30, 64)) + 0.5
+    slides = np.repeat(["a", "b", "c"], 10)
+    table = summarise_sets(
+        {"g": g, "b": b},
+        slides,
+        [("generated_vs_histology", "g", "b")],
+        "exp",
+        "test",
+        n_boot=20,
+        kid_subset_size=20,
+        kid_subsets=5,
+    )
+    fid = table[table["metric"] == "FID"].iloc[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = fid_score.calculate_frechet_distance(*feature_statistics(g), *feature_statistics(b))
+    assert fid["value"] == pytest.approx(float(ref), rel=1e-5)
+    assert "N=30 tiles < 2048" in fid["note"]
+    assert fid["ci_low"] <= fid["ci_high"] and (fid["n_tiles"], fid["n_slides"]) == (30, 3)
+    kid = table[table["metric"] == "KID"].iloc[0]
+    assert kid["value"] > 0
+
+
+def test_missing_rows_and_markdown() -> None:
+    rows = missing_rows("exp", "test", ["generated_vs_histology"], {"FID": "no weights"}, 4, 2)
+    assert rows.loc[0, "note"] == "missing: no weights" and math.isnan(rows.loc[0, "value"])
+    present = pd.DataFrame(
+        [
+            {
+                "experiment": "exp",
+                "split": "test",
+                "comparison": "generated_vs_histology",
+                "metric": "SSIM",
+                "value": 0.5,
+                "ci_low": 0.4,
+                "ci_high": 0.6,
+                "n_tiles": 4,
+                "n_slides": 2,
+                "note": "",
+            }
+        ]
+    )
+    text = render_markdown(pd.concat([present, rows]), "Table 1")
+    assert "| SSIM | generated_vs_histology | 0.500 [0.400, 0.600] (4/2) |" in text
+    assert "| FID | generated_vs_histology | missing |" in text
+    assert "- missing: no weights" in text
