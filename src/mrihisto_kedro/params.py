@@ -13,6 +13,8 @@ import typing
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
+import numpy as np
+
 T = TypeVar("T")
 
 
@@ -124,3 +126,32 @@ def parse_params(cls: type[T], values: Mapping[str, Any] | None, prefix: str = "
         raise
     except (TypeError, ValueError) as exc:
         raise ParameterError(f"invalid parameters in {where}: {exc}") from exc
+
+
+def check_ranges(
+    obj: object,
+    owner: str,
+    *,
+    ints: Mapping[str, tuple[int, int | None]] | None = None,
+    floats: Mapping[str, tuple[float, float]] | None = None,
+) -> None:
+    """Check attributes of ``obj`` against closed ranges; ``None`` as an upper bound: no limit.
+
+    For ``__post_init__`` of parameter dataclasses. Errors read ``"<owner>.<name> must be ..."``.
+
+    Raises:
+        ValueError: a value of the wrong type (booleans are not numbers) or out of its range.
+    """
+    for name, (lo, hi) in (ints or {}).items():
+        value = getattr(obj, name)
+        if isinstance(value, bool) or not isinstance(value, int | np.integer):
+            raise ValueError(f"{owner}.{name} must be an integer, got {value!r}")
+        if value < lo or (hi is not None and value > hi):
+            bound = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
+            raise ValueError(f"{owner}.{name} must be {bound}, got {value}")
+    for name, (flo, fhi) in (floats or {}).items():
+        value = getattr(obj, name)
+        if isinstance(value, bool) or not isinstance(value, int | float | np.number):
+            raise ValueError(f"{owner}.{name} must be a number, got {value!r}")
+        if not flo <= float(value) <= fhi:
+            raise ValueError(f"{owner}.{name} must be in [{flo}, {fhi}], got {value}")

@@ -55,6 +55,7 @@ from mrihisto_kedro.demo.virtual_histology import (
 )
 from mrihisto_kedro.imaging.mri import Plane, extract_slice, slice_count
 from mrihisto_kedro.imaging.slide_image import SlideImage
+from mrihisto_kedro.params import check_ranges
 
 PAIRS_COLUMNS: tuple[str, ...] = (
     "pair_id",
@@ -136,13 +137,6 @@ class DemoParams:
             "level0_height": (64, 200_000),
             "level0_width": (64, 200_000),
         }
-        for name, (lo, hi) in ints.items():
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | np.integer):
-                raise ValueError(f"DemoParams.{name} must be an integer, got {value!r}")
-            if value < lo or (hi is not None and value > hi):
-                bound = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
-                raise ValueError(f"DemoParams.{name} must be {bound}, got {value}")
         floats = {
             "block_thickness_mm": (2.0, 40.0),
             "block_length_ap_mm": (40.0, 150.0),
@@ -156,12 +150,7 @@ class DemoParams:
             "stain_variation": (0.0, 3.0),
             "edge_noise": (0.0, 0.4),
         }
-        for name, (lo, hi) in floats.items():
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float | np.number):
-                raise ValueError(f"DemoParams.{name} must be a number, got {value!r}")
-            if not lo <= float(value) <= hi:
-                raise ValueError(f"DemoParams.{name} must be in [{lo}, {hi}], got {value}")
+        check_ranges(self, "DemoParams", ints=ints, floats=floats)
         if self.max_lateral_offset_mm + self.block_thickness_mm > 60.0:
             raise ValueError(
                 "DemoParams.max_lateral_offset_mm + block_thickness_mm must be <= 60 mm "

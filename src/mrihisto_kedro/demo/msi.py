@@ -62,6 +62,7 @@ from scipy import ndimage
 from skimage.color import rgb2hed
 
 from mrihisto_kedro.msi.imzml import ImzMLMode
+from mrihisto_kedro.params import check_ranges
 
 __all__ = [
     "GROUND_TRUTH_COLUMNS",
@@ -224,13 +225,6 @@ class MsiDemoParams:
             "n_unrelated_peaks": (0, 50),
             "n_background_peaks": (0, 50),
         }
-        for name, (lo, hi) in ints.items():
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | np.integer):
-                raise ValueError(f"MsiDemoParams.{name} must be an integer, got {value!r}")
-            if value < lo or (hi is not None and value > hi):
-                bound = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
-                raise ValueError(f"MsiDemoParams.{name} must be {bound}, got {value}")
         floats = {
             "min_tissue_fraction": (0.0, 1.0),
             "msi_pixel_size_um": (1.0, 500.0),
@@ -242,12 +236,7 @@ class MsiDemoParams:
             "mz_jitter_da": (0.0, 1.0),
             "max_rotation_deg": (0.0, 45.0),
         }
-        for name, (lo, hi) in floats.items():
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float | np.number):
-                raise ValueError(f"MsiDemoParams.{name} must be a number, got {value!r}")
-            if not lo <= float(value) <= hi:
-                raise ValueError(f"MsiDemoParams.{name} must be in [{lo}, {hi}], got {value}")
+        check_ranges(self, "MsiDemoParams", ints=ints, floats=floats)
         if self.n_peaks == 0:
             raise ValueError("MsiDemoParams needs at least one peak (all n_*_peaks are 0)")
         try:
