@@ -1,0 +1,288 @@
+"""Tests for ``mrihisto_kedro.nn.dcgan``: architecture, init, training, accuracy, augmentation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from mrihisto_kedro.nn.dcgan import (
+    DCGAN,
+    DCGANConfig,
+    DCGANDiscriminator,
+    DCGANGenerator,
+    GeneratorActivation,
+    NoiseKind,
+    augment_with_synthetic,
+    discriminator_accuracy,
+    train_dcgan,
+)
+
+TINY = {"image_size": 32, "ngf": 8, "ndf": 8, "nz": 16, "batch_size": 8, "device": "cpu"}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models run fastest (and without oversubscription on a busy CI box) on one thread."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _disks(n: int = 32, size: int = 32, seed: int = 0) -> np.ndarray:
+    """(n, size, size) float32 in [0, 1]: a bright disk of random centre/radius on black."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    out = np.zeros((n, size, size), np.float32)
+    for i in range(n):
+        cy, cx = rng.uniform(size * 0.4, size * 0.6, 2)
+        r = rng.uniform(size * 0.2, size * 0.3)
+        out[i] = ((yy - cy) ** 2 + (xx - cx) ** 2 < r * r) * rng.uniform(0.7, 1.0)
+    return out
+
+
+def _n_params(net: nn.Module) -> int:
+    return sum(p.numel() for p in net.parameters())
+
+
+# ----------------------------------------------------------------------------------------------
+# architecture
+
+
+@pytest.mark.parametrize("size", [64, 128])
+def test_shapes(size: int) -> None:
+    g = DCGANGenerator(nz=100, ngf=8, image_size=size, channels=1)
+    d = DCGANDiscriminator(ndf=8, image_size=size, channels=1)
+    z = torch.randn(3, 100)
+    with torch.no_grad():
+        x = g(z)
+    assert x.shape == (3, 1, size, size)
+    assert g(z[:, :, None, None]).shape == (3, 1, size, size)
+    assert float(x.abs().max()) <= 1.0  # tanh
+    assert d(x).shape == (3,)
+    # log2(S) - 2 transposed convolutions + the 4x4 projection; as many strided convolutions
+    n_up = sum(isinstance(m, nn.ConvTranspose2d) for m in g.modules())
+    n_down = sum(isinstance(m, nn.Conv2d) for m in d.modules())
+    assert n_up == n_down == int(np.log2(size)) - 1
+    assert isinstance(g.main[-1], nn.Tanh)
+    assert not isinstance(d.main[1], nn.BatchNorm2d)  # no batch norm on D's input layer
+
+
+def test_widths_match_the_pytorch_dcgan_example_at_64() -> None:
+    """At 64x64 the layers are those of the PyTorch DCGAN example (filters 8/4/2/1 x ngf).
+
+    The example (nz 100, ngf = ndf = 64, 3 channels, no biases) has 3,576,704 (G) and 2,765,568
+    (D) parameters; ours adds biases to G's output layer (3) and D's first (64) and last (1).
+    """
+    g = DCGANGenerator(nz=100, ngf=64, image_size=64, channels=3)
+    d = DCGANDiscriminator(ndf=64, image_size=64, channels=3)
+    widths = [m.out_channels for m in g.modules() if isinstance(m, nn.ConvTranspose2d)]
+    assert widths == [512, 256, 128, 64, 3]
+    assert [m.out_channels for m in d.modules() if isinstance(m, nn.Conv2d)] == [
+        64,
+        128,
+        256,
+        512,
+        1,
+    ]
+    assert _n_params(g) == 3_576_704 + 3
+    assert _n_params(d) == 2_765_568 + 64 + 1
+
+
+def test_128_adds_one_block_and_max_mult_caps_widths() -> None:
+    g = DCGANGenerator(nz=100, ngf=64, image_size=128)
+    widths = [m.out_channels for m in g.modules() if isinstance(m, nn.ConvTranspose2d)]
+    assert widths == [1024, 512, 256, 128, 64, 1]
+    capped = DCGANGenerator(nz=100, ngf=64, image_size=128, max_mult=8)
+    assert [m.out_channels for m in capped.modules() if isinstance(m, nn.ConvTranspose2d)] == [
+        512,
+        512,
+        256,
+        128,
+        64,
+        1,
+    ]
+    leaky = DCGANGenerator(image_size=64, ngf=8, activation="leaky_relu")
+    assert any(isinstance(m, nn.LeakyReLU) for m in leaky.modules())
+
+
+def test_init_is_normal_002() -> None:
+    """128x128 model: conv weights N(0, 0.02), BN scales N(1, 0.02), zero biases."""
+    model = DCGAN(DCGANConfig(ngf=32, ndf=32, device="cpu"))
+    for net in (model.G, model.D):
+        convs = [m for m in net.modules() if isinstance(m, nn.Conv2d | nn.ConvTranspose2d)]
+        weights = torch.cat([m.weight.detach().reshape(-1) for m in convs])
+        assert abs(float(weights.mean())) < 1e-3
+        assert float(weights.std()) == pytest.approx(0.02, rel=0.02)
+        for m in convs:
+            if m.bias is not None:
+                assert torch.count_nonzero(m.bias) == 0
+        bn = torch.cat([m.weight.detach() for m in net.modules() if isinstance(m, nn.BatchNorm2d)])
+        assert float(bn.mean()) == pytest.approx(1.0, abs=2e-3)
+        assert float(bn.std()) == pytest.approx(0.02, rel=0.1)
+        shifts = [m.bias for m in net.modules() if isinstance(m, nn.BatchNorm2d)]
+        assert all(torch.count_nonzero(b) == 0 for b in shifts)
+
+
+def test_config_validation_names_the_key() -> None:
+    with pytest.raises(ValueError, match="image_size"):
+        DCGANConfig(image_size=100)
+    with pytest.raises(ValueError, match="image_size"):
+        DCGANConfig(image_size=16)
+    with pytest.raises(ValueError, match="generator_activation"):
+        DCGANConfig(generator_activation="gelu")
+    with pytest.raises(ValueError, match="beta1"):
+        DCGANConfig(beta1=1.0)
+    with pytest.raises(ValueError, match="unknown DCGANConfig"):
+        DCGANConfig.from_dict({"nz": 10, "lambda_L1": 3})
+    cfg = DCGANConfig.from_dict({"noise": "uniform", "image_size": 256, "lr_D": 1e-4})
+    assert cfg.noise is NoiseKind.UNIFORM
+    assert cfg.generator_activation is GeneratorActivation.RELU
+    assert cfg.lr_discriminator == 1e-4 and DCGANConfig().lr_discriminator == 2e-4
+    assert DCGANConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_wrong_inputs_fail_clearly() -> None:
+    model = DCGAN(DCGANConfig(**TINY))
+    with pytest.raises(ValueError, match="real must be"):
+        model.train_step(torch.zeros(4, 1, 64, 64))
+    with pytest.raises(ValueError, match="real must be"):
+        model.train_step(torch.zeros(1, 1, 32, 32))
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        train_dcgan(np.full((4, 32, 32), 255.0), DCGANConfig(**TINY, epochs=1))
+    with pytest.raises(ValueError, match="resize"):
+        train_dcgan(np.zeros((4, 64, 64)), DCGANConfig(**TINY, epochs=1))
+
+
+# ----------------------------------------------------------------------------------------------
+# training
+
+
+@pytest.fixture(scope="module")
+def trained() -> tuple[DCGAN, DCGAN, list[dict[str, float]], np.ndarray]:
+    """An untrained and a trained tiny DCGAN (same seed) on 32 disk images (~4 s)."""
+    torch.set_num_threads(1)
+    images = _disks()
+    cfg = DCGANConfig(**TINY, epochs=40, seed=0)
+    model, history = train_dcgan(images, cfg)
+    return DCGAN(cfg), model, history, images
+
+
+def test_training_moves_samples_towards_the_data(trained) -> None:
+    """The generator starts at grey noise (mean image unrelated to the data) and learns the
+    disk: the mean of its samples correlates with the data's mean image and gets closer to it.
+    """
+    untrained, model, history, images = trained
+    target = images.mean(axis=0)
+    assert len(history) == 40 and history[-1]["epoch"] == 40.0
+    for row in history:
+        assert all(np.isfinite(v) for v in row.values())
+
+    def stats(m: DCGAN) -> tuple[float, float]:
+        mean_image = m.generate_images(64, seed=5).mean(axis=0)
+        corr = float(np.corrcoef(mean_image.ravel(), target.ravel())[0, 1])
+        return corr, float(np.abs(mean_image - target).mean())
+
+    corr0, mae0 = stats(untrained)
+    corr1, mae1 = stats(model)
+    assert corr0 < 0.3
+    assert corr1 > 0.6
+    assert mae1 < mae0 - 0.05
+    # the discriminator learned to separate: it is more confident on reals than at the start
+    assert history[-1]["D_real"] > history[0]["D_real"]
+
+
+def test_discriminator_accuracy_matches_its_definition(trained) -> None:
+    _, model, _, _ = trained
+    real = _disks(10, seed=9)  # held out
+    fake = model.generate_images(6, seed=3)
+    acc = discriminator_accuracy(model, real, fake)
+    p_real = model.probability_real(torch.from_numpy(real[:, None]) * 2 - 1)
+    p_fake = model.probability_real(torch.from_numpy(fake[:, None]) * 2 - 1)
+    expected = ((p_real > 0.5).sum() + (p_fake <= 0.5).sum()) / 16
+    assert acc == pytest.approx(expected)
+    assert 0.0 <= acc <= 1.0
+    # (N, 1, S, S) input is accepted as well and D's mode is restored
+    model.D.train()
+    assert discriminator_accuracy(model, real[:, None], fake[:, None]) == acc
+    assert model.D.training
+
+
+def test_discriminator_accuracy_with_a_constant_discriminator() -> None:
+    """A D that calls everything real gets the reals right and the fakes wrong."""
+    model = DCGAN(DCGANConfig(**TINY))
+    last = model.D.main[-1]
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias.fill_(5.0)  # sigmoid(5) > 0.5 for every image
+    real, fake = _disks(6), _disks(2, seed=1)
+    assert discriminator_accuracy(model, real, fake) == pytest.approx(6 / 8)
+    assert discriminator_accuracy(model, real, fake, threshold=0.999) == pytest.approx(2 / 8)
+
+
+def test_training_is_deterministic_with_the_seed() -> None:
+    images = _disks(12)
+    cfg = DCGANConfig(**TINY, epochs=2, seed=3)
+    a, hist_a = train_dcgan(images, cfg)
+    b, hist_b = train_dcgan(images, cfg)
+    torch.manual_seed(1234)  # the global RNG does not matter
+    np.random.seed(1234)  # noqa: NPY002 - legacy global state on purpose
+    c, hist_c = train_dcgan(images, cfg)
+    assert hist_a == hist_b == hist_c
+    for key, value in a.G.state_dict().items():
+        assert torch.equal(value, b.G.state_dict()[key])
+        assert torch.equal(value, c.G.state_dict()[key])
+    assert np.array_equal(a.generate_images(4), c.generate_images(4))
+    other, hist_other = train_dcgan(images, DCGANConfig(**TINY, epochs=2, seed=4))
+    assert hist_other != hist_a
+
+
+def test_callback_sees_every_epoch_and_batches_skip_singletons() -> None:
+    seen: list[tuple[int, float]] = []
+    images = _disks(9)  # batches of 8 and a single image (skipped)
+    _, history = train_dcgan(
+        images,
+        DCGANConfig(**TINY, epochs=2),
+        callback=lambda epoch, means, model: seen.append((epoch, means["loss_D"])),
+    )
+    assert [e for e, _ in seen] == [0, 1]
+    assert [loss for _, loss in seen] == [row["loss_D"] for row in history]
+
+
+def test_sample_is_reproducible_and_in_range() -> None:
+    model = DCGAN(DCGANConfig(**TINY))
+    a = model.sample(5, torch.Generator().manual_seed(7), batch_size=2)
+    b = model.sample(5, torch.Generator().manual_seed(7))
+    assert a.shape == (5, 1, 32, 32)
+    assert torch.allclose(a, b, atol=1e-6)  # eval mode: independent of the batch split
+    assert float(a.min()) >= -1 and float(a.max()) <= 1
+    assert model.sample(0).shape == (0, 1, 32, 32)
+    assert model.G.training  # mode restored
+
+
+def test_state_dict_round_trip(tmp_path) -> None:
+    model, _ = train_dcgan(_disks(8), DCGANConfig(**TINY, epochs=1))
+    torch.save(model.state_dict(), tmp_path / "dcgan.pt")
+    state = torch.load(tmp_path / "dcgan.pt", weights_only=True)
+    restored = DCGAN.from_state_dict(state)
+    assert restored.config == model.config
+    assert np.array_equal(restored.generate_images(3), model.generate_images(3))
+    real = torch.from_numpy(_disks(8)[:, None]) * 2 - 1
+    assert restored.train_step(real) == model.train_step(real)  # optimisers and noise RNG too
+
+
+def test_augment_with_synthetic(trained) -> None:
+    _, model, _, images = trained
+    out = augment_with_synthetic(images, model, 5, seed=1)
+    assert out.shape == (37, 32, 32) and out.dtype == np.float32
+    assert np.array_equal(out[:32], images)
+    assert out[32:].min() >= 0.0 and out[32:].max() <= 1.0
+    assert np.array_equal(out, augment_with_synthetic(images, model, 5, seed=1))
+    assert not np.array_equal(out[32:], augment_with_synthetic(images, model, 5, seed=2)[32:])
+    assert augment_with_synthetic(images, model, 0).shape == images.shape
+    with_channel = augment_with_synthetic(images[:, None], model, 2)
+    assert with_channel.shape == (34, 1, 32, 32)
+    with pytest.raises(ValueError, match="n must be"):
+        augment_with_synthetic(images, model, -1)
