@@ -16,7 +16,14 @@ from mrihisto_kedro.pipelines.modelling.nodes import (
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-EXPERIMENTS = ("tiles_256", "tiles_1024", "whole_slide_4096", "unet_baseline", "t1_to_t2")
+EXPERIMENTS = (
+    "tiles_256",
+    "tiles_1024",
+    "whole_slide_4096",
+    "unet_baseline",
+    "t1_to_t2",
+    "t1_to_t2_pix2pix",
+)
 
 
 @pytest.mark.parametrize("env", ["local", "paper"])

@@ -203,6 +203,10 @@ def test_training_beats_untrained_and_trivial_baselines(demo_project: Path) -> N
     assert s["val_SSIM_fg"] > s["identity_val_SSIM_fg"], dict(s)
     assert s["val_SSIM_fg"] > s["inverted_val_SSIM_fg"], dict(s)
     assert s["val_SSIM_fg"] > s["untrained_val_SSIM_fg"], dict(s)
+    # pix2pix T1 -> T2 (seed 002) on the same slabs: paired training beats both baselines
+    s = _summary(demo_project, "t1_to_t2_pix2pix")
+    assert s["val_SSIM"] > s["identity_val_SSIM"] and s["val_SSIM"] > s["inverted_val_SSIM"]
+    assert s["val_L1"] < s["identity_val_L1"], dict(s)
 
 
 def test_random_search_and_mlflow_runs(demo_project: Path) -> None:
@@ -273,6 +277,7 @@ def test_evaluation_writes_table_1_and_the_baseline_table(demo_project: Path) ->
         "tiles_256",
         "unet_baseline",
         "t1_to_t2",
+        "t1_to_t2_pix2pix",
     }
     assert set(table["split"]) == {"train", "test"}
     pix = table[table["experiment"] == "tiles_256"].set_index(["split", "comparison", "metric"])

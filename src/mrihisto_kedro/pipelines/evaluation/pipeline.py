@@ -21,6 +21,7 @@ EXPERIMENTS: dict[str, str] = {
     "tiles_256": "tiles_256.tileset",
     "unet_baseline": "tiles_256.tileset",
     "t1_to_t2": "t1_to_t2.tileset",
+    "t1_to_t2_pix2pix": "t1_to_t2.tileset",
 }
 
 #: experiments whose generator is slid over whole aligned MRI slices (tile-trained pix2pix and

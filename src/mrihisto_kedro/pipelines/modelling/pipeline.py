@@ -69,6 +69,13 @@ def create_pipeline(**kwargs) -> Pipeline:
             inputs={"tileset": "tiles_256.tileset"},
         )
     )
+    experiments.append(  # pix2pix T1 -> T2 (seed 002) on the same slabs as the CycleGAN
+        Pipeline(
+            Pipeline([_train_node()]),
+            namespace="t1_to_t2_pix2pix",
+            inputs={"tileset": "t1_to_t2.tileset"},
+        )
+    )
     experiments.append(
         Pipeline(
             Pipeline(
