@@ -15,9 +15,12 @@ from mrihisto_kedro.pipelines import (
     demo,
     evaluation,
     inference,
+    missing_sequences,
     modelling,
+    msi_data_engineering,
     registration,
 )
+from mrihisto_kedro.pipelines.modelling.msi import create_msi_experiments
 
 #: demo outputs -> the raw inputs that the analysis pipelines read
 DEMO_INPUTS = {
@@ -29,8 +32,17 @@ DEMO_INPUTS = {
     "icbm152_t2": "demo_icbm152_t2",
 }
 #: registered alone, left out of the default run (the control-point mode has the same outputs
-#: as ``registration``; ``inference`` is for a user's own new MRI)
-ALTERNATIVES = ("demo", "registration_control_points", "inference")
+#: as ``registration``; ``inference`` is for a user's own new MRI; ``missing_sequences``
+#: (seed 002: DCGAN, style refinement, about 5 min) runs after ``modelling``; ``msi`` is the
+#: simulated MSI -> H&E demo of seed 003 with its three trainings, about 2 min)
+ALTERNATIVES = (
+    "demo",
+    "registration_control_points",
+    "inference",
+    "missing_sequences",
+    "msi_data_engineering",
+    "msi",
+)
 
 
 def register_pipelines() -> dict[str, Pipeline]:
@@ -47,6 +59,9 @@ def register_pipelines() -> dict[str, Pipeline]:
         "modelling": modelling.create_pipeline(),
         "evaluation": evaluation.create_pipeline(),
         "inference": inference.create_pipeline(),
+        "missing_sequences": missing_sequences.create_pipeline(),
+        "msi_data_engineering": msi_data_engineering.create_pipeline(),
+        "msi": msi_data_engineering.create_pipeline() + create_msi_experiments(),
     }
     analysis = sum(
         (p for name, p in pipelines.items() if name not in ALTERNATIVES), start=Pipeline([])

@@ -1,0 +1,322 @@
+"""End to end: seed 003 (MSI -> H&E) as an experiment of the project's pipelines.
+
+In a copy of the project, with the real ``conf/base`` (``catalog_msi.yml``,
+``parameters_msi.yml``) and tiny training sizes given as runtime parameters:
+``msi_data_engineering`` (the simulated demo, peak stacks, PCA, padding, registration, tile
+sets), then ``kedro run --pipeline=modelling --namespaces=msi_to_he`` (pix2pix on the black- and
+the white-padded tiles, the U-Net regression baseline). Then the generated tiles of the test
+specimen are measured with the evaluation pipeline's metric code (MI of grey levels, 20 bins,
+nats; SSIM).
+
+Until the registry lists them, the two pipelines are added to it for this test (see
+``_with_msi``); once ``pipeline_registry.py`` registers them, the registry's own are used.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+import SimpleITK as sitk
+import torch
+from kedro.framework.session import KedroSession
+from kedro.framework.startup import bootstrap_project
+from kedro.pipeline import Pipeline
+
+from mrihisto_kedro import pipeline_registry
+from mrihisto_kedro.demo.msi import MsiDemoParams
+from mrihisto_kedro.evaluation.tiles import (
+    FeatureBackends,
+    TileEvaluationParams,
+    evaluate_split,
+    tile_metrics,
+)
+from mrihisto_kedro.imaging.tileset import TileSet, load_tileset
+from mrihisto_kedro.manifest import SplitFractions
+from mrihisto_kedro.msi.pairs import (
+    MSI_OPTIMISER,
+    MsiRegistrationParams,
+    MsiTilingParams,
+    ReductionParams,
+    SpectraParams,
+)
+from mrihisto_kedro.pipelines import msi_data_engineering
+from mrihisto_kedro.pipelines.modelling.msi import MSI_GROUP, create_msi_experiments
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+#: tiny trainings (the conf/base demo values are about twice as long)
+TINY = {
+    "msi_to_he_black.training.model.n_epochs": 5,
+    "msi_to_he_black.training.model.n_epochs_decay": 3,
+    "msi_to_he_white.training.model.n_epochs": 5,
+    "msi_to_he_white.training.model.n_epochs_decay": 3,
+    "msi_unet.training.model.n_epochs": 8,
+}
+#: acceptance thresholds of the registration against the demo's known affine (10 µm MSI pixels)
+MAX_MEDIAN_TRE_UM = 5.0
+MAX_PAIR_TRE_UM = 10.0
+
+
+def _copy_project(dest: Path) -> Path:
+    for name in ("pyproject.toml", ".telemetry"):
+        shutil.copy(REPO_ROOT / name, dest / name)
+    (dest / "src").mkdir()  # the package itself is imported from the installed project
+    shutil.copytree(REPO_ROOT / "conf" / "base", dest / "conf" / "base")
+    (dest / "conf" / "local").mkdir(parents=True)
+    for layer in (REPO_ROOT / "data").iterdir():
+        if layer.is_dir():
+            (dest / "data" / layer.name).mkdir(parents=True)
+    return dest
+
+
+def _with_msi(register: Callable[[], dict[str, Pipeline]]) -> Callable[[], dict[str, Pipeline]]:
+    """``register_pipelines`` plus the MSI pipelines wherever the registry lacks them."""
+
+    def wrapped() -> dict[str, Pipeline]:
+        pipelines = dict(register())
+        pipelines.setdefault("msi_data_engineering", msi_data_engineering.create_pipeline())
+        modelling = pipelines["modelling"]
+        if not any(str(n.namespace or "").startswith(MSI_GROUP) for n in modelling.nodes):
+            pipelines["modelling"] = modelling + create_msi_experiments()
+        return pipelines
+
+    return wrapped
+
+
+def _nested(flat: dict[str, object]) -> dict[str, object]:
+    """``{"a.b.c": v}`` -> ``{"a": {"b": {"c": v}}}``: KedroSession deep-merges nested runtime
+    parameters, but keeps a dotted key as one flat key (only the CLI's ``--params`` splits it)."""
+    out: dict[str, object] = {}
+    for key, value in flat.items():
+        *parents, leaf = key.split(".")
+        node = out
+        for part in parents:
+            node = node.setdefault(part, {})  # type: ignore[assignment]
+        node[leaf] = value  # type: ignore[index]
+    return out
+
+
+def _run(project: Path, pipeline: str, params: dict | None = None, **kwargs: object) -> float:
+    start = time.perf_counter()
+    bootstrap_project(project)
+    runtime = _nested(params or {})
+    with KedroSession.create(project_path=project, runtime_params=runtime) as session:
+        session.run(pipeline_names=[pipeline], **kwargs)
+    # in-process, kedro-mlflow leaves its pipeline run active after the session (a CLI process
+    # ends it at exit); the next session would log its parameters into the same run
+    while mlflow.active_run():
+        mlflow.end_run()
+    return time.perf_counter() - start
+
+
+@pytest.fixture(scope="module")
+def msi_project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+    """The project after both pipelines ran; the intensity-mode report is kept aside."""
+    project = _copy_project(tmp_path_factory.mktemp("msi_project"))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # 2 shared cores: oversubscribed threads slow training 10x
+    timings = {}
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.chdir(project)
+            mp.setattr(
+                pipeline_registry,
+                "register_pipelines",
+                _with_msi(pipeline_registry.register_pipelines),
+            )
+            timings["msi_data_engineering (intensity)"] = _run(
+                project,
+                "msi_data_engineering",
+                {"msi_data_engineering.registration.mode": "intensity"},
+            )
+            report = project / "data" / "08_reporting" / "msi" / "registration_report.csv"
+            intensity = pd.read_csv(report)
+            timings["registration and tiles (control points)"] = _run(
+                project, "msi_data_engineering", from_nodes=["register_msi_pairs"]
+            )
+            timings["modelling --namespaces=msi_to_he"] = _run(
+                project, "modelling", TINY, namespaces=[MSI_GROUP]
+            )
+        yield {"project": project, "intensity_report": intensity, "timings": timings}
+    finally:
+        torch.set_num_threads(threads)
+        bootstrap_project(REPO_ROOT)
+
+
+def _tiles(project: Path, colour: str) -> TileSet:
+    return load_tileset(project / "data" / "05_model_input" / f"msi_to_he_{colour}" / "tileset")
+
+
+def test_msi_parameters_parse() -> None:
+    """Every block of parameters_msi.yml parses into its dataclass (fails naming the key)."""
+    from kedro.config import OmegaConfigLoader
+
+    from mrihisto_kedro.nn.experiment import ModelType, model_config
+    from mrihisto_kedro.params import parse_params
+    from mrihisto_kedro.pipelines.modelling.nodes import TrainingParams
+    from mrihisto_kedro.pipelines.msi_data_engineering.nodes import MsiDemoNodeParams
+
+    loader = OmegaConfigLoader(
+        conf_source=str(REPO_ROOT / "conf"), base_env="base", default_run_env="local"
+    )
+    params = loader["parameters"]
+    de = params["msi_data_engineering"]
+    demo = parse_params(MsiDemoNodeParams, de["demo"], "demo")
+    parse_params(MsiDemoParams, demo.simulation, "demo.simulation")
+    parse_params(SplitFractions, de["splits"], "splits")
+    parse_params(SpectraParams, de["spectra"], "spectra")
+    parse_params(ReductionParams, de["reduction"], "reduction")
+    registration = parse_params(MsiRegistrationParams, de["registration"], "registration")
+    assert registration.optimiser == MSI_OPTIMISER  # the YAML states the measured defaults
+    parse_params(MsiTilingParams, de["tiling"], "tiling")
+    for name in ("msi_to_he_black", "msi_to_he_white", "msi_unet"):
+        training = parse_params(TrainingParams, params[name]["training"], name)
+        assert training.name == name
+        config = model_config(training.model_type, training.model)
+        assert config.in_channels == 3 and config.out_channels == 3
+        if training.model_type is ModelType.PIX2PIX:  # the paper's changes
+            assert config.lr == pytest.approx(2e-5) and config.lambda_L1 == 200.0
+    assert params["msi_unet"]["training"]["model_type"] == "unet_regression"
+
+
+def test_tile_sets_are_split_by_specimen(msi_project: dict) -> None:
+    project = msi_project["project"]
+    pairs = pd.read_csv(project / "data" / "02_intermediate" / "msi" / "pairs_with_splits.csv")
+    # 6 specimens at 70/10/20: largest-remainder rounding gives 4/1/1
+    assert pairs.groupby("split")["specimen_id"].nunique().to_dict() == {
+        "train": 4,
+        "val": 1,
+        "test": 1,
+    }
+    black, white = _tiles(project, "black"), _tiles(project, "white")
+    for tiles in (black, white):
+        m = tiles.manifest
+        specimens = {s: set(g["specimen_id"]) for s, g in m.groupby("split")}
+        assert set(specimens) == {"train", "val", "test"}
+        assert not specimens["train"] & specimens["test"]
+        assert not specimens["train"] & specimens["val"]
+        assert not specimens["val"] & specimens["test"]
+        assert tiles.a.dtype == np.float32 and tiles.a.shape[-1] == 3
+        assert tiles.b.dtype == np.uint8 and tiles.b.shape[-1] == 3
+        assert 0.0 <= float(tiles.a.min()) and float(tiles.a.max()) <= 1.0
+        assert (m["msi_fraction"] >= 0.5).all() and (m["scale"] == 4).all()
+        assert (m["size"] == 32 * 4).all()
+    # the two sets differ only in the padding
+    pd.testing.assert_frame_equal(
+        black.manifest.drop(columns="padding"), white.manifest.drop(columns="padding")
+    )
+    np.testing.assert_array_equal(black.b, white.b)
+
+
+def test_black_and_white_padding(msi_project: dict) -> None:
+    project = msi_project["project"]
+    primary = project / "data" / "03_primary" / "msi"
+    for path in sorted((primary / "registered_black").glob("*.mha")):
+        black = sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
+        white = sitk.GetArrayFromImage(
+            sitk.ReadImage(str(primary / "registered_white" / path.name))
+        )
+        coverage = sitk.GetArrayFromImage(sitk.ReadImage(str(primary / "coverage" / path.name)))
+        assert black.shape == white.shape == (*coverage.shape, 3)
+        assert 0.5 < coverage.mean() < 0.9  # the MSI covers the crop's centre, padding around
+        for corner in ((0, 0), (0, -1), (-1, 0), (-1, -1)):  # outside the MSI: padding
+            assert coverage[corner] == 0
+            assert (black[corner] == 0.0).all() and (white[corner] == 1.0).all()
+    # in the tiles: white - black is the padding's weight, the same in every channel
+    a_black, a_white = _tiles(project, "black").a, _tiles(project, "white").a
+    weight = a_white - a_black
+    np.testing.assert_allclose(weight, weight[..., :1].repeat(3, axis=-1), atol=1e-6)
+    assert weight.min() >= -1e-6 and weight.max() <= 1 + 1e-6
+    padding = np.all(weight >= 1 - 1e-6, axis=-1)
+    msi = np.all(np.abs(weight) <= 1e-6, axis=-1)
+    assert padding.any() and msi.mean() > 0.5
+    assert (a_black[padding] == 0.0).all() and (a_white[padding] == 1.0).all()
+
+
+def test_registration_recovers_the_known_affine(msi_project: dict) -> None:
+    report = pd.read_csv(
+        msi_project["project"] / "data" / "08_reporting" / "msi" / "registration_report.csv"
+    )
+    assert len(report) == 6 and set(report["mode"]) == {"control_points"}
+    assert (report["n_control_points"] == 8).all() and (report["cp_rms_um"] < 10).all()
+    for r in (report, msi_project["intensity_report"]):
+        print(f"\nTRE (µm) {r['mode'].iloc[0]}:", r["tre_mean_um"].round(2).tolist())
+        assert r["tre_mean_um"].median() < MAX_MEDIAN_TRE_UM, r[["pair_id", "tre_mean_um"]]
+        assert (r["tre_mean_um"] < MAX_PAIR_TRE_UM).all(), r[["pair_id", "tre_mean_um"]]
+        # registering beats placing the MSI at the histology's centre
+        assert (r["tre_mean_um"] < r["tre_initial_um"]).all()
+        assert (r["mi_registered"] > r["mi_initial"]).mean() >= 0.5
+    assert set(msi_project["intensity_report"]["mode"]) == {"intensity"}
+    qc = msi_project["project"] / "data" / "08_reporting" / "qc" / "msi_registration"
+    assert len(list(qc.glob("*.png"))) == 6
+
+
+def _test_metrics(project: Path, experiment: str, colour: str) -> dict[str, float]:
+    payload = torch.load(
+        project / "data" / "06_models" / experiment / "generator.pt", weights_only=True
+    )
+    params = TileEvaluationParams(splits=("test",), device="cpu", input_name="msi")
+    data = evaluate_split(_tiles(project, colour), payload, "test", params)
+    assert data is not None
+    per_tile = tile_metrics(data, params, FeatureBackends())
+    values = per_tile[per_tile["comparison"] == "generated_vs_histology"]
+    means = values.groupby("metric")["value"].mean()
+    return {"MI": float(means["MI"]), "SSIM": float(means["SSIM"]), "n": len(data.manifest)}
+
+
+@pytest.fixture(scope="module")
+def test_split_metrics(msi_project: dict) -> dict[str, dict[str, float]]:
+    project = msi_project["project"]
+    metrics = {
+        "pix2pix (black)": _test_metrics(project, "msi_to_he_black", "black"),
+        "pix2pix (white)": _test_metrics(project, "msi_to_he_white", "white"),
+        "U-Net (black)": _test_metrics(project, "msi_unet", "black"),
+    }
+    print("\nseed 003 table on the demo's test specimen (MI nats, 20 bins; SSIM):")
+    for name, m in metrics.items():
+        print(f"  {name:16s} MI {m['MI']:.3f}  SSIM {m['SSIM']:.3f}  (N = {m['n']} tiles)")
+    print("  timings:", {k: round(v, 1) for k, v in msi_project["timings"].items()})
+    return metrics
+
+
+def test_trainings_ran_and_learned(msi_project: dict, test_split_metrics: dict) -> None:
+    project = msi_project["project"]
+    for experiment in ("msi_to_he_black", "msi_to_he_white", "msi_unet"):
+        summary = pd.read_csv(
+            project / "data" / "08_reporting" / experiment / "training_summary.csv"
+        ).iloc[0]
+        assert summary["val_split"] == "val" and summary["n_train_tiles"] > 100
+        assert summary["val_L1"] < summary["untrained_val_L1"], dict(summary)
+        assert summary["val_L1"] < summary["mean_colour_val_L1"], dict(summary)
+    mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
+    runs = mlflow.search_runs(experiment_names=["mrihisto_kedro"], output_format="pandas")
+    assert {"msi_to_he_black", "msi_to_he_white", "msi_unet"} <= set(runs["tags.mlflow.runName"])
+    pix = runs[runs["tags.mlflow.runName"] == "msi_to_he_black"].iloc[0]
+    assert float(pix["params.lr"]) == pytest.approx(2e-5)
+    assert float(pix["params.lambda_L1"]) == pytest.approx(200.0)
+    for m in test_split_metrics.values():
+        assert m["MI"] > 0.05 and m["SSIM"] > 0.0
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "paper 003's direction (pix2pix > U-Net on MI) does not hold on the simulated demo: "
+        "on the test specimen (45 tiles) these tiny trainings give pix2pix black/white MI "
+        "0.145/0.146 vs U-Net 0.316 nats; the conf/base demo sizes 0.166/0.167 vs 0.322; "
+        "pix2pix for 60 epochs (lr 2e-5 or 2e-4) 0.24-0.25. The simulated MSI carries only "
+        "10 µm stain densities: the U-Net's conditional mean (MSE) is what MI and SSIM reward, "
+        "pix2pix's adversarial texture is uncorrelated with the real texture"
+    ),
+)
+def test_pix2pix_beats_the_unet_on_mutual_information(test_split_metrics: dict) -> None:
+    unet = test_split_metrics["U-Net (black)"]["MI"]
+    assert test_split_metrics["pix2pix (black)"]["MI"] > unet
+    assert test_split_metrics["pix2pix (white)"]["MI"] > unet
