@@ -242,9 +242,15 @@ def test_random_search_and_mlflow_runs(demo_project: Path) -> None:
     assert search["params.best.gan_mode"] in {"vanilla", "lsgan", "wgangp"}
     trials = runs[runs["tags.mlflow.runName"].str.startswith("tiles_256-trial-")]
     assert (trials["tags.mlflow.parentRunId"] == search["run_id"]).all()
+    # short trials (search.trial_overrides), the final model trains the configured epochs
+    assert set(trials["params.model.n_epochs"]) == {"2"}
+    assert set(trials["params.model.n_epochs_decay"]) == {"1"}
+    final = runs[runs["tags.mlflow.runName"] == "tiles_256"].iloc[0]
+    assert final["params.model.n_epochs"] == "15"
+    assert final["params.model.gan_mode"] == search["params.best.gan_mode"]
     row = runs[runs["tags.mlflow.runName"] == "tiles_1024"].iloc[0]
     history = mlflow.tracking.MlflowClient().get_metric_history(row["run_id"], "G_L1")
-    assert [m.step for m in history] == list(range(1, 9))  # one value per epoch
+    assert [m.step for m in history] == list(range(1, 31))  # one value per epoch
 
     payload = torch.load(
         demo_project / "data" / "06_models" / "tiles_256" / "generator.pt", weights_only=True
@@ -284,7 +290,10 @@ def test_evaluation_writes_table_1_and_the_baseline_table(demo_project: Path) ->
     # the demo split: 5 training and 3 test slides, at most 8 tiles per slide
     assert pix.loc[("test", "generated_vs_histology", "SSIM"), "n_slides"] == 3
     assert pix.loc[("train", "generated_vs_histology", "SSIM"), "n_tiles"] <= 5 * 8
+    # percentile intervals of per-tile means contain the mean; FID/KID are biased statistics
+    # whose replicates (fewer distinct tiles) need not bracket the value, so not asserted there
     finite = table.dropna(subset=["value"])
+    finite = finite[~finite["metric"].isin(["FID", "KID"])]
     assert (finite["ci_low"] <= finite["value"] + 1e-9).all()
     assert (finite["value"] <= finite["ci_high"] + 1e-9).all()
     assert "nats" in " ".join(table.loc[table["metric"] == "MI", "note"])
@@ -300,8 +309,9 @@ def test_evaluation_writes_table_1_and_the_baseline_table(demo_project: Path) ->
         for experiment in ("tiles_256", "tiles_1024", "whole_slide_4096"):
             e = table[(table["experiment"] == experiment) & (table["split"] == "test")]
             e = e.set_index(["comparison", "metric"])["value"]
-            # the sanity direction of the paper's table, measured with LPIPS
+            # the sanity direction of the paper's table, with LPIPS and with FID
             assert e[("generated_vs_histology", "LPIPS")] < e[("generated_vs_mri", "LPIPS")]
+            assert e[("generated_vs_histology", "FID")] < e[("generated_vs_mri", "FID")], e
         assert (table["metric"] == "FID").sum() == (table["metric"] == "KID").sum() > 0
     else:  # a clone without the weights: reported as missing, with the reason
         fid = table[table["metric"] == "FID"]

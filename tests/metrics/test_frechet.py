@@ -137,6 +137,21 @@ def test_kid_same_vs_shifted_distribution():
     assert np.isfinite(capped[0])
 
 
+def test_kid_of_whole_sets_is_the_mmd_of_any_permutation():
+    # subset_size >= N = M: every subset is a permutation of both sets, computed once
+    rng = np.random.default_rng(8)
+    x = rng.normal(size=(12, 6))
+    y = rng.normal(size=(12, 6)) + 0.3
+    mean, std = kernel_inception_distance(x, y, subset_size=100, n_subsets=50, seed=0)
+    assert std == 0.0
+    assert mean == pytest.approx(_hand_mmd2(x, y), rel=1e-12)
+    px, py = rng.permutation(12), rng.permutation(12)
+    assert mean == pytest.approx(_hand_mmd2(x[px], y[py]), rel=1e-12)
+    # unequal sizes still draw subsets
+    _, std_unequal = kernel_inception_distance(x[:10], y, subset_size=100, n_subsets=5, seed=0)
+    assert std_unequal > 0.0
+
+
 def test_bootstrap_contains_full_statistic_and_narrows():
     rng = np.random.default_rng(6)
     few = rng.normal(10.0, 2.0, size=5)

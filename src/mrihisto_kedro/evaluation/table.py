@@ -110,8 +110,9 @@ def _distance_functions(
     fy: np.ndarray,
     members: Sequence[np.ndarray],
     kid_subset_size: int,
+    kid_subsets: int,
     seed: int,
-) -> tuple[Callable[[np.ndarray], float], Callable[..., float]]:
+) -> tuple[Callable[[np.ndarray], float], Callable[[np.ndarray], float]]:
     """FID and KID of the pooled tiles of the slides ``idx`` (indices into ``members``)."""
 
     def rows_of(idx: np.ndarray) -> np.ndarray:
@@ -121,12 +122,12 @@ def _distance_functions(
         r = rows_of(idx)
         return frechet_distance_from_features(fx[r], fy[r]) if r.size >= 2 else math.nan
 
-    def kid_of(idx: np.ndarray, subsets: int = 10) -> float:
+    def kid_of(idx: np.ndarray) -> float:
         r = rows_of(idx)
         if r.size < 2:
             return math.nan
         return kernel_inception_distance(
-            fx[r], fy[r], subset_size=kid_subset_size, n_subsets=subsets, seed=seed
+            fx[r], fy[r], subset_size=kid_subset_size, n_subsets=kid_subsets, seed=seed
         )[0]
 
     return fid_of, kid_of
@@ -153,7 +154,7 @@ def summarise_sets(
         slides: ``(N,)`` slide id of each tile.
         comparisons: ``(label, key_x, key_y)``, e.g. ``("generated_vs_histology", "g", "b")``.
         experiment, split: labels of the rows.
-        n_boot, alpha, seed: bootstrap settings (KID replicates use 10 subsets each).
+        n_boot, alpha, seed: bootstrap settings (replicates compute KID as the value does).
         kid_subset_size, kid_subsets: KID subsets (capped at N).
 
     Returns:
@@ -173,14 +174,14 @@ def summarise_sets(
     for label, kx, ky in comparisons:
         fx, fy = features[kx], features[ky]
 
-        fid_of, kid_of = _distance_functions(fx, fy, members, kid_subset_size, seed)
+        fid_of, kid_of = _distance_functions(fx, fy, members, kid_subset_size, kid_subsets, seed)
         everything = np.arange(len(names))
         for metric, fn, value, note in (
             ("FID", fid_of, fid_of(everything), note_fid),
             (
                 "KID",
                 kid_of,
-                kid_of(everything, kid_subsets),
+                kid_of(everything),
                 f"polynomial-kernel MMD^2, subsets of {min(kid_subset_size, n)}",
             ),
         ):

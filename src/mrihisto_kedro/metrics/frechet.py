@@ -187,7 +187,8 @@ def kernel_inception_distance(
     MMD^2 (:func:`polynomial_mmd2_unbiased`) is computed, and the mean and the (population)
     standard deviation over subsets are returned. Unlike torch-fidelity, a ``subset_size``
     larger than ``min(N, M)`` is reduced to ``min(N, M)`` instead of failing (small N is the
-    normal case with a handful of slides).
+    normal case with a handful of slides); when that takes both whole sets, every subset is the
+    same and the MMD^2 is computed once (std 0).
 
     Args:
         f1: ``(N, D)`` features of the first set (e.g. generated tiles), N >= 2.
@@ -208,6 +209,10 @@ def kernel_inception_distance(
         raise ValueError(f"need at least 2 samples per set, got {x.shape[0]} and {y.shape[0]}")
     if n_subsets < 1:
         raise ValueError(f"n_subsets must be >= 1, got {n_subsets}")
+    if m == x.shape[0] == y.shape[0]:
+        # every subset is a permutation of both whole sets, and MMD^2 does not depend on the
+        # order of the rows: all subsets give the same value (the common small-N case)
+        return float(polynomial_mmd2_unbiased(x, y)), 0.0
     rng = np.random.RandomState(seed)
     mmds = np.empty(n_subsets, dtype=np.float64)
     for i in range(n_subsets):

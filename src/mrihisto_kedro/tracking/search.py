@@ -36,6 +36,9 @@ class SearchParams:
         holdout_specimens: when the tiles have no validation split, the trials validate on
             this many training specimens held out of their training (never on the test
             split); the final training then uses all training specimens.
+        trial_overrides: model parameters applied to the trials only, e.g. ``{"n_epochs": 2,
+            "n_epochs_decay": 1}`` for short-budget trials; the final training keeps the
+            model's own values (and the best choices). Keys may not also be searched.
     """
 
     n_trials: int = 0
@@ -44,6 +47,7 @@ class SearchParams:
     space: dict[str, list[Any]] = field(default_factory=dict)
     metric: str = "val_L1"
     holdout_specimens: int = 1
+    trial_overrides: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.holdout_specimens < 1:
@@ -55,6 +59,12 @@ class SearchParams:
         for key, choices in self.space.items():
             if not isinstance(choices, list) or not choices:
                 raise ValueError(f"space.{key} must be a non-empty list of choices")
+        both = sorted(set(self.trial_overrides) & set(self.space))
+        if both:
+            raise ValueError(
+                f"trial_overrides and space both set {both}: a searched value would be "
+                "overridden in every trial"
+            )
 
     @property
     def direction(self) -> str:
@@ -94,10 +104,14 @@ def run_search(
     return dict(study.best_params), pd.DataFrame(rows)
 
 
-def apply_choices(model: Mapping[str, Any], values: Mapping[str, Any]) -> dict[str, Any]:
-    """Model parameters with a trial's choices substituted.
+def apply_choices(
+    model: Mapping[str, Any],
+    values: Mapping[str, Any],
+    overrides: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Model parameters with a trial's choices (then ``overrides``, if given) substituted.
 
     Unknown keys are caught when the model config is built from the result (its ``from_dict``
     names them).
     """
-    return {**model, **values}
+    return {**model, **values, **(overrides or {})}

@@ -190,11 +190,17 @@ def train_experiment(
     if p.search.n_trials:
         search_tiles, search_info = _search_tileset(tileset, p)
         with training_run(
-            f"{p.name}-search", {"search_trials": p.search.n_trials, **search_info}, tags
+            f"{p.name}-search",
+            {
+                "search_trials": p.search.n_trials,
+                "trial_overrides": dict(p.search.trial_overrides),
+                **search_info,
+            },
+            tags,
         ):
 
             def objective(number: int, values: dict[str, Any]) -> float:
-                trial_model = apply_choices(model_values, values)
+                trial_model = apply_choices(model_values, values, p.search.trial_overrides)
                 with training_run(
                     f"{p.name}-trial-{number}", {**params_for_log, "model": trial_model}, tags
                 ) as run_id:
