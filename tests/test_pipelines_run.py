@@ -284,6 +284,9 @@ def test_evaluation_writes_table_1_and_the_baseline_table(demo_project: Path) ->
         "unet_baseline",
         "t1_to_t2",
         "t1_to_t2_pix2pix",
+        "msi_to_he_black",
+        "msi_to_he_white",
+        "msi_unet",
     }
     assert set(table["split"]) == {"train", "test"}
     pix = table[table["experiment"] == "tiles_256"].set_index(["split", "comparison", "metric"])
@@ -292,8 +295,11 @@ def test_evaluation_writes_table_1_and_the_baseline_table(demo_project: Path) ->
     assert pix.loc[("train", "generated_vs_histology", "SSIM"), "n_tiles"] <= 5 * 8
     # percentile intervals of per-tile means contain the mean; FID/KID are biased statistics
     # whose replicates (fewer distinct tiles) need not bracket the value, so not asserted there
-    finite = table.dropna(subset=["value"])
+    finite = table.dropna(subset=["value", "ci_low", "ci_high"])
     finite = finite[~finite["metric"].isin(["FID", "KID"])]
+    # one test specimen (the MSI demo): no interval over slides, said in the note
+    one = table[table["n_slides"] == 1]
+    assert one["ci_low"].isna().all() and one["note"].str.contains("1 slide").all()
     assert (finite["ci_low"] <= finite["value"] + 1e-9).all()
     assert (finite["value"] <= finite["ci_high"] + 1e-9).all()
     assert "nats" in " ".join(table.loc[table["metric"] == "MI", "note"])
@@ -320,6 +326,17 @@ def test_evaluation_writes_table_1_and_the_baseline_table(demo_project: Path) ->
     assert set(baseline["experiment"]) == {"tiles_256", "unet_baseline"}
     assert set(baseline["metric"]) == {"MI", "SSIM"}
     assert "| MI |" in (reporting / "metrics_table.md").read_text()
+    # paper 003 itself (MSI -> H&E), in the default run: every tile of the test specimen
+    msi = pd.read_csv(reporting / "msi_table.csv")
+    assert set(msi["experiment"]) == {"msi_to_he_black", "msi_to_he_white", "msi_unet"}
+    assert set(msi["metric"]) == {"MI", "SSIM"} and set(msi["split"]) == {"test"}
+    assert (msi["n_tiles"] > 20).all() and (msi["n_slides"] == 1).all()
+    assert (msi["value"] > 0).all()
+    assert "msi_to_he_white / test" in (reporting / "msi_table.md").read_text()
+    for experiment in ("msi_to_he_black", "msi_to_he_white", "msi_unet"):
+        summary = pd.read_csv(reporting / experiment / "training_summary.csv").iloc[0]
+        assert summary["val_split"] == "val"
+        assert summary["val_L1"] < summary["mean_colour_val_L1"], dict(summary)
 
 
 def test_synthetic_slides_open_in_openslide_and_blending_hides_seams(

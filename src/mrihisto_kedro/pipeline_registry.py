@@ -33,14 +33,14 @@ DEMO_INPUTS = {
 }
 #: registered alone, left out of the default run (the control-point mode has the same outputs
 #: as ``registration``; ``inference`` is for a user's own new MRI; ``missing_sequences``
-#: (seed 002: DCGAN, style refinement, about 5 min) runs after ``modelling``; ``msi`` is the
-#: simulated MSI -> H&E demo of seed 003 with its three trainings, about 2 min)
+#: (seed 002: DCGAN, style refinement, about 5 min) runs after ``modelling``; ``msi`` is seed
+#: 003 alone: the simulated MSI -> H&E demo, its three trainings and their evaluation, which the
+#: default run includes through ``msi_data_engineering``, ``modelling`` and ``evaluation``)
 ALTERNATIVES = (
     "demo",
     "registration_control_points",
     "inference",
     "missing_sequences",
-    "msi_data_engineering",
     "msi",
 )
 
@@ -61,7 +61,9 @@ def register_pipelines() -> dict[str, Pipeline]:
         "inference": inference.create_pipeline(),
         "missing_sequences": missing_sequences.create_pipeline(),
         "msi_data_engineering": msi_data_engineering.create_pipeline(),
-        "msi": msi_data_engineering.create_pipeline() + create_msi_experiments(),
+        "msi": msi_data_engineering.create_pipeline()
+        + create_msi_experiments()
+        + evaluation.create_msi_evaluation(),
     }
     analysis = sum(
         (p for name, p in pipelines.items() if name not in ALTERNATIVES), start=Pipeline([])

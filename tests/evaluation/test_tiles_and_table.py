@@ -173,6 +173,34 @@ def test_summarise_sets_fid_equals_pytorch_fid_and_notes_small_n() -> None:
     assert kid["value"] > 0
 
 
+def test_one_slide_has_no_interval_and_says_so() -> None:
+    per_tile = pd.DataFrame(
+        {
+            "pair_id": "only",
+            "split": "test",
+            "comparison": "generated_vs_histology",
+            "metric": "MI",
+            "value": [0.2, 0.4, 0.3],
+        }
+    )
+    row = summarise_tiles(per_tile, "msi_unet", n_boot=50).iloc[0]
+    assert row["value"] == pytest.approx(0.3) and row["n_slides"] == 1
+    assert math.isnan(row["ci_low"]) and math.isnan(row["ci_high"])
+    assert row["note"] == "grey-level MI, 20 bins, nats; 1 slide: no interval over slides"
+    rng = np.random.default_rng(3)
+    sets = summarise_sets(
+        {"g": rng.normal(size=(12, 8)), "b": rng.normal(size=(12, 8))},
+        np.repeat("only", 12),
+        [("generated_vs_histology", "g", "b")],
+        "msi_unet",
+        "test",
+        n_boot=10,
+    )
+    assert sets["ci_low"].isna().all() and sets["value"].notna().all()
+    assert sets["note"].str.endswith("1 slide: no interval over slides").all()
+    assert "0.300 (3/1)" in render_markdown(summarise_tiles(per_tile, "m"), "t")
+
+
 def test_missing_rows_and_markdown() -> None:
     rows = missing_rows("exp", "test", ["generated_vs_histology"], {"FID": "no weights"}, 4, 2)
     assert rows.loc[0, "note"] == "missing: no weights" and math.isnan(rows.loc[0, "value"])

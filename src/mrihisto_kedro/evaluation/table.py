@@ -49,6 +49,23 @@ TABLE_COLUMNS: tuple[str, ...] = (
 FID_RELIABLE_N = 2048
 
 
+#: the note of every row measured on one slide: a bootstrap over slides has nothing to resample
+ONE_SLIDE_NOTE = "1 slide: no interval over slides"
+
+
+def _join(*notes: str) -> str:
+    return "; ".join(n for n in notes if n)
+
+
+def _slide_interval(
+    fn: Callable[[np.ndarray], float], n_slides: int, n_boot: int, alpha: float, seed: int
+) -> tuple[float, float]:
+    """Percentile bootstrap over slides; ``(nan, nan)`` with one slide (it would be a point)."""
+    if n_slides < 2:
+        return math.nan, math.nan
+    return bootstrap_interval(fn, n_slides=n_slides, n_boot=n_boot, alpha=alpha, seed=seed)
+
+
 def _mi_note(bins: int, base: float) -> str:
     unit = "nats" if math.isclose(base, math.e) else ("bits" if base == 2 else f"log base {base}")
     return f"grey-level MI, {bins} bins, {unit}"
@@ -85,9 +102,7 @@ def summarise_tiles(
         def pooled_mean(idx: np.ndarray, parts: Sequence[np.ndarray] = by_slide) -> float:
             return float(np.concatenate([parts[i] for i in idx]).mean())
 
-        low, high = bootstrap_interval(
-            pooled_mean, n_slides=len(by_slide), n_boot=n_boot, alpha=alpha, seed=seed
-        )
+        low, high = _slide_interval(pooled_mean, len(by_slide), n_boot, alpha, seed)
         rows.append(
             {
                 "experiment": experiment,
@@ -99,7 +114,10 @@ def summarise_tiles(
                 "ci_high": high,
                 "n_tiles": len(group),
                 "n_slides": len(by_slide),
-                "note": _mi_note(mi_bins, mi_base) if metric == "MI" else "",
+                "note": _join(
+                    _mi_note(mi_bins, mi_base) if metric == "MI" else "",
+                    ONE_SLIDE_NOTE if len(by_slide) < 2 else "",
+                ),
             }
         )
     return pd.DataFrame(rows, columns=list(TABLE_COLUMNS))
@@ -185,9 +203,7 @@ def summarise_sets(
                 f"polynomial-kernel MMD^2, subsets of {min(kid_subset_size, n)}",
             ),
         ):
-            low, high = bootstrap_interval(
-                fn, n_slides=len(names), n_boot=n_boot, alpha=alpha, seed=seed
-            )
+            low, high = _slide_interval(fn, len(names), n_boot, alpha, seed)
             rows.append(
                 {
                     "experiment": experiment,
@@ -199,7 +215,7 @@ def summarise_sets(
                     "ci_high": high,
                     "n_tiles": n,
                     "n_slides": len(names),
-                    "note": note,
+                    "note": _join(note, ONE_SLIDE_NOTE if len(names) < 2 else ""),
                 }
             )
     return pd.DataFrame(rows, columns=list(TABLE_COLUMNS))

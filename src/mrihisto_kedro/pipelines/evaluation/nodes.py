@@ -156,28 +156,50 @@ def evaluate_experiment(
     return pd.concat(per_tile_frames, ignore_index=True), table, figure
 
 
-def combine_tables(*tables: pd.DataFrame) -> tuple[pd.DataFrame, str, pd.DataFrame, str]:
-    """Table 1 of paper 000 over every evaluated experiment, and paper 003's MI/SSIM table.
+#: paper 003's table: pix2pix (black padding), pix2pix (white padding), the U-Net regression
+MSI_TABLE_EXPERIMENTS = ("msi_to_he_black", "msi_to_he_white", "msi_unet")
+
+
+def _mi_ssim(
+    table: pd.DataFrame, experiments: tuple[str, ...], splits: tuple[str, ...]
+) -> pd.DataFrame:
+    """MI and SSIM of generated vs real histology for ``experiments`` (empty unless all are
+    present)."""
+    rows = table[
+        table["experiment"].isin(experiments)
+        & table["split"].isin(splits)
+        & table["metric"].isin(["MI", "SSIM"])
+        & (table["comparison"] == "generated_vs_histology")
+    ].reset_index(drop=True)
+    if not set(experiments) <= set(table["experiment"]):
+        return rows.iloc[0:0]
+    return rows
+
+
+def combine_tables(
+    *tables: pd.DataFrame,
+) -> tuple[pd.DataFrame, str, pd.DataFrame, str, pd.DataFrame, str]:
+    """Table 1 of paper 000 over every evaluated experiment, and paper 003's MI/SSIM tables.
 
     Returns:
-        ``(metrics_table, metrics_table_md, baseline_table, baseline_table_md)``. The baseline
-        table (pix2pix ``tiles_256`` against the U-Net regression ``unet_baseline``, MI and
-        SSIM of generated vs real histology) is empty when either was not evaluated.
+        ``(metrics_table, metrics_table_md, baseline_table, baseline_table_md, msi_table,
+        msi_table_md)``. The baseline table (pix2pix ``tiles_256`` against the U-Net regression
+        ``unet_baseline`` on the MRI tiles, MI and SSIM of generated vs real histology) and
+        the MSI table (paper 003 itself: pix2pix with black and with white padding against
+        the U-Net, test split) are empty when one of their experiments was not evaluated.
     """
     table = pd.concat(tables, ignore_index=True)[list(TABLE_COLUMNS)]
     markdown = render_markdown(
         table, "Table 1: generated vs real histology and vs MRI, per experiment and split"
     )
-    experiments = set(table["experiment"])
-    baseline = table[
-        table["experiment"].isin(["tiles_256", "unet_baseline"])
-        & table["metric"].isin(["MI", "SSIM"])
-        & table["comparison"].str.startswith("generated_vs_histology")
-    ].reset_index(drop=True)
-    if not {"tiles_256", "unet_baseline"} <= experiments:
-        baseline = baseline.iloc[0:0]
+    baseline = _mi_ssim(table, ("tiles_256", "unet_baseline"), ("train", "test"))
     baseline_md = render_markdown(baseline, "pix2pix vs U-Net regression (paper 003): MI and SSIM")
-    return table, markdown, baseline, baseline_md
+    msi_table = _mi_ssim(table, MSI_TABLE_EXPERIMENTS, ("test",))
+    msi_md = render_markdown(
+        msi_table,
+        "Paper 003: MSI -> H&E, pix2pix (black / white padding) vs U-Net, test split",
+    )
+    return table, markdown, baseline, baseline_md, msi_table, msi_md
 
 
 def synthesise_slides(

@@ -6,11 +6,14 @@ modelling pipeline), then one node that joins the experiments' rows into the met
     kedro run --pipeline=evaluation
     kedro run --pipeline=evaluation --namespaces=tiles_256 \\
         --params="evaluation.tiles_256.tiles.max_tiles_per_slide=32"
+    kedro run --pipeline=evaluation --namespaces=msi_to_he   # seed 003's three MSI models
 """
 
 from functools import partial, update_wrapper
 
 from kedro.pipeline import Node, Pipeline
+
+from mrihisto_kedro.pipelines.modelling import msi
 
 from .nodes import combine_tables, evaluate_experiment, synthesise_slides
 
@@ -23,6 +26,12 @@ EXPERIMENTS: dict[str, str] = {
     "t1_to_t2": "t1_to_t2.tileset",
     "t1_to_t2_pix2pix": "t1_to_t2.tileset",
 }
+
+#: seed 003 (MSI -> H&E): experiment -> tile set, grouped under the node namespace
+#: ``msi_to_he`` as in the modelling pipeline (the U-Net baseline uses the black-padded tiles)
+MSI_EXPERIMENTS: dict[str, str] = dict(msi.MSI_EXPERIMENTS)
+MSI_GROUP = msi.MSI_GROUP
+_OUTPUTS = ("evaluation_tiles", "evaluation_metrics", "evaluation_figure")
 
 #: experiments whose generator is slid over whole aligned MRI slices (tile-trained pix2pix and
 #: the U-Net regression baseline; whole_slide_4096 sees the whole slide in one view already)
@@ -77,20 +86,45 @@ def _experiment(name: str, tileset: str) -> Pipeline:
     )
 
 
+def create_msi_evaluation() -> Pipeline:
+    """The three seed-003 models measured on their tiles, under the namespace ``msi_to_he``."""
+    experiments = sum(
+        (_experiment(name, tileset) for name, tileset in MSI_EXPERIMENTS.items()),
+        start=Pipeline([]),
+    )
+    return Pipeline(
+        experiments,
+        namespace=MSI_GROUP,
+        inputs=set(MSI_EXPERIMENTS.values())
+        | {f"{name}.{d}" for name in MSI_EXPERIMENTS for d in ("generator", "training_summary")},
+        outputs={f"{name}.{out}" for name in MSI_EXPERIMENTS for out in _OUTPUTS},
+        parameters={f"params:evaluation.{name}" for name in MSI_EXPERIMENTS},
+    )
+
+
 def create_pipeline(**kwargs) -> Pipeline:
-    """Evaluate every experiment, then write Table 1 and the pix2pix-vs-U-Net table."""
+    """Evaluate every experiment, then write Table 1, the pix2pix-vs-U-Net table (MRI) and
+    seed 003's MSI table."""
     experiments = [_experiment(name, tileset) for name, tileset in EXPERIMENTS.items()]
+    everything = [*EXPERIMENTS, *MSI_EXPERIMENTS]
     tables = Pipeline(
         Pipeline(
             [
                 Node(
                     combine_tables,
-                    [f"metrics_of_{name}" for name in EXPERIMENTS],
-                    ["metrics_table", "metrics_table_md", "baseline_table", "baseline_table_md"],
+                    [f"metrics_of_{name}" for name in everything],
+                    [
+                        "metrics_table",
+                        "metrics_table_md",
+                        "baseline_table",
+                        "baseline_table_md",
+                        "msi_table",
+                        "msi_table_md",
+                    ],
                     name="combine_tables",
                 )
             ]
         ),
-        inputs={f"metrics_of_{name}": f"{name}.evaluation_metrics" for name in EXPERIMENTS},
+        inputs={f"metrics_of_{name}": f"{name}.evaluation_metrics" for name in everything},
     )
-    return sum(experiments, start=Pipeline([])) + tables
+    return sum(experiments, start=Pipeline([])) + create_msi_evaluation() + tables

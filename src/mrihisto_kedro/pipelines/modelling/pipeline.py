@@ -8,6 +8,7 @@ Run one experiment with one parameter overridden::
 
 from kedro.pipeline import Node, Pipeline
 
+from .msi import create_msi_experiments
 from .nodes import build_pair_tiles, build_volume_tiles, train_experiment
 
 #: MRI -> histology experiments of paper 000 (tiles or whole-slide views, pix2pix)
@@ -59,8 +60,10 @@ def _pair_experiment(name: str) -> Pipeline:
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    """Every experiment: the paper's three, the U-Net baseline (on tiles_256's tiles) and
-    CycleGAN T1 -> T2 on the ICBM152 pair."""
+    """Every experiment: the paper's three, the U-Net baseline (on tiles_256's tiles),
+    CycleGAN and pix2pix T1 -> T2 on the ICBM152 pair, and seed 003's MSI -> H&E trainings
+    (grouped under the namespace ``msi_to_he``; their tile sets come from
+    ``msi_data_engineering``)."""
     experiments = [_pair_experiment(name) for name in PAIR_EXPERIMENTS]
     experiments.append(
         Pipeline(
@@ -93,4 +96,5 @@ def create_pipeline(**kwargs) -> Pipeline:
             inputs={"icbm152_t1", "icbm152_t2"},
         )
     )
+    experiments.append(create_msi_experiments())
     return sum(experiments, start=Pipeline([]))

@@ -1,9 +1,4 @@
-"""``ImzMLDataset``: one imzML/ibd pair, loaded lazily as an :class:`ImzMLReader`.
-
-(Lives beside the ``msi_data_engineering`` pipeline; its natural home is
-``mrihisto_kedro/datasets/imzml_dataset.py``: moving it there changes only the ``type:`` of the
-``*_imzml`` entries in ``conf/base/catalog_msi.yml``.)
-"""
+"""``ImzMLDataset``: one imzML/ibd pair, loaded lazily as an :class:`ImzMLReader`."""
 
 from __future__ import annotations
 
