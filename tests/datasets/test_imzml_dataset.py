@@ -49,9 +49,10 @@ def test_save_writes_both_files_and_partitions_list_imzml_only(tmp_path: Path) -
     assert not list((tmp_path / "msi").glob(".*tmp"))  # temporary names renamed away
     loaded = folder.load()
     assert sorted(loaded) == ["p1", "p2"]
-    with loaded["p2"]() as copy, ImzMLDataset(
-        filepath=str(EXAMPLES / "Example_Processed.imzML")
-    ).load() as original:
+    with (
+        loaded["p2"]() as copy,
+        ImzMLDataset(filepath=str(EXAMPLES / "Example_Processed.imzML")).load() as original,
+    ):
         assert copy.n_pixels == original.n_pixels
         np.testing.assert_array_equal(copy.rows, original.rows)
 
