@@ -56,6 +56,8 @@ class EvaluationParams:
         weights: explicit weight files (``inception``, ``alexnet``); ``None``: look them up
             in the torch hub cache (``mrihisto-weights`` puts them there).
         n_figure_tiles: tiles per split in the panel figure.
+        set_metrics: compute FID and KID (Inception features); ``False``: no FID/KID rows
+            (paper 003's MSI table needs MI and SSIM only).
     """
 
     tiles: TileEvaluationParams = field(default_factory=TileEvaluationParams)
@@ -65,6 +67,7 @@ class EvaluationParams:
     kid_subsets: int = 50
     weights: WeightPaths = field(default_factory=WeightPaths)
     n_figure_tiles: int = 4
+    set_metrics: bool = True
 
 
 def _log_to_training_run(summary: pd.DataFrame, table: pd.DataFrame, markdown: str) -> None:
@@ -101,7 +104,7 @@ def evaluate_experiment(
         and a panel figure ``input | real | generated``.
     """
     p = parse_params(EvaluationParams, evaluation, f"evaluation.{experiment}")
-    backends = load_backends(p.weights, device=p.tiles.device)
+    backends = load_backends(p.weights, device=p.tiles.device, inception=p.set_metrics)
     labels = comparison_names(p.tiles)
     pairs = [(labels[0], "g", "b"), (labels[1], "g", "a"), (labels[2], "b", "a")]
     per_tile_frames, table_frames, evaluated = [], [], []
