@@ -40,6 +40,7 @@ from mrihisto_kedro.evaluation.tiles import (
 from mrihisto_kedro.imaging.tileset import TileSet
 from mrihisto_kedro.nn.inference import load_predictor
 from mrihisto_kedro.params import parse_params
+from mrihisto_kedro.pipelines.modelling.msi import MSI_EXPERIMENTS
 from mrihisto_kedro.reporting.evaluation_figures import tile_panels, whole_slide_panels
 
 logger = logging.getLogger(__name__)
@@ -160,7 +161,7 @@ def evaluate_experiment(
 
 
 #: paper 003's table: pix2pix (black padding), pix2pix (white padding), the U-Net regression
-MSI_TABLE_EXPERIMENTS = ("msi_to_he_black", "msi_to_he_white", "msi_unet")
+MSI_TABLE_EXPERIMENTS: tuple[str, ...] = tuple(MSI_EXPERIMENTS)
 
 
 def _mi_ssim(
