@@ -187,6 +187,37 @@ def test_registration_with_masks(synthetic: SyntheticPair):
         reg.register_affine(synthetic.fixed, synthetic.mri, fixed_mask=np.ones((3, 3), bool))
 
 
+def test_start_offsets_keep_the_lowest_metric(
+    synthetic: SyntheticPair, synthetic_result: reg.RegistrationResult
+):
+    """Every (angle, offset) start runs; the kept one has the lowest first-stage metric and its
+    start is the centred initialisation shifted by the offset in moving pixels."""
+    spacing = np.asarray(synthetic.mri.GetSpacing())
+    far = reg.RegistrationParams(initial_offsets_px=((-25.0, 0.0),))  # 50 mm off: the wrong start
+    lost = reg.register_affine(synthetic.fixed, synthetic.mri, far)
+    both = reg.RegistrationParams(initial_offsets_px=((-25.0, 0.0), (0.0, 0.0)))
+    result = reg.register_affine(synthetic.fixed, synthetic.mri, both)
+    assert lost.metric_per_stage[0] > synthetic_result.metric_per_stage[0]
+    assert result.start_offset_px == (0.0, 0.0)
+    assert result.metric_per_stage == pytest.approx(synthetic_result.metric_per_stage)
+    assert lost.start_offset_px == (-25.0, 0.0)
+    for point in ((10.0, 20.0), (-35.0, 5.0)):
+        shifted = np.asarray(lost.initial_transform.TransformPoint(point))
+        centred = np.asarray(synthetic_result.initial_transform.TransformPoint(point))
+        np.testing.assert_allclose(shifted - centred, [-25.0 * spacing[0], 0.0], atol=1e-9)
+    points = reg.grid_points_in_mask(synthetic.tissue_image, step_mm=2.0)
+    tre = reg.target_registration_error(result.transform, synthetic.true, points)
+    assert tre.mean() < 0.25 * max(spacing)
+
+
+@pytest.mark.parametrize(
+    "offsets", [(), ((1.0,),), ((float("nan"), 0.0),), "centre", ((1.0, 2.0, 3.0),)]
+)
+def test_start_offsets_are_validated(offsets: object):
+    with pytest.raises(ValueError, match="initial_offsets_px"):
+        reg.RegistrationParams(initial_offsets_px=offsets)  # type: ignore[arg-type]
+
+
 def test_slide_mounted_at_another_angle_needs_start_angles(mni_slice: sitk.Image):
     """Gradient descent alone cannot undo a ~100 deg turn; four start angles can."""
     turned = SyntheticPair(mni_slice, angle_deg=98.0)

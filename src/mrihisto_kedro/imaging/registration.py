@@ -802,6 +802,11 @@ class RegistrationParams:
             the first stage is optimised from each and the one with the best (lowest) metric
             continues. Use e.g. ``(0, 90, 180, 270)`` when slides may be mounted at any angle:
             gradient descent only corrects rotations of a few tens of degrees.
+        initial_offsets_px: start translations ``(x, y)`` in moving-image pixels, added to each
+            start angle's initialisation; every (angle, offset) start's first stage is
+            optimised and the lowest metric continues. Use a small grid (e.g. offsets of -1, 0,
+            1 pixel) when the images hold so few moving pixels that Mattes MI has local optima
+            a pixel or two away (a 21 x 21 MSI raster).
         stages: transforms optimised in turn, each starting from the previous result, in
             non-decreasing order of freedom (``rigid`` < ``similarity`` < ``affine``).
         fixed_max_size: before optimisation the fixed image is reduced (block mean, integer
@@ -847,6 +852,7 @@ class RegistrationParams:
     convergence_min_value: float = 1e-6
     initialization: Initialization = Initialization.MOMENTS
     initial_angles_deg: tuple[float, ...] = (0.0,)
+    initial_offsets_px: tuple[tuple[float, float], ...] = ((0.0, 0.0),)
     stages: tuple[TransformStage, ...] = (TransformStage.SIMILARITY, TransformStage.AFFINE)
     fixed_max_size: int | None = 1024
     fixed_spacing_fraction: float | None = 0.5
@@ -872,6 +878,14 @@ class RegistrationParams:
         fix("smoothing_sigmas", tuple(float(s) for s in self.smoothing_sigmas))
         fix("iterations", tuple(int(i) for i in self.iterations))
         fix("initial_angles_deg", tuple(float(a) for a in self.initial_angles_deg))
+        try:
+            offsets = tuple((float(x), float(y)) for x, y in self.initial_offsets_px)
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"RegistrationParams: initial_offsets_px must be a list of (x, y) pixel pairs, "
+                f"got {self.initial_offsets_px!r}"
+            ) from None
+        fix("initial_offsets_px", offsets)
         problems = []
         if self.metric_bins < 4:
             problems.append(f"metric_bins must be >= 4, got {self.metric_bins}")
@@ -900,6 +914,13 @@ class RegistrationParams:
             problems.append(
                 f"initial_angles_deg must hold at least one finite angle, got "
                 f"{self.initial_angles_deg}"
+            )
+        if not self.initial_offsets_px or not all(
+            math.isfinite(v) for pair in self.initial_offsets_px for v in pair
+        ):
+            problems.append(
+                f"initial_offsets_px must hold at least one finite (x, y) pair, got "
+                f"{self.initial_offsets_px}"
             )
         order = [_STAGE_ORDER[s] for s in self.stages]
         if order != sorted(order):
@@ -975,8 +996,9 @@ class RegistrationResult:
     Attributes:
         transform: optimised fixed (histology) mm -> moving (MRI) mm ``AffineTransform``.
         initial_transform: the start the kept result came from: the centred initialisation
-            rotated by ``start_angle_deg`` (fixed -> moving).
+            rotated by ``start_angle_deg`` and shifted by ``start_offset_px`` (fixed -> moving).
         start_angle_deg: the entry of ``initial_angles_deg`` whose first stage was kept.
+        start_offset_px: the entry of ``initial_offsets_px`` whose first stage was kept.
         stages: one :class:`StageResult` per stage.
         converged: every stage's last pyramid level stopped before its iteration limit.
         seconds: wall time of the whole call (reduction, optimisation, checks).
@@ -1001,6 +1023,7 @@ class RegistrationResult:
     overlap_fraction: float
     optimisation_spacing_mm: tuple[float, float]
     warnings: tuple[str, ...] = field(default_factory=tuple)
+    start_offset_px: tuple[float, float] = (0.0, 0.0)
 
     @property
     def metric_per_stage(self) -> tuple[float, ...]:
@@ -1309,6 +1332,16 @@ def _rotated(transform: sitk.Transform, angle_deg: float) -> sitk.AffineTransfor
     return matrix_to_affine(out, center=tuple(float(v) for v in centre))
 
 
+def _shifted(
+    transform: sitk.Transform, offset_px: tuple[float, float], spacing: Sequence[float]
+) -> sitk.AffineTransform:
+    """``transform`` followed by a shift of ``offset_px`` moving pixels (of ``spacing`` mm)."""
+    tx = transform.Downcast() if type(transform) is sitk.Transform else transform
+    matrix = affine_to_matrix(tx)
+    matrix[:2, 2] += np.asarray(offset_px, dtype=np.float64) * np.asarray(spacing[:2])
+    return matrix_to_affine(matrix, center=tuple(float(v) for v in tx.GetCenter()))
+
+
 def _run_stage(
     context: _StageContext, stage: TransformStage, start: sitk.Transform, max_iterations: int
 ) -> tuple[sitk.Transform, StageResult]:
@@ -1425,23 +1458,26 @@ def register_affine(
         moving_mask=moving_mask_img,
     )
     stage_iterations = params.stage_iterations()
-    # first stage from every candidate start angle; keep the lowest metric
-    candidates: list[tuple[float, sitk.Transform, StageResult]] = []
+    # first stage from every candidate start (angle, offset); keep the lowest metric
+    starts = [
+        (angle, offset, _shifted(_rotated(initial, angle), offset, moving_f.GetSpacing()))
+        for angle in params.initial_angles_deg
+        for offset in params.initial_offsets_px
+    ]
+    candidates: list[tuple[float, tuple[float, float], sitk.Transform, StageResult]] = []
     failures: list[str] = []
-    for angle in params.initial_angles_deg:
+    for angle, offset, start_tx in starts:
         try:
-            tx, result = _run_stage(
-                context, params.stages[0], _rotated(initial, angle), stage_iterations[0]
-            )
+            tx, result = _run_stage(context, params.stages[0], start_tx, stage_iterations[0])
         except RegistrationError as exc:
-            if len(params.initial_angles_deg) == 1:
+            if len(starts) == 1:
                 raise
-            failures.append(f"start angle {angle:g} deg: {exc}")
+            failures.append(f"start angle {angle:g} deg, offset {offset} px: {exc}")
             continue
-        candidates.append((angle, tx, result))
+        candidates.append((angle, offset, tx, result))
     if not candidates:
-        raise RegistrationError("every start angle failed: " + "; ".join(failures))
-    start_angle, current, first = min(candidates, key=lambda c: c[2].metric_value)
+        raise RegistrationError("every start failed: " + "; ".join(failures))
+    start_angle, start_offset, current, first = min(candidates, key=lambda c: c[3].metric_value)
     stage_results = [first]
     for stage, max_iterations in zip(params.stages[1:], stage_iterations[1:], strict=True):
         current, result = _run_stage(context, stage, current, max_iterations)
@@ -1463,8 +1499,11 @@ def register_affine(
         )
     return RegistrationResult(
         transform=final,
-        initial_transform=_rotated(initial, start_angle),
+        initial_transform=_shifted(
+            _rotated(initial, start_angle), start_offset, moving_f.GetSpacing()
+        ),
         start_angle_deg=start_angle,
+        start_offset_px=start_offset,
         stages=tuple(stage_results),
         converged=all(s.converged for s in stage_results),
         seconds=time.perf_counter() - start,
