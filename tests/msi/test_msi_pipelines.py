@@ -5,7 +5,7 @@ In a copy of the project, with the real ``conf/base`` (``catalog_msi.yml``,
 ``msi_data_engineering`` (the simulated demo, peak stacks, PCA, padding, registration, tile
 sets), then ``kedro run --pipeline=modelling --namespaces=msi_to_he`` (pix2pix on the black- and
 the white-padded tiles, the U-Net regression baseline). Then the generated tiles of the test
-specimen are measured with the evaluation pipeline's metric code (MI of grey levels, 20 bins,
+specimens are measured with the evaluation pipeline's metric code (MI of grey levels, 20 bins,
 nats; SSIM).
 
 Until the registry lists them, the two pipelines are added to it for this test (see
@@ -67,6 +67,8 @@ TINY = {
 #: acceptance thresholds of the registration against the demo's known affine (10 µm MSI pixels)
 MAX_MEDIAN_TRE_UM = 5.0
 MAX_PAIR_TRE_UM = 10.0
+#: the conf/base demo's specimens (parameters_msi.yml: msi_data_engineering.demo.simulation)
+N_SPECIMENS = 10
 
 
 def _copy_project(dest: Path) -> Path:
@@ -194,11 +196,11 @@ def test_msi_parameters_parse() -> None:
 def test_tile_sets_are_split_by_specimen(msi_project: dict) -> None:
     project = msi_project["project"]
     pairs = pd.read_csv(project / "data" / "02_intermediate" / "msi" / "pairs_with_splits.csv")
-    # 6 specimens at 70/10/20: largest-remainder rounding gives 4/1/1
+    # 10 specimens at 70/10/20: 7/1/2
     assert pairs.groupby("split")["specimen_id"].nunique().to_dict() == {
-        "train": 4,
+        "train": 7,
         "val": 1,
-        "test": 1,
+        "test": 2,
     }
     black, white = _tiles(project, "black"), _tiles(project, "white")
     for tiles in (black, white):
@@ -249,8 +251,10 @@ def test_registration_recovers_the_known_affine(msi_project: dict) -> None:
     report = pd.read_csv(
         msi_project["project"] / "data" / "08_reporting" / "msi" / "registration_report.csv"
     )
-    assert len(report) == 6 and set(report["mode"]) == {"control_points"}
+    assert len(report) == N_SPECIMENS and set(report["mode"]) == {"control_points"}
     assert (report["n_control_points"] == 8).all() and (report["cp_rms_um"] < 10).all()
+    # intensity mode needs its 9 start offsets here: from the centred start alone one of the
+    # 10 specimens ends in a local optimum at 14.4 µm (msi.pairs.MSI_OPTIMISER)
     for r in (report, msi_project["intensity_report"]):
         print(f"\nTRE (µm) {r['mode'].iloc[0]}:", r["tre_mean_um"].round(2).tolist())
         assert r["tre_mean_um"].median() < MAX_MEDIAN_TRE_UM, r[["pair_id", "tre_mean_um"]]
@@ -260,7 +264,7 @@ def test_registration_recovers_the_known_affine(msi_project: dict) -> None:
         assert (r["mi_registered"] > r["mi_initial"]).mean() >= 0.5
     assert set(msi_project["intensity_report"]["mode"]) == {"intensity"}
     qc = msi_project["project"] / "data" / "08_reporting" / "qc" / "msi_registration"
-    assert len(list(qc.glob("*.png"))) == 6
+    assert len(list(qc.glob("*.png"))) == N_SPECIMENS
 
 
 def _test_metrics(project: Path, experiment: str, colour: str) -> dict[str, float]:
@@ -284,7 +288,7 @@ def test_split_metrics(msi_project: dict) -> dict[str, dict[str, float]]:
         "pix2pix (white)": _test_metrics(project, "msi_to_he_white", "white"),
         "U-Net (black)": _test_metrics(project, "msi_unet", "black"),
     }
-    print("\nseed 003 table on the demo's test specimen (MI nats, 20 bins; SSIM):")
+    print("\nseed 003 table on the demo's test specimens (MI nats, 20 bins; SSIM):")
     for name, m in metrics.items():
         print(f"  {name:16s} MI {m['MI']:.3f}  SSIM {m['SSIM']:.3f}  (N = {m['n']} tiles)")
     print("  timings:", {k: round(v, 1) for k, v in msi_project["timings"].items()})
@@ -314,11 +318,12 @@ def test_trainings_ran_and_learned(msi_project: dict, test_split_metrics: dict) 
     strict=True,
     reason=(
         "paper 003's direction (pix2pix > U-Net on MI) does not hold on the simulated demo: "
-        "on the test specimen (45 tiles) these tiny trainings give pix2pix black/white MI "
-        "0.145/0.146 vs U-Net 0.316 nats; the conf/base demo sizes 0.166/0.167 vs 0.322; "
-        "pix2pix for 60 epochs (lr 2e-5 or 2e-4) 0.24-0.25. The simulated MSI carries only "
-        "10 µm stain densities: the U-Net's conditional mean (MSE) is what MI and SSIM reward, "
-        "pix2pix's adversarial texture is uncorrelated with the real texture"
+        "on the 2 test specimens (82 tiles) these tiny trainings give pix2pix black/white MI "
+        "0.190/0.183 vs U-Net 0.301 nats. Trained to a plateau it still does not: on a "
+        "15-specimen demo, pix2pix for 20/100/300 epochs MI 0.285/0.327/0.323 vs the U-Net's "
+        "0.385 (SSIM 0.23/0.40/0.41 vs 0.45), while LPIPS turns to pix2pix (0.245/0.135/0.072 vs "
+        "0.201). The simulated MSI carries only 10 µm stain densities: the U-Net's conditional "
+        "mean (MSE) is what MI and SSIM reward; pix2pix's texture is uncorrelated with the real"
     ),
 )
 def test_pix2pix_beats_the_unet_on_mutual_information(test_split_metrics: dict) -> None:
