@@ -3,7 +3,10 @@
 ``kedro run`` (``__default__``) generates the built-in demo and runs every pipeline on it. Each
 pipeline is also registered alone and reads its inputs from the catalog, so on your own data you
 point ``slides``, ``mri_volumes`` and ``pairs`` at your files in ``conf/local/catalog.yml`` and
-run ``kedro run --pipeline=data_engineering`` (the demo never writes there).
+run ``kedro run --pipeline=data_engineering`` (the demo never writes there). The MSI study
+(seed 003) the same way: ``msi_pairs``, ``msi_imzml``, ``msi_histology`` (``msi_control_points``,
+``msi_ground_truth``) in ``conf/local/catalog.yml``, then ``kedro run --pipeline=msi_analysis``
+(``msi_data_engineering`` simulates the demo first and analyses that).
 """
 
 from __future__ import annotations
@@ -35,13 +38,15 @@ DEMO_INPUTS = {
 #: as ``registration``; ``inference`` is for a user's own new MRI; ``missing_sequences``
 #: (seed 002: DCGAN, style refinement, about 5 min) runs after ``modelling``; ``msi`` is seed
 #: 003 alone: the simulated MSI -> H&E demo, its three trainings and their evaluation, which the
-#: default run includes through ``msi_data_engineering``, ``modelling`` and ``evaluation``)
+#: default run includes through ``msi_data_engineering``, ``modelling`` and ``evaluation``;
+#: ``msi_analysis`` is ``msi_data_engineering`` without the demo, on the ``msi_*`` raw inputs)
 ALTERNATIVES = (
     "demo",
     "registration_control_points",
     "inference",
     "missing_sequences",
     "msi",
+    "msi_analysis",
 )
 
 
@@ -61,6 +66,7 @@ def register_pipelines() -> dict[str, Pipeline]:
         "inference": inference.create_pipeline(),
         "missing_sequences": missing_sequences.create_pipeline(),
         "msi_data_engineering": msi_data_engineering.create_pipeline(),
+        "msi_analysis": msi_data_engineering.create_analysis_pipeline(),
         "msi": msi_data_engineering.create_pipeline()
         + create_msi_experiments()
         + evaluation.create_msi_evaluation(),

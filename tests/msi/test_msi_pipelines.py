@@ -330,3 +330,90 @@ def test_pix2pix_beats_the_unet_on_mutual_information(test_split_metrics: dict) 
     unet = test_split_metrics["U-Net (black)"]["MI"]
     assert test_split_metrics["pix2pix (black)"]["MI"] > unet
     assert test_split_metrics["pix2pix (white)"]["MI"] > unet
+
+
+# ----------------------------------------------------------------------------------------------
+# a user's own data: `kedro run --pipeline=msi_analysis` reads the msi_* raw inputs (last in this
+# module: a second project, after every test of the first one ran)
+
+USER_CATALOG = """
+msi_pairs:
+  type: pandas.CSVDataset
+  filepath: user/pairs.csv
+  load_args: {dtype: {pair_id: str, specimen_id: str}}
+msi_imzml:
+  type: partitions.PartitionedDataset
+  path: user/msi
+  dataset: {type: mrihisto_kedro.datasets.imzml_dataset.ImzMLDataset}
+  filename_suffix: .imzML
+msi_histology:
+  type: partitions.PartitionedDataset
+  path: user/he
+  dataset: {type: pillow.ImageDataset}
+  filename_suffix: .png
+msi_control_points:
+  type: partitions.PartitionedDataset
+  path: user/landmarks
+  dataset: mrihisto_kedro.datasets.control_points_dataset.ControlPointsDataset
+  filename_suffix: .csv
+msi_ground_truth:            # none: the report's TRE columns stay empty
+  type: mrihisto_kedro.datasets.optional_csv_dataset.OptionalCSVDataset
+  filepath: user/no_ground_truth.csv
+  columns: [pair_id, a11, a12, a21, a22, tx, ty]
+"""
+
+
+@pytest.fixture(scope="module")
+def user_project(msi_project: dict, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh project whose conf/local points the msi_* inputs at 4 renamed demo specimens
+    (files named after their own pair ids, explicit splits, no ground truth)."""
+    demo = msi_project["project"] / "data" / "01_raw" / "demo_msi"
+    project = _copy_project(tmp_path_factory.mktemp("msi_user_project"))
+    user = project / "user"
+    for sub in ("msi", "he", "landmarks"):
+        (user / sub).mkdir(parents=True)
+    truth = pd.read_csv(demo / "ground_truth.csv", dtype={"pair_id": str})
+    rows = []
+    for k, (row, split) in enumerate(
+        zip(truth.head(4).itertuples(), ("train", "train", "val", "test"), strict=True)
+    ):
+        pair = f"patient_{k}"
+        for suffix in (".imzML", ".ibd"):
+            shutil.copy(demo / "msi" / f"{row.pair_id}{suffix}", user / "msi" / f"{pair}{suffix}")
+        shutil.copy(demo / "histology" / f"{row.pair_id}.png", user / "he" / f"{pair}.png")
+        shutil.copy(
+            demo / "control_points" / f"{row.pair_id}.csv", user / "landmarks" / f"{pair}.csv"
+        )
+        rows.append(
+            {"pair_id": pair, "specimen_id": f"S{k}", "mpp_x": row.mpp_x, "mpp_y": row.mpp_y,
+             "split": split}
+        )  # fmt: skip
+    pd.DataFrame(rows).to_csv(user / "pairs.csv", index=False)
+    (project / "conf" / "local" / "catalog.yml").write_text(USER_CATALOG)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(project)
+        try:
+            _run(project, "msi_analysis")
+        finally:
+            bootstrap_project(REPO_ROOT)
+    return project
+
+
+def test_msi_analysis_runs_on_a_users_own_files(user_project: Path) -> None:
+    data = user_project / "data"
+    assert not (data / "01_raw" / "demo_msi").exists()  # the demo was not simulated
+    report = pd.read_csv(data / "08_reporting" / "msi" / "registration_report.csv")
+    assert sorted(report["pair_id"]) == [f"patient_{k}" for k in range(4)]
+    assert (report["mode"] == "control_points").all() and (report["cp_rms_um"] < 10).all()
+    assert report["tre_mean_um"].isna().all()  # no ground truth given
+    pairs = pd.read_csv(data / "02_intermediate" / "msi" / "pairs_with_splits.csv")
+    assert dict(zip(pairs["pair_id"], pairs["split"], strict=True)) == {
+        "patient_0": "train",
+        "patient_1": "train",
+        "patient_2": "val",
+        "patient_3": "test",
+    }
+    for colour in ("black", "white"):
+        manifest = _tiles(user_project, colour).manifest
+        assert set(manifest["pair_id"]) == set(pairs["pair_id"])
+        assert set(manifest["specimen_id"]) == {"S0", "S1", "S2", "S3"}

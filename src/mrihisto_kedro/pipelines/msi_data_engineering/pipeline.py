@@ -3,12 +3,13 @@
 ``create_pipeline()`` (registered as ``msi_data_engineering``) first simulates the built-in MSI
 demo (``demo_msi_*`` in ``data/01_raw/demo_msi``) and runs the analysis on it. On your own data,
 point ``msi_pairs``, ``msi_imzml``, ``msi_histology`` (and ``msi_control_points``) at your files in
-``conf/local/catalog.yml`` and run :func:`create_analysis_pipeline` alone (the demo never writes
-there)::
+``conf/local/catalog.yml`` and run :func:`create_analysis_pipeline` alone, registered as
+``msi_analysis`` (the demo never writes there)::
 
     kedro run --pipeline=msi_data_engineering
     kedro run --pipeline=msi_data_engineering \\
         --params="msi_data_engineering.registration.mode=intensity"
+    kedro run --pipeline=msi_analysis          # your data, as conf/local/catalog.yml says
 
 Outputs: ``msi_to_he_black.tileset`` and ``msi_to_he_white.tileset`` (read by the modelling
 pipeline's ``msi_to_he_black``, ``msi_to_he_white`` and ``msi_unet`` experiments) and
