@@ -262,7 +262,12 @@ def test_registration_recovers_the_known_affine(msi_project: dict) -> None:
         # registering beats placing the MSI at the histology's centre
         assert (r["tre_mean_um"] < r["tre_initial_um"]).all()
         assert (r["mi_registered"] > r["mi_initial"]).mean() >= 0.5
-    assert set(msi_project["intensity_report"]["mode"]) == {"intensity"}
+    intensity = msi_project["intensity_report"]
+    assert set(intensity["mode"]) == {"intensity"}
+    # which of the 9 starts won (MSI pixels); control points have none
+    for axis in ("x", "y"):
+        assert set(intensity[f"start_offset_{axis}_px"]) <= {-1.0, 0.0, 1.0}
+        assert report[f"start_offset_{axis}_px"].isna().all()
     qc = msi_project["project"] / "data" / "08_reporting" / "qc" / "msi_registration"
     assert len(list(qc.glob("*.png"))) == N_SPECIMENS
 

@@ -77,6 +77,8 @@ REPORT_COLUMNS: tuple[str, ...] = (
     "msi_fraction",
     "seconds",
     "converged",
+    "start_offset_x_px",
+    "start_offset_y_px",
 )
 
 
@@ -311,6 +313,8 @@ def register_msi_pairs(
             "seconds": result.seconds,
             "converged": result.converged,
         }
+        if result.start_offset_px is not None:
+            record["start_offset_x_px"], record["start_offset_y_px"] = result.start_offset_px
         if result.control_point_residuals_um is not None:
             res = result.control_point_residuals_um
             record["cp_rms_um"] = float(np.sqrt(np.mean(res**2)))
