@@ -16,3 +16,18 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real sample data not found at {SHARED_DATA} (only present beside CI clones)")
     return SHARED_DATA
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    """The numerics of this machine as torch sees them, at the top of every test log (issue 13:
+    trajectories and ``precision: auto`` depend on them)."""
+    import torch
+
+    from mrihisto_kedro.nn.device import describe_numerics, numerics_report
+
+    report = numerics_report(torch.device("cpu"), "auto", False)
+    return [
+        f"numerics: {describe_numerics(report)} (precision auto resolves to "
+        f"{report['precision']} here; the demo pins fp32)",
+        f"cuda: {torch.cuda.is_available()}, mkldnn: {torch.backends.mkldnn.is_available()}",
+    ]

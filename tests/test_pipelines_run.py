@@ -14,6 +14,7 @@ import openslide
 import pandas as pd
 import pytest
 import SimpleITK as sitk
+import torch
 from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
 
@@ -187,6 +188,37 @@ def test_tile_sets_never_put_a_test_specimen_in_training(demo_project: Path) -> 
         assert not specimens["train"] & specimens["test"]
         assert (manifest["size"] > 0).all() and {"x", "y", "scale"} <= set(manifest.columns)
         assert tiles.a.dtype == np.float32 and tiles.b.dtype == np.uint8
+
+
+def test_every_demo_model_trains_in_pinned_fp32_and_says_so(demo_project: Path) -> None:
+    """Issue 13: the demo's numbers do not depend on the CPU's bf16 support, and the tables
+    and MLflow say what produced them."""
+    import mlflow
+
+    experiments = [
+        d.parent.name
+        for d in sorted((demo_project / "data" / "08_reporting").glob("*/training_summary.csv"))
+    ]
+    assert len(experiments) >= 9, experiments
+    settings = set()
+    for experiment in experiments:
+        s = _summary(demo_project, experiment)
+        assert s["precision"] == "fp32", (experiment, dict(s))
+        assert s["trained_with"].startswith("cpu, fp32, torch "), s["trained_with"]
+        settings.add(s["trained_with"])
+    markdown = (demo_project / "data" / "08_reporting" / "metrics_table.md").read_text()
+    for setting in settings:
+        assert f"- Trained with {setting}: " in markdown
+    mlflow.set_tracking_uri(f"sqlite:///{demo_project / 'mlflow.db'}")
+    runs = mlflow.search_runs(experiment_names=["mrihisto_kedro"], output_format="pandas")
+    trained = runs[runs["params.runtime.precision"].notna()]
+    assert set(trained["params.runtime.precision"]) == {"fp32"}
+    assert set(trained["params.runtime.cpu_capability"]) == {
+        torch.backends.cpu.get_cpu_capability()
+    }
+    names = set(trained["tags.mlflow.runName"])
+    assert {"tiles_256", "t1_to_t2", "msi_unet", "tiles_256-trial-0"} <= names
+    assert trained["tags.numerics"].str.contains("native bf16").all()
 
 
 def test_training_beats_untrained_and_trivial_baselines(demo_project: Path) -> None:

@@ -224,3 +224,27 @@ def test_missing_rows_and_markdown() -> None:
     assert "| SSIM | generated_vs_histology | 0.500 [0.400, 0.600] (4/2) |" in text
     assert "| FID | generated_vs_histology | missing |" in text
     assert "- missing: no weights" in text
+
+
+def test_markdown_lists_what_each_model_was_trained_with() -> None:
+    per_tile = pd.DataFrame(
+        {
+            "pair_id": ["s0", "s1"],
+            "split": "test",
+            "comparison": "generated_vs_histology",
+            "metric": "SSIM",
+            "value": [0.4, 0.6],
+        }
+    )
+    fp32 = "cpu, fp32, torch 2.14.1, CPU AVX2 without native bf16, 2 threads"
+    bf16 = "cpu, bf16, torch 2.14.1, CPU AVX512 with native bf16, 2 threads"
+    parts = [
+        summarise_tiles(per_tile, name, n_boot=10).assign(trained_with=setting)
+        for name, setting in (("a", fp32), ("b", bf16), ("c", fp32))
+    ]
+    table = pd.concat(parts, ignore_index=True)
+    text = render_markdown(table, "t")
+    assert f"- Trained with {fp32}: a, c" in text
+    assert f"- Trained with {bf16}: b" in text
+    # rows without the information (e.g. an untrained method) add no line
+    assert "Trained with" not in render_markdown(parts[0].assign(trained_with=np.nan), "t")

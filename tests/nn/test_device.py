@@ -11,7 +11,10 @@ from torch import nn
 from mrihisto_kedro.nn.device import (
     Precision,
     autocast_context,
+    cpu_has_fast_bf16,
+    describe_numerics,
     needs_grad_scaler,
+    numerics_report,
     resolve_precision,
     select_device,
     use_channels_last,
@@ -125,3 +128,28 @@ def test_channels_last_disabled_on_mps_or_off_and_for_non_images() -> None:
     conv = nn.Conv2d(3, 4, 3)
     use_channels_last(conv, CPU, False)
     assert conv.weight.is_contiguous()
+
+
+def test_numerics_report_names_what_decides_the_numbers(monkeypatch: pytest.MonkeyPatch) -> None:
+    import mrihisto_kedro.nn.device as device_module
+
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        report = numerics_report(CPU, "auto", False)
+    finally:
+        torch.set_num_threads(threads)
+    assert report["device"] == "cpu" and report["threads"] == "1"
+    assert report["torch"] == torch.__version__
+    assert report["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    # auto is resolved: bf16 exactly where this CPU has native bf16
+    assert report["precision"] == ("bf16" if cpu_has_fast_bf16() else "fp32")
+    assert report["cpu_bf16_native"] == str(cpu_has_fast_bf16()).lower()
+    for native, expected in ((True, "bf16"), (False, "fp32")):
+        monkeypatch.setattr(device_module, "cpu_has_fast_bf16", lambda native=native: native)
+        report = numerics_report(CPU, "auto", True)
+        assert report["precision"] == expected and report["channels_last"] == "true"
+        line = describe_numerics(report)
+        assert line.startswith(f"cpu, {expected}, torch {torch.__version__}, CPU ")
+        assert ("with native bf16" in line) is native and line.endswith(" threads")
+    assert numerics_report(CPU, "fp32", False)["precision"] == "fp32"  # pinned: any CPU

@@ -45,6 +45,17 @@ SMALL = {
 }
 SMALL_D = {**SMALL, "ndf": 8}
 
+# Thresholds of the training-trajectory tests. Float summation order differs between CPUs
+# (AVX2 / AVX-512 kernels), thread counts and oneDNN ISAs, and a 40-step GAN trajectory
+# amplifies it, so each threshold sits well outside the spread measured over kernel and thread
+# variants and over seeds: `python benchmarks/trajectory_margins.py` (issue 13).
+PIX2PIX_STEPS = 80  # 40 steps: the eval-mode L1 ratio was 0.59-0.60 against 0.6 (0.65 worst)
+PIX2PIX_L1_RATIO = 0.5
+PIX2PIX_AFTER_RATIO = 0.5
+CYCLEGAN_STEPS = 120  # 40 steps: 0.487-0.508 against 0.5 (issue 13), 0.62 worst over seeds
+CYCLEGAN_CYCLE_RATIO = 0.5
+UNET_MSE_RATIO = 0.5
+
 
 def _toy_batch(n: int = 4, size: int = 32, seed: int = 0) -> dict[str, torch.Tensor]:
     """Smooth random A (1 channel) and B = a fixed colour mapping of A (3 channels)."""
@@ -166,21 +177,34 @@ def test_config_validation_and_round_trip() -> None:
 # ---- pix2pix -------------------------------------------------------------------------------
 
 
-def test_pix2pix_losses_decrease_on_a_toy_colour_mapping() -> None:
-    torch.manual_seed(0)
-    model = Pix2Pix(Pix2PixConfig(**SMALL_D, lr=1e-3, lambda_L1=100.0, seed=1))
-    batch = _toy_batch()
+def pix2pix_toy_trajectory(seed: int = 0, steps: int = 40) -> dict[str, float]:
+    """Pix2pix on the toy colour mapping: G_L1 of the last 5 steps over the first 5, and the
+    generated image's L1 after training over before (both < 1 when it learns).
+
+    Margins (``benchmarks/trajectory_margins.py``, 8 kernel/thread variants of seed 0 and
+    seeds 0-9; issue 13): see the thresholds in the test below.
+    """
+    torch.manual_seed(seed)
+    model = Pix2Pix(Pix2PixConfig(**SMALL_D, lr=1e-3, lambda_L1=100.0, seed=1 + seed))
+    batch = _toy_batch(seed=seed)
     before = (model.generate(batch["A"]) - batch["B"]).abs().mean().item()
-    history = [model.train_step(batch) for _ in range(40)]
-    assert set(history[0]) == {"G_GAN", "G_L1", "D_real", "D_fake"}
+    history = [model.train_step(batch) for _ in range(steps)]
     first = sum(h["G_L1"] for h in history[:5]) / 5
     last = sum(h["G_L1"] for h in history[-5:]) / 5
-    assert last < 0.5 * first
+    after = (model.generate(batch["A"]) - batch["B"]).abs().mean().item()
+    return {"G_L1_last_over_first": last / first, "L1_after_over_before": after / before}
+
+
+def test_pix2pix_losses_decrease_on_a_toy_colour_mapping() -> None:
+    ratios = pix2pix_toy_trajectory(steps=PIX2PIX_STEPS)
+    assert ratios["G_L1_last_over_first"] < PIX2PIX_L1_RATIO, ratios
+    assert ratios["L1_after_over_before"] < PIX2PIX_AFTER_RATIO, ratios
+    model = Pix2Pix(Pix2PixConfig(**SMALL_D))
+    history = [model.train_step(_toy_batch(n=2))]
+    assert set(history[0]) == {"G_GAN", "G_L1", "D_real", "D_fake"}
     model.train()
-    after_train_mode = model.generate(batch["A"])  # generate always runs in eval mode
+    model.generate(_toy_batch(n=1)["A"])  # generate always runs in eval mode
     assert model.nets["G"].training  # ... and restores the previous mode
-    after = (after_train_mode - batch["B"]).abs().mean().item()
-    assert after < 0.6 * before
     assert all(p.requires_grad for p in model.nets["D"].parameters())
 
 
@@ -266,14 +290,21 @@ def test_cyclegan_step_losses_and_pools(gan_mode: str) -> None:
     assert len(model.pools["fake_A"]) == 3 and len(model.pools["fake_B"]) == 3
 
 
-def test_cyclegan_cycle_loss_decreases() -> None:
-    torch.manual_seed(0)
-    model = CycleGAN(CycleGANConfig(**SMALL_D, lr=1e-3, pool_size=4))
-    batch = _unpaired_batch(n=4)
-    history = [model.train_step(batch) for _ in range(40)]
+def cyclegan_cycle_trajectory(seed: int = 0, steps: int = 40) -> dict[str, float]:
+    """CycleGAN on a fixed unpaired batch: the cycle loss (A + B) of the last 3 steps over the
+    first 3 (< 1 when it learns the round trip)."""
+    torch.manual_seed(seed)
+    model = CycleGAN(CycleGANConfig(**SMALL_D, lr=1e-3, pool_size=4, seed=seed))
+    batch = _unpaired_batch(n=4, seed=seed)
+    history = [model.train_step(batch) for _ in range(steps)]
     first = sum(h["cycle_A"] + h["cycle_B"] for h in history[:3])
     last = sum(h["cycle_A"] + h["cycle_B"] for h in history[-3:])
-    assert last < 0.5 * first
+    return {"cycle_last_over_first": last / first}
+
+
+def test_cyclegan_cycle_loss_decreases() -> None:
+    ratios = cyclegan_cycle_trajectory(steps=CYCLEGAN_STEPS)
+    assert ratios["cycle_last_over_first"] < CYCLEGAN_CYCLE_RATIO, ratios
 
 
 def test_cyclegan_identity_off_when_channel_counts_differ() -> None:
@@ -287,12 +318,21 @@ def test_cyclegan_identity_off_when_channel_counts_differ() -> None:
 # ---- U-Net regression ----------------------------------------------------------------------
 
 
+def unet_mse_trajectory(seed: int = 0, steps: int = 40) -> dict[str, float]:
+    """The U-Net regression on the toy mapping: MSE of the last 5 steps over the first 5."""
+    torch.manual_seed(seed)
+    model = UNetRegression(UNetRegressionConfig(**SMALL, lr=1e-3, seed=seed))
+    batch = _toy_batch(seed=seed)
+    history = [model.train_step(batch)["MSE"] for _ in range(steps)]
+    return {"MSE_last_over_first": sum(history[-5:]) / sum(history[:5])}
+
+
 def test_unet_regression_mse_decreases_and_range_conversion() -> None:
-    torch.manual_seed(0)
+    ratios = unet_mse_trajectory()
+    assert ratios["MSE_last_over_first"] < UNET_MSE_RATIO, ratios
     model = UNetRegression(UNetRegressionConfig(**SMALL, lr=1e-3))
     batch = _toy_batch()
-    history = [model.train_step(batch)["MSE"] for _ in range(40)]
-    assert sum(history[-5:]) < 0.5 * sum(history[:5])
+    model.train_step(batch)
     # generate maps the sigmoid output y in [0, 1] to 2y - 1 in [-1, 1]
     net = model.nets["G"]
     net.eval()

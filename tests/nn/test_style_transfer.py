@@ -249,16 +249,39 @@ def test_vgg19_from_an_explicit_state_dict() -> None:
 # refinement
 
 
-@pytest.mark.parametrize("optimizer", ["lbfgs", "adam"])
-def test_refine_lowers_its_objective_tiny_vgg(optimizer: str) -> None:
-    features = _tiny()
-    image, content, style = _images(2, seed=1), _images(2, seed=2), _images(1, seed=3)
+def _refinement(
+    optimizer: str, seed: int = 0
+) -> tuple[torch.Tensor, list[dict[str, float]], torch.Tensor]:
+    """8 refinement steps on a tiny random VGG: ``(refined, history, image)``."""
+    features = _tiny(seed=seed)
+    image = _images(2, seed=1 + 3 * seed)
+    content, style = _images(2, seed=2 + 3 * seed), _images(1, seed=3 + 3 * seed)
     params = StyleTransferParams(steps=8, optimizer=optimizer, style_weight=10.0)
     refined, history = refine(image, content, style, params, features)
+    return refined, history, image
+
+
+def refinement_trajectory(seed: int = 0) -> dict[str, float]:
+    """The refinement objective after 8 steps over before, for L-BFGS and Adam (< 1: lowered)."""
+    out = {}
+    for optimizer in ("lbfgs", "adam"):
+        history = _refinement(optimizer, seed)[1]
+        out[f"{optimizer}_total_last_over_first"] = history[-1]["total"] / history[0]["total"]
+    return out
+
+
+# threshold with margin over CPUs, threads and seeds: benchmarks/trajectory_margins.py
+REFINE_RATIO = 0.9
+
+
+@pytest.mark.parametrize("optimizer", ["lbfgs", "adam"])
+def test_refine_lowers_its_objective_tiny_vgg(optimizer: str) -> None:
+    refined, history, image = _refinement(optimizer)
     assert refined.shape == image.shape  # grey stays grey
     assert float(refined.min()) >= 0.0 and float(refined.max()) <= 1.0
     assert len(history) == 9 and history[0]["step"] == 0 and history[-1]["step"] == 8
-    assert history[-1]["total"] < 0.9 * history[0]["total"]
+    ratio = history[-1]["total"] / history[0]["total"]
+    assert ratio < REFINE_RATIO, ratio
     for row in history:
         assert row["total"] == pytest.approx(row["content"] + 10.0 * row["style"], rel=1e-5)
     assert not torch.equal(refined, image)

@@ -240,17 +240,32 @@ def test_train_without_validation_samples_the_training_batch() -> None:
     assert reports[0].checkpoint is None
 
 
-def test_unet_regression_beats_untrained_and_mean_colour() -> None:
-    model = UNetRegression(UNetRegressionConfig(**SMALL, lr=5e-3))
-    train_loader, val_loader = _loaders()
+def unet_against_baselines(seed: int = 0, epochs: int = 15) -> dict[str, float]:
+    """The U-Net regression trained ``epochs`` epochs on the toy tile set: its validation L1
+    over the untrained network's and over the mean-colour baseline's (< 1 when it learns)."""
+    model = UNetRegression(UNetRegressionConfig(**SMALL, lr=5e-3, seed=seed))
+    train_loader, val_loader = _loaders(seed=seed)
     untrained, _ = evaluate(model, val_loader)
-    result = train(model, train_loader, val_loader=val_loader, epochs=15, sample_every=0)
+    result = train(model, train_loader, val_loader=val_loader, epochs=epochs, sample_every=0)
     mean_b = torch.cat([b["B"] for b in train_loader]).mean(dim=(0, 2, 3))  # (3,)
     trivial = float(
         torch.cat([(b["B"] - mean_b[None, :, None, None]).abs() for b in val_loader]).mean()
     )
-    assert result.final["val_L1"] < 0.5 * untrained["val_L1"]
-    assert result.final["val_L1"] < trivial
+    return {
+        "val_L1_over_untrained": result.final["val_L1"] / untrained["val_L1"],
+        "val_L1_over_mean_colour": result.final["val_L1"] / trivial,
+    }
+
+
+# thresholds with margin over CPUs, threads and seeds: benchmarks/trajectory_margins.py
+UNET_UNTRAINED_RATIO = 0.5
+UNET_MEAN_COLOUR_RATIO = 1.0
+
+
+def test_unet_regression_beats_untrained_and_mean_colour() -> None:
+    ratios = unet_against_baselines()
+    assert ratios["val_L1_over_untrained"] < UNET_UNTRAINED_RATIO, ratios
+    assert ratios["val_L1_over_mean_colour"] < UNET_MEAN_COLOUR_RATIO, ratios
 
 
 # ---- checkpoints and exact resume ----------------------------------------------------------

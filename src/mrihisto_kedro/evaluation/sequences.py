@@ -790,7 +790,7 @@ def sequence_table(
             d_rows["metric"] == "D_accuracy", d_note, "fraction of the method's slices called fake"
         )
         frames.append(d_rows)
-    table = pd.concat(frames, ignore_index=True)[list(TABLE_COLUMNS)]
+    table = pd.concat(frames, ignore_index=True).reindex(columns=list(TABLE_COLUMNS))
     order = {m: i for i, m in enumerate(method_order())}
     table = table.sort_values("experiment", key=lambda s: s.map(order), kind="stable").reset_index(
         drop=True

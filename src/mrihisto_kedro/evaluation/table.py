@@ -1,11 +1,17 @@
 """The metric table: one row per (experiment, split, comparison, metric), with intervals.
 
 Long format (:data:`TABLE_COLUMNS`): ``experiment, split, comparison, metric, value, ci_low,
-ci_high, n_tiles, n_slides, note``. Intervals are percentile bootstraps over slides (whole
-slides resampled with replacement, because tiles of one slide are not independent): for tile
-metrics the statistic is the mean over the pooled tiles of the resampled slides; for FID and KID
-the distance recomputed on those tiles. ``note`` says what a reader must know: MI's bins and
-log base, FID's bias below 2048 samples, and why a metric is missing.
+ci_high, n_tiles, n_slides, note, trained_with``. Intervals are percentile bootstraps over
+slides (whole slides resampled with replacement, because tiles of one slide are not
+independent): for tile metrics the statistic is the mean over the pooled tiles of the resampled
+slides; for FID and KID the distance recomputed on those tiles. ``note`` says what a reader
+must know: MI's bins and log base, FID's bias below 2048 samples, and why a metric is missing.
+``trained_with`` is what decided the trained model's numbers (device, the precision actually
+used, torch, the CPU's SIMD level and native bf16, threads;
+:func:`~mrihisto_kedro.nn.device.describe_numerics`):
+precision ``auto`` trains in bf16 on CPUs with native bf16 and in fp32 elsewhere, so tables
+made on different machines differ unless ``precision: fp32`` is pinned. The markdown lists it
+under the table, once per distinct setting, with the experiments it applies to.
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ TABLE_COLUMNS: tuple[str, ...] = (
     "n_tiles",
     "n_slides",
     "note",
+    "trained_with",
 )
 
 #: pytorch-fid's advice: below this many samples the covariance is rank-deficient and FID is
@@ -289,4 +296,17 @@ def render_markdown(table: pd.DataFrame, title: str) -> str:
         "FID, KID, LPIPS and L1; higher for SSIM, PSNR and MI against the target.",
     ]
     lines += [f"- {n}" for n in notes]
+    lines += _trained_with_lines(t)
     return "\n".join(lines) + "\n"
+
+
+def _trained_with_lines(table: pd.DataFrame) -> list[str]:
+    """``Trained with <setting>: <experiments>`` once per distinct ``trained_with`` value."""
+    if "trained_with" not in table.columns:
+        return []
+    known = table[table["trained_with"].map(lambda v: isinstance(v, str) and bool(v))]
+    groups = known.groupby("trained_with", sort=True)["experiment"]
+    return [
+        f"- Trained with {setting}: {', '.join(dict.fromkeys(experiments))}"
+        for setting, experiments in groups
+    ]

@@ -10,6 +10,11 @@
   :func:`needs_grad_scaler` to know when ``torch.amp.GradScaler`` is required (fp16 on CUDA).
 - :func:`use_channels_last`: converts a module or a 4-D tensor to ``channels_last`` on CUDA and
   CPU (0.67 s -> 0.60 s per step with bf16 here); a no-op on MPS or when disabled.
+- :func:`numerics_report` / :func:`describe_numerics`: what decides a training's numbers on this
+  machine (device, resolved precision, memory format, torch version, the CPU's SIMD level and
+  native bf16, threads), logged to MLflow and printed under the tables: ``auto`` trains in bf16
+  on CPUs with native bf16 and in fp32 elsewhere, so results of ``auto`` differ by machine; pin
+  ``precision: fp32`` for numbers comparable across machines.
 
 Pure PyTorch (no Kedro).
 """
@@ -28,7 +33,10 @@ from mrihisto_kedro.nn.layers import parse_option
 __all__ = [
     "Precision",
     "autocast_context",
+    "cpu_has_fast_bf16",
+    "describe_numerics",
     "needs_grad_scaler",
+    "numerics_report",
     "resolve_precision",
     "select_device",
     "use_channels_last",
@@ -198,3 +206,44 @@ def use_channels_last(obj: T, device: torch.device, enabled: bool = True) -> T:
     if obj.dim() != 4:
         return obj
     return obj.contiguous(memory_format=torch.channels_last)
+
+
+def numerics_report(
+    device: torch.device, precision: Precision | str, channels_last: bool
+) -> dict[str, str]:
+    """What decides a model's numbers here, as strings (for MLflow parameters and tables).
+
+    Args:
+        device: the device the model runs on.
+        precision: the precision it runs in (``auto`` is resolved for ``device``).
+        channels_last: whether networks and inputs use ``channels_last``.
+
+    Returns:
+        ``device`` (with the CUDA device name), ``precision`` (resolved), ``channels_last``,
+        ``torch`` (version), ``cpu_capability`` (ATen's SIMD level: ``DEFAULT``, ``AVX2``,
+        ``AVX512``, ...), ``cpu_bf16_native`` (oneDNN bf16 support: what ``auto`` decides on)
+        and ``threads`` (intra-op threads: they change float summation order).
+    """
+    device = torch.device(device)
+    name = str(device)
+    if device.type == "cuda":
+        name += f" ({torch.cuda.get_device_name(device)})"
+    return {
+        "device": name,
+        "precision": resolve_precision(device, precision).value,
+        "channels_last": str(bool(channels_last)).lower(),
+        "torch": torch.__version__,
+        "cpu_capability": str(torch.backends.cpu.get_cpu_capability()),
+        "cpu_bf16_native": str(cpu_has_fast_bf16()).lower(),
+        "threads": str(torch.get_num_threads()),
+    }
+
+
+def describe_numerics(report: dict[str, str]) -> str:
+    """One line of a :func:`numerics_report`, e.g. ``cpu, fp32, torch 2.14.1, CPU AVX2 without
+    native bf16, 2 threads``."""
+    bf16 = "with" if report.get("cpu_bf16_native") == "true" else "without"
+    return (
+        f"{report['device']}, {report['precision']}, torch {report['torch']}, CPU "
+        f"{report['cpu_capability']} {bf16} native bf16, {report['threads']} threads"
+    )

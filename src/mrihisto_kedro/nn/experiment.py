@@ -140,8 +140,12 @@ def run_training(
     resume: bool = False,
     callback: Callable[[EpochReport], None] | None = None,
     sample_every: int = 1,
+    on_start: Callable[[TranslationModel], None] | None = None,
 ) -> tuple[TranslationModel, TrainingResult, dict[str, Any]]:
     """Train one model on a tile set and measure it on the validation split.
+
+    ``on_start`` is called with the built model before its first step (e.g. to log
+    :meth:`~mrihisto_kedro.nn.models.TranslationModel.numerics`).
 
     Returns:
         ``(model, result, info)``; ``info`` has ``val_split``, ``n_train``, ``n_val``,
@@ -155,6 +159,8 @@ def run_training(
         tileset, data, paired=paired, seed=config.seed
     )
     model = build_model(config)
+    if on_start is not None:
+        on_start(model)
     untrained, _ = evaluate(model, val_loader, max_batches=data.max_val_batches)
     result = train(
         model,

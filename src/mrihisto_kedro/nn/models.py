@@ -61,6 +61,7 @@ from mrihisto_kedro.nn.device import (
     autocast_context,
     cpu_has_fast_bf16,
     needs_grad_scaler,
+    numerics_report,
     resolve_precision,
     select_device,
     use_channels_last,
@@ -599,6 +600,12 @@ class TranslationModel(abc.ABC):
     def autocast(self) -> AbstractContextManager[object]:
         """The autocast context of the configured precision on the model's device."""
         return autocast_context(self.device, self.precision)
+
+    def numerics(self) -> dict[str, str]:
+        """What decides this model's numbers here: the device and the precision actually used,
+        torch, the CPU's SIMD level and bf16, threads (see
+        :func:`~mrihisto_kedro.nn.device.numerics_report`)."""
+        return numerics_report(self.device, self.precision, self.channels_last)
 
     def _to_device(self, x: torch.Tensor, channels: int, name: str) -> torch.Tensor:
         """Validate an ``(N, channels, H, W)`` batch and move it to the device (float32)."""

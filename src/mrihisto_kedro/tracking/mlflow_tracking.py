@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from mlflow.models import infer_signature
 
+from mrihisto_kedro.nn.device import describe_numerics
 from mrihisto_kedro.nn.training import EpochReport
 
 
@@ -51,6 +52,14 @@ def training_run(name: str, params: Mapping[str, Any], tags: Mapping[str, str]) 
         }
         mlflow.log_params({**flat, **short})
         yield run.info.run_id
+
+
+def log_numerics(numerics: Mapping[str, str]) -> None:
+    """Log what decided a training's numbers (device, resolved precision, torch, the CPU's SIMD
+    level and native bf16, threads: :func:`~mrihisto_kedro.nn.device.numerics_report`) to the
+    active run, as ``runtime.*`` parameters and as the tag ``numerics`` (one readable line)."""
+    mlflow.log_params({f"runtime.{key}": value for key, value in numerics.items()})
+    mlflow.set_tag("numerics", describe_numerics(dict(numerics)))
 
 
 class EpochLogger:

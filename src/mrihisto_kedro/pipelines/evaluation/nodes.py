@@ -90,6 +90,14 @@ def _log_to_training_run(summary: pd.DataFrame, table: pd.DataFrame, markdown: s
             client.log_metric(run_id, key, float(row.value))
 
 
+def _trained_with(summary: pd.DataFrame) -> str:
+    """The training's numerics line (``trained_with`` of its summary; empty when unknown)."""
+    if summary.empty or "trained_with" not in summary.columns:
+        return ""
+    value = summary.loc[0, "trained_with"]
+    return value if isinstance(value, str) else ""
+
+
 def evaluate_experiment(
     tileset: TileSet,
     generator: dict[str, Any],
@@ -153,7 +161,8 @@ def evaluate_experiment(
             f"{experiment}: none of the splits {list(p.tiles.splits)} has tiles; the tile set "
             f"has {tileset.splits}"
         )
-    table = pd.concat(table_frames, ignore_index=True)[list(TABLE_COLUMNS)]
+    table = pd.concat(table_frames, ignore_index=True).reindex(columns=list(TABLE_COLUMNS))
+    table["trained_with"] = _trained_with(training_summary)
     markdown = render_markdown(table, f"{experiment}: evaluation")
     _log_to_training_run(training_summary, table, markdown)
     figure = tile_panels(evaluated, p.n_figure_tiles, experiment)
@@ -192,7 +201,7 @@ def combine_tables(
         the MSI table (paper 003 itself: pix2pix with black and with white padding against
         the U-Net, test split) are empty when one of their experiments was not evaluated.
     """
-    table = pd.concat(tables, ignore_index=True)[list(TABLE_COLUMNS)]
+    table = pd.concat(tables, ignore_index=True).reindex(columns=list(TABLE_COLUMNS))
     markdown = render_markdown(
         table, "Table 1: generated vs real histology and vs MRI, per experiment and split"
     )

@@ -33,10 +33,10 @@ from mrihisto_kedro.evaluation.sequences import (
 from mrihisto_kedro.evaluation.table import render_markdown
 from mrihisto_kedro.imaging.tileset import TileSet
 from mrihisto_kedro.nn.dcgan import DCGAN, DCGANConfig
-from mrihisto_kedro.nn.device import select_device
+from mrihisto_kedro.nn.device import Precision, numerics_report, select_device
 from mrihisto_kedro.nn.style_transfer import WeightsUnavailable, vgg_features
 from mrihisto_kedro.params import parse_params
-from mrihisto_kedro.tracking.mlflow_tracking import training_run
+from mrihisto_kedro.tracking.mlflow_tracking import log_numerics, training_run
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +73,8 @@ def train_sequence_dcgan_node(
     slices = split_slices(tileset, p.split)
     params = {"model": config.to_dict(), "split": p.split, "n_images": len(slices)}
     with training_run("missing_sequences-dcgan", params, {"experiment": "missing_sequences"}):
+        # the DCGAN trains in fp32 (no autocast) on its configured device
+        log_numerics(numerics_report(select_device(config.device), Precision.FP32, False))
 
         def log_epoch(epoch: int, means: Mapping[str, float], model: DCGAN) -> None:
             mlflow.log_metrics({k: float(v) for k, v in means.items()}, step=epoch + 1)

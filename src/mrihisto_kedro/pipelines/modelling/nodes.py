@@ -20,10 +20,16 @@ from mrihisto_kedro.imaging.slides import Slide
 from mrihisto_kedro.imaging.tileset import TileSet, hold_out_specimens
 from mrihisto_kedro.imaging.tiling import AlignedPair, TilingParams, paired_tiles, whole_views
 from mrihisto_kedro.nn.data import resolve_range
+from mrihisto_kedro.nn.device import describe_numerics
 from mrihisto_kedro.nn.experiment import DataParams, ModelType, run_training
 from mrihisto_kedro.nn.training import export_generator
 from mrihisto_kedro.params import parse_params
-from mrihisto_kedro.tracking.mlflow_tracking import EpochLogger, log_generator, training_run
+from mrihisto_kedro.tracking.mlflow_tracking import (
+    EpochLogger,
+    log_generator,
+    log_numerics,
+    training_run,
+)
 from mrihisto_kedro.tracking.search import SearchParams, apply_choices, run_search
 
 logger = logging.getLogger(__name__)
@@ -211,6 +217,7 @@ def train_experiment(
                         p.data,
                         callback=EpochLogger(run_id),
                         sample_every=0,
+                        on_start=lambda model: log_numerics(model.numerics()),
                     )
                 return float(result.final[p.search.metric])
 
@@ -237,6 +244,7 @@ def train_experiment(
                 checkpoint_dir=checkpoints,
                 callback=EpochLogger(run_id),
                 sample_every=p.sample_every,
+                on_start=lambda model: log_numerics(model.numerics()),
             )
         final = result.final
         summary = {
@@ -248,6 +256,8 @@ def train_experiment(
             "n_val_tiles": info["n_val"],
             "epochs": result.epochs_completed,
             "seconds": result.seconds,
+            "precision": model.precision.value,
+            "trained_with": describe_numerics(model.numerics()),
             **search_info,
             "val_L1": final.get("val_L1"),
             "val_SSIM": final.get("val_SSIM"),
