@@ -41,10 +41,17 @@ def _run(project: Path, pipeline: str | None = None, params: dict | None = None)
 
 @pytest.fixture(scope="module")
 def demo_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The default run, on one torch thread whatever earlier tests left set (the thread count
+    changes float summation order, so the trained models' numbers; issue 13)."""
     project = _copy_project(tmp_path_factory.mktemp("project"))
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(project)
-        _run(project)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.chdir(project)
+            _run(project)
+    finally:
+        torch.set_num_threads(threads)
     return project
 
 
@@ -308,6 +315,7 @@ def test_evaluation_writes_table_1_and_the_baseline_table(demo_project: Path) ->
         "n_tiles",
         "n_slides",
         "note",
+        "trained_with",
     ]
     assert set(table["experiment"]) == {
         "whole_slide_4096",

@@ -12,6 +12,7 @@ import math
 import os
 import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -127,11 +128,14 @@ def _generator_payload(seed: int) -> dict:
 
 
 @pytest.fixture(scope="module")
-def tiny_dcgan() -> DCGAN:
+def tiny_dcgan() -> Iterator[DCGAN]:
+    """A 2-epoch DCGAN trained on one thread (the previous count restored afterwards)."""
     t2 = split_slices(_tileset(), "train").t2
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
     model, _ = train_sequence_dcgan(t2, DCGANConfig(**TINY_DCGAN, epochs=2))
-    return model
+    yield model
+    torch.set_num_threads(threads)
 
 
 def _tiny_vgg():

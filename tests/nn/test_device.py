@@ -140,6 +140,7 @@ def test_numerics_report_names_what_decides_the_numbers(monkeypatch: pytest.Monk
     finally:
         torch.set_num_threads(threads)
     assert report["device"] == "cpu" and report["threads"] == "1"
+    assert describe_numerics(report).endswith(", 1 thread")
     assert report["torch"] == torch.__version__
     assert report["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
     # auto is resolved: bf16 exactly where this CPU has native bf16
@@ -151,5 +152,8 @@ def test_numerics_report_names_what_decides_the_numbers(monkeypatch: pytest.Monk
         assert report["precision"] == expected and report["channels_last"] == "true"
         line = describe_numerics(report)
         assert line.startswith(f"cpu, {expected}, torch {torch.__version__}, CPU ")
-        assert ("with native bf16" in line) is native and line.endswith(" threads")
+        assert ("with native bf16" in line) is native
+        assert line.endswith(
+            f", {report['threads']} thread" + ("s" if report["threads"] != "1" else "")
+        )
     assert numerics_report(CPU, "fp32", False)["precision"] == "fp32"  # pinned: any CPU

@@ -245,5 +245,6 @@ def describe_numerics(report: dict[str, str]) -> str:
     bf16 = "with" if report.get("cpu_bf16_native") == "true" else "without"
     return (
         f"{report['device']}, {report['precision']}, torch {report['torch']}, CPU "
-        f"{report['cpu_capability']} {bf16} native bf16, {report['threads']} threads"
+        f"{report['cpu_capability']} {bf16} native bf16, {report['threads']} thread"
+        + ("" if report["threads"] == "1" else "s")
     )
