@@ -156,7 +156,7 @@ def extract_mri_slices(
 def _slide_mask_input(slide: Slide, max_size: int) -> tuple[np.ndarray, tuple[float, float]]:
     """Level-0 pixels of a (downsampled) slide, or a thumbnail within ``max_size``, and mm/px."""
     width, height = slide.level_dimensions[0]
-    rgb = slide.thumbnail((max_size, max_size)) if max(width, height) > max_size else None
+    rgb = slide.thumbnail(max_size) if max(width, height) > max_size else None
     if rgb is None:
         rgb = slide.read_region((0, 0), 0, (width, height))
     mpp = slide.mpp or (1000.0, 1000.0)
