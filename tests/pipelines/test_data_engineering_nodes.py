@@ -6,9 +6,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import pyvips
 
+from mrihisto_kedro.imaging.slide_image import SlideImage
 from mrihisto_kedro.imaging.slides import open_slide
+from mrihisto_kedro.imaging.tiff import write_pyramidal_tiff
 from mrihisto_kedro.pipelines.data_engineering.nodes import DataEngineeringParams, _slide_mask_input
 
 
@@ -27,17 +28,7 @@ def test_slide_longer_than_the_mask_size_is_masked_on_a_thumbnail(tmp_path: Path
     scaled so that the physical extent stays the slide's (it crashed with a TypeError)."""
     width, height, mpp = 2370, 1902, 0.2527 * 15  # µm/px of the 15x-downsampled grid
     path = tmp_path / "pair_01.tiff"
-    pyvips.Image.new_from_array(_tissue(height, width)).tiffsave(
-        str(path),
-        tile=True,
-        pyramid=True,
-        compression="jpeg",
-        Q=90,
-        tile_width=256,
-        tile_height=256,
-        xres=1000 / mpp,
-        yres=1000 / mpp,
-    )
+    write_pyramidal_tiff(SlideImage(_tissue(height, width), mpp=(mpp, mpp)), path)
     max_size = DataEngineeringParams().slide_mask.max_size
     assert max(width, height) > max_size
     with open_slide(path) as slide:
