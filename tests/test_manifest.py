@@ -7,6 +7,7 @@ import pytest
 
 from mrihisto_kedro.manifest import (
     ManifestError,
+    SlideHeader,
     SplitFractions,
     assign_splits,
     validate_pairs,
@@ -113,3 +114,70 @@ def test_given_splits_are_kept_and_counted() -> None:
 def test_split_fractions_must_sum_to_one() -> None:
     with pytest.raises(ValueError, match="sum to 1"):
         SplitFractions(train=0.5, val=0.1, test=0.1)
+
+
+# ------------------------------------------------------------------ slide pixel size (issue 14)
+FILE_MPP = {"s1.svs": (0.2527, 0.2527), "s2.svs": None, "s3.svs": None}
+
+
+def header(name: str) -> SlideHeader:
+    return SlideHeader(path=f"/data/slides/{name}", mpp=FILE_MPP[name])
+
+
+def test_slide_without_mpp_stops_validation_naming_the_file_and_the_fix() -> None:
+    with pytest.raises(ManifestError) as err:
+        validate_pairs(manifest(), SLIDES, counts, MRIS, source="pairs.csv", slide_header=header)
+    message = str(err.value)
+    for name, pid in (("s2.svs", "p2"), ("s3.svs", "p3")):
+        assert f"pair_id='{pid}'): slide /data/slides/{name} records no pixel size" in message
+    assert "s1.svs" not in message  # its file has an mpp
+    assert "column 'slide_mpp'" in message and "data_engineering.slide_mpp=" in message
+
+
+def test_slide_mpp_from_file_manifest_or_parameter() -> None:
+    out = validate_pairs(
+        manifest(slide_mpp=["", "0.5", ""], slide_mpp_y=["", "0.52", ""]),
+        SLIDES,
+        counts,
+        MRIS,
+        slide_header=header,
+        default_slide_mpp=0.25,
+    )
+    assert list(out["slide_mpp_source"]) == ["file", "manifest", "parameter"]
+    assert list(out["slide_mpp_x_um"]) == [0.2527, 0.5, 0.25]
+    assert list(out["slide_mpp_y_um"]) == [0.2527, 0.52, 0.25]
+
+
+def test_manifest_mpp_overrides_a_file_and_warns(caplog: pytest.LogCaptureFixture) -> None:
+    out = validate_pairs(
+        manifest(slide_mpp=["0.5", "0.5", "0.5"]),
+        SLIDES,
+        counts,
+        MRIS,
+        slide_header=header,
+    )
+    assert list(out["slide_mpp_x_um"]) == [0.5] * 3
+    assert "/data/slides/s1.svs records 0.2527" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("overrides", "default", "expected"),
+    [
+        ({"slide_mpp": ["", "abc", "0.5"]}, None, "field 'slide_mpp' = 'abc' is not a positive"),
+        ({"slide_mpp": ["", "-1", "0.5"]}, None, "field 'slide_mpp' = '-1' is not a positive"),
+        ({"slide_mpp": ["", "1000", "0.5"]}, None, "implausible pixel size 1000 x 1000"),
+        ({"slide_mpp_y": ["", "0.5", "0.5"]}, 0.25, "'slide_mpp_y' is given without"),
+        ({}, 1000.0, "s2.svs has an implausible pixel size 1000 x 1000 µm (parameter)"),
+    ],
+)
+def test_bad_mpp_is_refused(overrides: dict, default: float | None, expected: str) -> None:
+    with pytest.raises(ManifestError) as err:
+        validate_pairs(
+            manifest(**overrides),
+            SLIDES,
+            counts,
+            MRIS,
+            slide_header=header,
+            default_slide_mpp=default,
+        )
+    assert expected in str(err.value)

@@ -4,10 +4,17 @@ Columns (DESIGN.md section 3): ``pair_id, specimen_id, slide, mri, plane, slice_
 ``slide`` and ``mri`` name files inside the slides folder and the MRI folder (paths relative to
 those folders, as Kedro's ``PartitionedDataset`` lists them). ``split`` may be empty: then
 :func:`assign_splits` assigns whole specimens to train/val/test.
+
+Optional columns: ``slide_mpp`` (and ``slide_mpp_y`` for non-square pixels), the slide's level-0
+microns per pixel, for slides whose files do not record it (TCGA JPEG2000 ``.svs``, plain TIFFs)
+or record it wrongly. The validated manifest carries the pixel size every slide will be processed
+with in ``slide_mpp_x_um``, ``slide_mpp_y_um`` and where it came from in ``slide_mpp_source``.
 """
 
 from __future__ import annotations
 
+import logging
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -15,6 +22,8 @@ import numpy as np
 import pandas as pd
 
 from mrihisto_kedro.imaging.mri import Plane
+
+logger = logging.getLogger(__name__)
 
 REQUIRED_COLUMNS: tuple[str, ...] = (
     "pair_id",
@@ -26,6 +35,26 @@ REQUIRED_COLUMNS: tuple[str, ...] = (
     "split",
 )
 SPLITS: tuple[str, ...] = ("train", "val", "test")
+MPP_COLUMNS: tuple[str, ...] = ("slide_mpp", "slide_mpp_y")
+"""Optional manifest columns: level-0 microns per pixel (x; y when pixels are not square)."""
+PLAUSIBLE_MPP_UM: tuple[float, float] = (0.05, 500.0)
+"""Level-0 pixel sizes accepted, in µm: from a 100x objective (about 0.1 µm) to a slide that was
+already downsampled (tens of µm); 1000 µm (a millimetre per pixel) is a guess, not a scan."""
+MPP_MISMATCH = 0.01
+"""Relative difference between the manifest's and the file's mpp that is logged as a warning."""
+
+
+@dataclass(frozen=True)
+class SlideHeader:
+    """What validation needs from a slide file's header.
+
+    Attributes:
+        path: the user's file, as errors should name it.
+        mpp: level-0 microns per pixel ``(x, y)`` the file records, ``None`` when it records none.
+    """
+
+    path: str
+    mpp: tuple[float, float] | None
 
 
 class ManifestError(ValueError):
@@ -44,6 +73,9 @@ def validate_pairs(
     mri_slice_counts: Callable[[str, str], int],
     mri_names: set[str] | Mapping[str, object],
     source: str = "pairs manifest",
+    *,
+    slide_header: Callable[[str], SlideHeader] | None = None,
+    default_slide_mpp: float | None = None,
 ) -> pd.DataFrame:
     """Check every row of the manifest before any work is done.
 
@@ -54,10 +86,18 @@ def validate_pairs(
         mri_names: names of the MRI files that exist.
         source: how to name the manifest in errors; ``pairs.attrs["source"]`` (the file path,
             set by ``PairsManifestDataset``) takes precedence.
+        slide_header: ``f(slide_name) -> SlideHeader`` for an existing slide (reads the header
+            only). When given, every slide must end with a plausible level-0 pixel size: the
+            manifest's ``slide_mpp`` / ``slide_mpp_y``, else the file's, else
+            ``default_slide_mpp``; a slide with none is an error naming its file.
+        default_slide_mpp: µm per level-0 pixel for slides whose file records none and whose
+            row gives none (the ``data_engineering.slide_mpp`` parameter). Never overrides a file.
 
     Returns:
         A clean copy: ids and names as stripped strings, ``slice_index`` as int, ``plane``
-        lower-case, ``split`` as a string ('' when empty).
+        lower-case, ``split`` as a string ('' when empty); with ``slide_header``, also
+        ``slide_mpp_x_um``, ``slide_mpp_y_um`` (float) and ``slide_mpp_source`` (``file``,
+        ``manifest`` or ``parameter``).
 
     Raises:
         ManifestError: naming the manifest, the row (1-based, as in a spreadsheet after the
@@ -76,6 +116,7 @@ def validate_pairs(
     problems: list[str] = []
     out = pairs.copy()
     counts_cache: dict[tuple[str, str], int] = {}
+    headers: dict[str, SlideHeader] = {}
     seen: dict[str, int] = {}
     clean_rows = []
     for i, row in enumerate(pairs.to_dict("records")):
@@ -130,10 +171,20 @@ def validate_pairs(
         if split and split not in SPLITS:
             problems.append(f"{where}: field 'split' = {row['split']!r} is not one of {SPLITS}")
         rec["split"] = split
+        if slide_header is not None:
+            header = None
+            if rec["slide"] and rec["slide"] in slide_names:
+                if rec["slide"] not in headers:
+                    headers[rec["slide"]] = slide_header(rec["slide"])
+                header = headers[rec["slide"]]
+            rec.update(_resolve_mpp(row, header, default_slide_mpp, where, problems))
         clean_rows.append(rec)
     if problems:
         raise ManifestError(f"{source}: " + "; ".join(problems))
-    for col in ("pair_id", "specimen_id", "slide", "mri", "plane", "slice_index", "split"):
+    columns = ["pair_id", "specimen_id", "slide", "mri", "plane", "slice_index", "split"]
+    if slide_header is not None:
+        columns += ["slide_mpp_x_um", "slide_mpp_y_um", "slide_mpp_source"]
+    for col in columns:
         out[col] = [r[col] for r in clean_rows]
     out["slice_index"] = out["slice_index"].astype(int)
     # a specimen split between train and test would leak: refuse it
@@ -146,6 +197,73 @@ def validate_pairs(
             "split; splits must be by specimen"
         )
     return out
+
+
+def _number(
+    row: Mapping[str, object], column: str, where: str, problems: list[str]
+) -> float | None:
+    """The optional positive number in ``row[column]``; a non-number is appended to problems."""
+    raw = row.get(column)
+    if _blank(raw):
+        return None
+    try:
+        value = float(str(raw).strip())
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        problems.append(f"{where}: field '{column}' = {raw!r} is not a positive number of µm")
+        return None
+    return value
+
+
+def _resolve_mpp(
+    row: Mapping[str, object],
+    header: SlideHeader | None,
+    default: float | None,
+    where: str,
+    problems: list[str],
+) -> dict[str, object]:
+    """The level-0 mpp a row's slide is processed with, and its source (see validate_pairs)."""
+    x = _number(row, "slide_mpp", where, problems)
+    y = _number(row, "slide_mpp_y", where, problems)
+    if y is not None and x is None:
+        problems.append(f"{where}: field 'slide_mpp_y' is given without 'slide_mpp' (the x size)")
+    none = {"slide_mpp_x_um": math.nan, "slide_mpp_y_um": math.nan, "slide_mpp_source": ""}
+    if header is None:  # a missing slide: already reported
+        return none
+    mpp: tuple[float, float] | None
+    if x is not None:
+        mpp, origin = (x, y if y is not None else x), "manifest"
+        if (
+            header.mpp is not None
+            and max(abs(a / b - 1.0) for a, b in zip(mpp, header.mpp, strict=True)) > MPP_MISMATCH
+        ):
+            logger.warning(
+                "%s: slide %s records %.4g x %.4g µm/px; the manifest's slide_mpp %.4g x %.4g "
+                "is used instead",
+                where, header.path, *header.mpp, *mpp,
+            )  # fmt: skip
+    elif header.mpp is not None:
+        mpp, origin = header.mpp, "file"
+    elif default is not None:
+        mpp, origin = (default, default), "parameter"
+    else:
+        problems.append(
+            f"{where}: slide {header.path} records no pixel size (no openslide.mpp-x/mpp-y, "
+            "common in TCGA JPEG2000 .svs and plain TIFFs) and none is given; add a manifest "
+            "column 'slide_mpp' with its level-0 microns per pixel (and 'slide_mpp_y' if the "
+            "pixels are not square), or pass --params=data_engineering.slide_mpp=<µm> for every "
+            "slide without one"
+        )
+        return none
+    low, high = PLAUSIBLE_MPP_UM
+    if not all(low <= m <= high for m in mpp):
+        problems.append(
+            f"{where}: slide {header.path} has an implausible pixel size {mpp[0]:g} x {mpp[1]:g} "
+            f"µm ({origin}); level-0 pixels are {low:g}-{high:g} µm (0.25 at 40x, 0.5 at 20x)"
+        )
+        return none
+    return {"slide_mpp_x_um": mpp[0], "slide_mpp_y_um": mpp[1], "slide_mpp_source": origin}
 
 
 @dataclass(frozen=True)

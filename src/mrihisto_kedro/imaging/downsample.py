@@ -221,6 +221,7 @@ def downsample_slide(
     *,
     reader: Reader = "auto",
     strip_pixels: int = _DEFAULT_STRIP_PIXELS,
+    mpp: tuple[float, float] | None = None,
 ) -> SlideImage:
     """Downsample a slide by ``factor`` (e.g. 15) in bounded memory.
 
@@ -231,12 +232,15 @@ def downsample_slide(
             (strips through OpenSlide; any format) or ``"auto"`` (TIFF loader when possible).
         strip_pixels: largest strip (width x height pixels) read at once by the OpenSlide
             reader (default 4 Mpx; at least one row, or ``k`` rows when box-shrinking by ``k``).
+        mpp: level-0 microns per pixel ``(x, y)`` to use instead of the file's: a value the user
+            supplied (manifest ``slide_mpp``) for a file that records none or a wrong one.
 
     Returns:
         A :class:`SlideImage` whose ``pixels`` is a lazy 3-band uchar ``pyvips.Image`` of size
-        :func:`downsample_dimensions` ``(slide.dimensions, factor)``, ``mpp`` the source mpp times
-        ``factor`` (``None`` if the source has none), ``app_mag`` the objective power divided by
-        ``factor``, and ``description`` recording source file, factor, level and reader.
+        :func:`downsample_dimensions` ``(slide.dimensions, factor)``, ``mpp`` the level-0 mpp
+        (``mpp`` or the file's) times ``factor`` (``None`` if neither exists), ``app_mag`` the
+        objective power divided by ``factor`` (``None`` if the file has none), and
+        ``description`` recording source file, factor, level, reader and the level-0 mpp.
 
     Raises:
         ValueError: ``factor`` < 1, or ``reader="tiff"`` on a file the TIFF loader cannot read.
@@ -273,7 +277,7 @@ def downsample_slide(
         reduced = _reduce_openslide(slide, level, (out_w, out_h), strip_pixels)
         img = pyvips.Image.new_from_array(reduced).copy(interpretation="srgb")
 
-    mpp = slide.mpp
+    source_mpp = mpp if mpp is not None else slide.mpp
     power = slide.objective_power
     description = {
         "SourceFile": slide.path.name.replace("|", "_"),
@@ -281,9 +285,14 @@ def downsample_slide(
         "SourceLevel": str(level),
         "Reader": used,
     }
+    out_mpp: tuple[float, float] | None = None
+    if source_mpp is not None:
+        description["SourceMPP"] = f"{source_mpp[0]:.6g} x {source_mpp[1]:.6g}"
+        description["SourceMPPOrigin"] = "supplied" if mpp is not None else "file"
+        out_mpp = (source_mpp[0] * factor, source_mpp[1] * factor)
     return SlideImage(
         pixels=img,
-        mpp=(mpp[0] * factor, mpp[1] * factor) if mpp is not None else None,
+        mpp=out_mpp,
         app_mag=power / factor if power is not None else None,
         description=description,
     )

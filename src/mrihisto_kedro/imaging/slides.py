@@ -29,6 +29,8 @@ import numpy as np
 import openslide
 from openslide import OpenSlideError, OpenSlideUnsupportedFormatError
 
+from mrihisto_kedro.imaging.bit_depth import BitDepthError, check_tiff_bit_depth
+
 __all__ = [
     "DEFAULT_MAX_PIXELS",
     "Slide",
@@ -224,6 +226,11 @@ class Slide:
             if reason is not None:
                 self.close()
                 raise SlideReadError(f"cannot open slide '{path}': {reason}")
+            try:  # OpenSlide keeps the high byte of 16-bit samples: refuse rather than crush
+                check_tiff_bit_depth(path)
+            except BitDepthError as exc:
+                self.close()
+                raise SlideReadError(f"cannot open slide '{path}': {exc}") from exc
         # metadata is cached: after a decoding error OpenSlide refuses every further call
         osr = self._osr
         self._properties = dict(osr.properties)

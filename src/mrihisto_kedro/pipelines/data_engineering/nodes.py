@@ -17,7 +17,7 @@ from mrihisto_kedro.imaging.masks import mri_tissue_mask, slide_tissue_mask
 from mrihisto_kedro.imaging.mri import extract_slice, robust_normalise, slice_count
 from mrihisto_kedro.imaging.slide_image import SlideImage
 from mrihisto_kedro.imaging.slides import Slide
-from mrihisto_kedro.manifest import SplitFractions, assign_splits, validate_pairs
+from mrihisto_kedro.manifest import SlideHeader, SplitFractions, assign_splits, validate_pairs
 from mrihisto_kedro.params import parse_params
 from mrihisto_kedro.reporting.qc_figures import pair_qc_figure
 
@@ -60,6 +60,7 @@ class DataEngineeringParams:
     """Parameters of data_engineering (``conf/base/parameters_data_engineering.yml``)."""
 
     downsample_factor: float = 15.0
+    slide_mpp: float | None = None
     mri_normalisation: MriNormalisation = field(default_factory=MriNormalisation)
     slide_mask: SlideMaskParams = field(default_factory=SlideMaskParams)
     mri_mask: MriMaskParams = field(default_factory=MriMaskParams)
@@ -68,6 +69,8 @@ class DataEngineeringParams:
     def __post_init__(self) -> None:
         if self.downsample_factor < 1:
             raise ValueError(f"downsample_factor must be >= 1, got {self.downsample_factor}")
+        if self.slide_mpp is not None and not self.slide_mpp > 0:
+            raise ValueError(f"slide_mpp must be a positive number of µm, got {self.slide_mpp}")
 
 
 def _params(parameters: dict[str, Any]) -> DataEngineeringParams:
@@ -83,9 +86,11 @@ def validate_manifest(
     """Validate parameters, then the pairs manifest against the slide and MRI folders.
 
     Runs first so that a bad parameter or manifest row fails before any slide is read; see
-    :func:`mrihisto_kedro.manifest.validate_pairs` for the checks.
+    :func:`mrihisto_kedro.manifest.validate_pairs` for the checks. Every slide's header is read
+    (not its pixels) to settle its level-0 mpp: the manifest's ``slide_mpp``, else the file's, else
+    the ``slide_mpp`` parameter; a slide with none stops the run here, naming the file.
     """
-    _params(parameters)
+    p = _params(parameters)
     volumes: dict[str, sitk.Image] = {}
 
     def counts(name: str, plane: str) -> int:
@@ -93,7 +98,18 @@ def validate_manifest(
             volumes[name] = mri_volumes[name]()
         return slice_count(volumes[name], plane)
 
-    return validate_pairs(pairs, set(slides), counts, set(mri_volumes))
+    def header(name: str) -> SlideHeader:
+        with slides[name]() as slide:
+            return SlideHeader(path=str(slide.path), mpp=slide.mpp)
+
+    return validate_pairs(
+        pairs,
+        set(slides),
+        counts,
+        set(mri_volumes),
+        slide_header=header,
+        default_slide_mpp=p.slide_mpp,
+    )
 
 
 def split_by_specimen(pairs: pd.DataFrame, parameters: dict[str, Any]) -> pd.DataFrame:
@@ -119,16 +135,24 @@ def downsample_slides(
         only one slide's pipeline is open at once and pyvips streams it in bounded memory.
     """
     factor = _params(parameters).downsample_factor
+    if "slide_mpp_x_um" not in pairs.columns:
+        raise ValueError(
+            "the validated manifest has no slide_mpp_x_um column (written by validate_manifest); "
+            "re-run the data_engineering pipeline from validate_manifest"
+        )
 
-    def make(slide_name: str) -> Callable[[], SlideImage]:
+    def make(slide_name: str, mpp: tuple[float, float]) -> Callable[[], SlideImage]:
         def run() -> SlideImage:
-            logger.info("downsampling %s by %s", slide_name, factor)
+            logger.info("downsampling %s by %s (level-0 %.4g µm/px)", slide_name, factor, mpp[0])
             with slides[slide_name]() as slide:  # the lazy result stays valid after closing
-                return downsample_slide(slide, factor)
+                return downsample_slide(slide, factor, mpp=mpp)
 
         return run
 
-    return {row.pair_id: make(row.slide) for row in pairs.itertuples()}
+    return {
+        row.pair_id: make(row.slide, (float(row.slide_mpp_x_um), float(row.slide_mpp_y_um)))
+        for row in pairs.itertuples()
+    }
 
 
 def extract_mri_slices(
@@ -156,10 +180,12 @@ def extract_mri_slices(
 def _slide_mask_input(slide: Slide, max_size: int) -> tuple[np.ndarray, tuple[float, float]]:
     """Level-0 pixels of a (downsampled) slide, or a thumbnail within ``max_size``, and mm/px."""
     width, height = slide.level_dimensions[0]
+    mpp = slide.mpp
+    if mpp is None:  # validate_manifest settles every slide's mpp before downsampling
+        raise ValueError(f"downsampled slide {slide.path} records no microns per pixel")
     rgb = slide.thumbnail(max_size) if max(width, height) > max_size else None
     if rgb is None:
         rgb = slide.read_region((0, 0), 0, (width, height))
-    mpp = slide.mpp or (1000.0, 1000.0)
     spacing = (mpp[0] * width / rgb.shape[1] / 1000.0, mpp[1] * height / rgb.shape[0] / 1000.0)
     return rgb, spacing
 

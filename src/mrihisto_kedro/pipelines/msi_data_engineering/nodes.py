@@ -21,6 +21,7 @@ from PIL import Image
 
 from mrihisto_kedro.datasets.control_points_dataset import ControlPointsFile
 from mrihisto_kedro.demo.msi import MsiDemoParams, generate_msi_demo
+from mrihisto_kedro.imaging.bit_depth import pil_rgb8
 from mrihisto_kedro.imaging.tileset import TileSet
 from mrihisto_kedro.manifest import SplitFractions
 from mrihisto_kedro.msi.imzml import ImzMLReader
@@ -273,7 +274,7 @@ def register_msi_pairs(
     rows = []
     for row in pairs.itertuples():
         pair_id = str(row.pair_id)
-        rgb = np.asarray(histology[pair_id]().convert("RGB"))
+        rgb = pil_rgb8(histology[pair_id](), f"of pair {pair_id}")
         grid = histology_on_grid(rgb, (row.mpp_x, row.mpp_y), p.downsample)
         msi: sitk.Image = reduced[pair_id]()
         black, footprint = pad_to_histology(msi, grid, PadColour.BLACK, p.canvas_margin_px)
