@@ -9,6 +9,8 @@ Optional columns: ``slide_mpp`` (and ``slide_mpp_y`` for non-square pixels), the
 microns per pixel, for slides whose files do not record it (TCGA JPEG2000 ``.svs``, plain TIFFs)
 or record it wrongly. The validated manifest carries the pixel size every slide will be processed
 with in ``slide_mpp_x_um``, ``slide_mpp_y_um`` and where it came from in ``slide_mpp_source``.
+``mri_volume``: the 0-based volume of a 4-D MRI (time, echo, b-value) to slice; required for 4-D
+files, 0 for 3-D ones.
 """
 
 from __future__ import annotations
@@ -44,6 +46,26 @@ MPP_MISMATCH = 0.01
 """Relative difference between the manifest's and the file's mpp that is logged as a warning."""
 
 
+PLAUSIBLE_SPACING_MM: tuple[float, float] = (0.01, 20.0)
+"""MRI voxel spacings accepted, in mm: from ex-vivo microscopy MRI (tens of µm) to thick clinical
+slices; 0 or 1000 is a broken header."""
+
+
+@dataclass(frozen=True)
+class MriHeader:
+    """What validation needs from an MRI file.
+
+    Attributes:
+        path: the user's file or DICOM folder, as errors should name it.
+        volumes: number of 3-D volumes (1 for a 3-D file, the 4th size of a 4-D one).
+        spacing_mm: voxel spacing of the first three axes in mm.
+    """
+
+    path: str
+    volumes: int
+    spacing_mm: tuple[float, float, float]
+
+
 @dataclass(frozen=True)
 class SlideHeader:
     """What validation needs from a slide file's header.
@@ -76,6 +98,7 @@ def validate_pairs(
     *,
     slide_header: Callable[[str], SlideHeader] | None = None,
     default_slide_mpp: float | None = None,
+    mri_header: Callable[[str], MriHeader] | None = None,
 ) -> pd.DataFrame:
     """Check every row of the manifest before any work is done.
 
@@ -92,12 +115,15 @@ def validate_pairs(
             ``default_slide_mpp``; a slide with none is an error naming its file.
         default_slide_mpp: µm per level-0 pixel for slides whose file records none and whose
             row gives none (the ``data_engineering.slide_mpp`` parameter). Never overrides a file.
+        mri_header: ``f(mri_name) -> MriHeader`` for an existing MRI. When given, spacings must
+            be plausible and a 4-D file needs the row's ``mri_volume``; ``mri_slice_counts`` is
+            then asked about the selected volume.
 
     Returns:
         A clean copy: ids and names as stripped strings, ``slice_index`` as int, ``plane``
         lower-case, ``split`` as a string ('' when empty); with ``slide_header``, also
         ``slide_mpp_x_um``, ``slide_mpp_y_um`` (float) and ``slide_mpp_source`` (``file``,
-        ``manifest`` or ``parameter``).
+        ``manifest`` or ``parameter``); with ``mri_header``, ``mri_volume`` (int).
 
     Raises:
         ManifestError: naming the manifest, the row (1-based, as in a spreadsheet after the
@@ -117,6 +143,7 @@ def validate_pairs(
     out = pairs.copy()
     counts_cache: dict[tuple[str, str], int] = {}
     headers: dict[str, SlideHeader] = {}
+    mri_headers: dict[str, MriHeader] = {}
     seen: dict[str, int] = {}
     clean_rows = []
     for i, row in enumerate(pairs.to_dict("records")):
@@ -157,6 +184,11 @@ def validate_pairs(
             problems.append(f"{where}: field 'slice_index' = {index_raw!r} is not an integer")
             index = None
         rec["slice_index"] = index if index is not None else -1
+        if mri_header is not None:
+            if mri_ok and rec["mri"] not in mri_headers:
+                mri_headers[rec["mri"]] = mri_header(rec["mri"])
+            volume, mri_ok = _check_mri(row, mri_headers.get(rec["mri"]), where, problems, mri_ok)
+            rec["mri_volume"] = volume
         if index is not None and plane is not None and mri_ok:
             key = (rec["mri"], plane.value)
             if key not in counts_cache:
@@ -184,6 +216,8 @@ def validate_pairs(
     columns = ["pair_id", "specimen_id", "slide", "mri", "plane", "slice_index", "split"]
     if slide_header is not None:
         columns += ["slide_mpp_x_um", "slide_mpp_y_um", "slide_mpp_source"]
+    if mri_header is not None:
+        columns += ["mri_volume"]
     for col in columns:
         out[col] = [r[col] for r in clean_rows]
     out["slice_index"] = out["slice_index"].astype(int)
@@ -214,6 +248,48 @@ def _number(
         problems.append(f"{where}: field '{column}' = {raw!r} is not a positive number of µm")
         return None
     return value
+
+
+def _check_mri(
+    row: Mapping[str, object],
+    header: MriHeader | None,
+    where: str,
+    problems: list[str],
+    mri_ok: bool,
+) -> tuple[int, bool]:
+    """The row's volume index of its MRI, and whether slice counts can be asked about it."""
+    raw = row.get("mri_volume")
+    given: int | None = None
+    if not _blank(raw):
+        try:
+            given = int(str(raw).strip())
+        except ValueError:
+            problems.append(f"{where}: field 'mri_volume' = {raw!r} is not an integer")
+            return 0, False
+    if header is None:
+        return given or 0, False
+    low, high = PLAUSIBLE_SPACING_MM
+    if not all(low <= s <= high for s in header.spacing_mm):
+        spacing = " x ".join(f"{s:g}" for s in header.spacing_mm)
+        problems.append(
+            f"{where}: MRI {header.path} has voxel spacing {spacing} mm, outside the plausible "
+            f"{low:g}-{high:g} mm (a missing or broken header); fix the file's spacing"
+        )
+        mri_ok = False
+    if header.volumes > 1 and given is None:
+        problems.append(
+            f"{where}: MRI {header.path} is 4-D ({header.volumes} volumes); add a manifest "
+            "column 'mri_volume' with the 0-based volume to slice"
+        )
+        return 0, False
+    index = given or 0
+    if not 0 <= index < header.volumes:
+        problems.append(
+            f"{where}: field 'mri_volume' = {index} is out of range 0..{header.volumes - 1} for "
+            f"MRI {header.path}"
+        )
+        return 0, False
+    return index, mri_ok
 
 
 def _resolve_mpp(

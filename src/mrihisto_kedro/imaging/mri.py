@@ -39,6 +39,36 @@ _PLANE_AXES: dict[Plane, tuple[int, int, int, bool, bool]] = {
 }
 
 
+def volume_count(image: sitk.Image) -> int:
+    """Number of 3-D volumes in ``image``: 1 for a 3-D image, the 4th size for a 4-D one.
+
+    Raises:
+        ValueError: the image is neither 3-D nor 4-D.
+    """
+    if image.GetDimension() == 3:
+        return 1
+    if image.GetDimension() == 4:
+        return int(image.GetSize()[3])
+    raise ValueError(f"expected a 3-D or 4-D image, got a {image.GetDimension()}-D image")
+
+
+def select_volume(image: sitk.Image, index: int) -> sitk.Image:
+    """Volume ``index`` (0-based) of a 4-D image (time, echo, b-value), or a 3-D image itself.
+
+    The 3-D result keeps the first three axes' origin, spacing (mm) and direction.
+
+    Raises:
+        ValueError: ``index`` out of range (for a 3-D image only 0 is valid).
+    """
+    n = volume_count(image)
+    if not 0 <= index < n:
+        raise ValueError(f"volume index {index} out of range 0..{n - 1}")
+    if image.GetDimension() == 3:
+        return image
+    size = list(image.GetSize())
+    return sitk.Extract(image, size=[*size[:3], 0], index=[0, 0, 0, int(index)])
+
+
 def _voxel_axis_for(direction: np.ndarray, physical_axis: int) -> tuple[int, float]:
     """Voxel axis whose direction is closest to ``physical_axis`` and the sign of that cosine."""
     column = int(np.argmax(np.abs(direction[physical_axis, :])))

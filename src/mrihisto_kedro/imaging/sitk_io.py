@@ -5,7 +5,11 @@ Supported on disk:
 * single files: NIfTI (``.nii``, ``.nii.gz``), MetaImage (``.mha``, ``.mhd`` + ``.raw``/``.zraw``),
   NRRD (``.nrrd``, ``.nhdr`` + detached data);
 * a DICOM series: a folder of slice files, read with GDCM's series sorting
-  (``sitk.ImageSeriesReader.GetGDCMSeriesFileNames``) and written one file per slice.
+  (``sitk.ImageSeriesReader.GetGDCMSeriesFileNames``) and written one file per slice;
+* a single DICOM file (``.dcm``): one slice, or a multi-frame volume (read only).
+
+A classic MR or CT DICOM without Pixel Spacing (0028,0030) is refused: GDCM would read it as
+1 mm. (Enhanced multi-frame objects keep their spacing in functional groups, which GDCM reads.)
 
 Geometry (origin in mm, spacing in mm, direction cosines; ITK's LPS physical space) is kept by
 every format. Things worth knowing:
@@ -49,6 +53,7 @@ import SimpleITK as sitk
 from mrihisto_kedro.imaging.atomic_io import replace_folder
 
 __all__ = [
+    "DICOM_FILE",
     "DICOM_SERIES",
     "ImageReadError",
     "ImageWriteError",
@@ -60,6 +65,8 @@ __all__ = [
 
 DICOM_SERIES = "dicom-series"
 """Format name returned by :func:`image_format` for a DICOM series folder."""
+DICOM_FILE = "dicom-file"
+"""Format name returned by :func:`image_format` for a single ``.dcm`` file (read only)."""
 
 # longest suffix first so ".nii.gz" wins over ".gz"
 _FILE_FORMATS: dict[str, str] = {
@@ -69,6 +76,7 @@ _FILE_FORMATS: dict[str, str] = {
     ".mhd": "metaimage",
     ".nrrd": "nrrd",
     ".nhdr": "nrrd",
+    ".dcm": DICOM_FILE,
 }
 # formats whose header file points at a separate data file (written side by side)
 _DETACHED_HEADERS = (".mhd", ".nhdr")
@@ -87,6 +95,13 @@ _DICOM_NATIVE_TYPES = {sitk.sitkUInt8, sitk.sitkUInt16, sitk.sitkInt16}
 _FLOAT_TYPES = {sitk.sitkFloat32, sitk.sitkFloat64, sitk.sitkVectorFloat32, sitk.sitkVectorFloat64}
 # series-level DICOM tags copied onto a volume read from a series
 _DICOM_SERIES_TAGS = ("0008|0060", "0008|103e", "0020|000d", "0020|000e", "0020|0052")
+# classic single-frame storage classes, whose Pixel Spacing must be a top-level element
+_CLASSIC_SOP_CLASSES = {
+    "1.2.840.10008.5.1.4.1.1.4": "MR Image Storage",
+    "1.2.840.10008.5.1.4.1.1.2": "CT Image Storage",
+}
+_PIXEL_SPACING = "0028|0030"
+_SOP_CLASS = "0008|0016"
 _GZIP_CHUNK = 16 * 1024 * 1024
 
 
@@ -185,9 +200,41 @@ def _read_dicom_series(folder: Path, series_id: str | None) -> sitk.Image:
             f"{folder}: cannot read DICOM series {series_id} ({len(file_names)} files): "
             f"{_itk_message(exc)}"
         ) from exc
+    sop = reader.GetMetaData(0, _SOP_CLASS).strip() if reader.HasMetaDataKey(0, _SOP_CLASS) else ""
+    _check_dicom_spacing(Path(file_names[0]), sop, reader.HasMetaDataKey(0, _PIXEL_SPACING))
     for key in _DICOM_SERIES_TAGS:
         if reader.HasMetaDataKey(0, key):
             image.SetMetaData(key, reader.GetMetaData(0, key).strip())
+    return image
+
+
+def _check_dicom_spacing(path: Path, sop_class: str, has_pixel_spacing: bool) -> None:
+    """Refuse a classic MR/CT DICOM without Pixel Spacing: GDCM would assume 1 mm."""
+    if sop_class.rstrip("\x00 ") in _CLASSIC_SOP_CLASSES and not has_pixel_spacing:
+        kind = _CLASSIC_SOP_CLASSES[sop_class.rstrip("\x00 ")]
+        raise ImageReadError(
+            f"{path}: this {kind} DICOM records no Pixel Spacing (0028,0030), so its pixel size "
+            "is unknown (ITK would read it as 1 mm); fix the file's header, or convert it to "
+            "NIfTI with the right spacing and use that file"
+        )
+
+
+def _read_dicom_file(path: Path) -> sitk.Image:
+    """One ``.dcm`` file: a single slice (a 3-D image one voxel deep) or a multi-frame volume."""
+    reader = sitk.ImageFileReader()
+    reader.SetImageIO("GDCMImageIO")
+    reader.SetFileName(str(path))
+    try:
+        image = reader.Execute()
+    except RuntimeError as exc:
+        raise ImageReadError(
+            f"{path}: GDCM cannot read this DICOM file (corrupt, truncated or not DICOM): "
+            f"{_itk_message(exc)}"
+        ) from exc
+    sop = image.GetMetaData(_SOP_CLASS).strip() if image.HasMetaDataKey(_SOP_CLASS) else ""
+    _check_dicom_spacing(path, sop, image.HasMetaDataKey(_PIXEL_SPACING))
+    if image.GetDimension() == 2:  # a lone slice: one voxel deep, so it can be sliced
+        image = sitk.JoinSeries(image)
     return image
 
 
@@ -306,10 +353,11 @@ def read_image(
     check_truncation: bool = True,
     pixel_type: int | str | None = None,
 ) -> sitk.Image:
-    """Read a NIfTI/MetaImage/NRRD file or a DICOM series folder into a ``SimpleITK.Image``.
+    """Read a NIfTI/MetaImage/NRRD/DICOM file or a DICOM series folder into a ``SimpleITK.Image``.
 
     Args:
-        path: an image file, or a folder holding one (or several) DICOM series.
+        path: an image file (a single ``.dcm``: one slice, read as a volume one voxel deep, or a
+            multi-frame volume), or a folder holding one (or several) DICOM series.
         series_id: Series Instance UID to read when the folder holds several series.
         allow_nonfinite: accept NaN/inf voxels in floating-point images (default: refuse).
             NIfTI NaN/inf voxels then come back as 0 (ITK's reader replaces them).
@@ -355,13 +403,16 @@ def read_image(
                         " (ITK would silently read them as 0)",
                     )
                 )
-        try:
-            image = sitk.ReadImage(str(p))
-        except RuntimeError as exc:
-            raise ImageReadError(
-                f"{p}: ITK cannot read this {fmt} file (corrupt, truncated or not a {fmt} "
-                f"image): {_itk_message(exc)}"
-            ) from exc
+        if fmt == DICOM_FILE:
+            image = _read_dicom_file(p)
+        else:
+            try:
+                image = sitk.ReadImage(str(p))
+            except RuntimeError as exc:
+                raise ImageReadError(
+                    f"{p}: ITK cannot read this {fmt} file (corrupt, truncated or not a {fmt} "
+                    f"image): {_itk_message(exc)}"
+                ) from exc
     resolved = _resolve_pixel_type(pixel_type)
     if resolved is not None and image.GetPixelID() != resolved:
         image = sitk.Cast(image, resolved)
@@ -569,6 +620,10 @@ def write_image(
         fmt = image_format(dest)
     except ValueError as exc:
         raise ImageWriteError(str(exc)) from exc
+    if fmt == DICOM_FILE:
+        raise ImageWriteError(
+            f"{dest}: single .dcm files are read only; write a DICOM series to a folder path"
+        )
     dest.parent.mkdir(parents=True, exist_ok=True)
     if fmt == DICOM_SERIES:
         _write_dicom_series(image, dest, dicom_modality, dicom_series_description, dicom_tags)

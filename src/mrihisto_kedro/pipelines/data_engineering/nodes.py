@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import PurePath
 from typing import Any
 
 import numpy as np
@@ -14,10 +15,22 @@ from matplotlib.figure import Figure
 
 from mrihisto_kedro.imaging.downsample import downsample_slide, downsampled_origin_mm
 from mrihisto_kedro.imaging.masks import mri_tissue_mask, slide_tissue_mask
-from mrihisto_kedro.imaging.mri import extract_slice, robust_normalise, slice_count
+from mrihisto_kedro.imaging.mri import (
+    extract_slice,
+    robust_normalise,
+    select_volume,
+    slice_count,
+    volume_count,
+)
 from mrihisto_kedro.imaging.slide_image import SlideImage
 from mrihisto_kedro.imaging.slides import Slide
-from mrihisto_kedro.manifest import SlideHeader, SplitFractions, assign_splits, validate_pairs
+from mrihisto_kedro.manifest import (
+    MriHeader,
+    SlideHeader,
+    SplitFractions,
+    assign_splits,
+    validate_pairs,
+)
 from mrihisto_kedro.params import parse_params
 from mrihisto_kedro.reporting.qc_figures import pair_qc_figure
 
@@ -93,10 +106,20 @@ def validate_manifest(
     p = _params(parameters)
     volumes: dict[str, sitk.Image] = {}
 
-    def counts(name: str, plane: str) -> int:
+    def volume(name: str) -> sitk.Image:
         if name not in volumes:
             volumes[name] = mri_volumes[name]()
-        return slice_count(volumes[name], plane)
+        return volumes[name]
+
+    def mri_header(name: str) -> MriHeader:
+        image = volume(name)
+        if image.GetDimension() not in (3, 4):
+            raise ValueError(
+                f"MRI {_source_of(mri_volumes[name], name)} is a {image.GetDimension()}-D image; "
+                "the manifest's mri must be a 3-D volume or a 4-D series of volumes"
+            )
+        spacing = image.GetSpacing()[:3]
+        return MriHeader(_source_of(mri_volumes[name], name), volume_count(image), spacing)
 
     def header(name: str) -> SlideHeader:
         with slides[name]() as slide:
@@ -105,11 +128,21 @@ def validate_manifest(
     return validate_pairs(
         pairs,
         set(slides),
-        counts,
+        lambda name, plane: slice_count(select_volume(volume(name), 0), plane),
         set(mri_volumes),
         slide_header=header,
         default_slide_mpp=p.slide_mpp,
+        mri_header=mri_header,
     )
+
+
+def _source_of(loader: Loader, name: str) -> str:
+    """The file a partition loader reads (MriFolderDataset or PartitionedDataset), else name."""
+    for candidate in (*getattr(loader, "args", ()), getattr(loader, "__self__", None)):
+        path = getattr(candidate, "_filepath", candidate)
+        if isinstance(path, str | PurePath) and str(path):
+            return str(path)
+    return name
 
 
 def split_by_specimen(pairs: pd.DataFrame, parameters: dict[str, Any]) -> pd.DataFrame:
@@ -165,7 +198,10 @@ def extract_mri_slices(
     for row in pairs.itertuples():
         if row.mri not in cache:
             cache[row.mri] = mri_volumes[row.mri]()
-        plane_image = extract_slice(cache[row.mri], row.plane, int(row.slice_index))
+        index = int(getattr(row, "mri_volume", 0))
+        plane_image = extract_slice(
+            select_volume(cache[row.mri], index), row.plane, row.slice_index
+        )
         array = robust_normalise(
             sitk.GetArrayViewFromImage(plane_image), norm.lower_percentile, norm.upper_percentile
         )

@@ -1,8 +1,9 @@
-"""data_engineering on slides that no one here made, re-encoded as users' files come (issue 14).
+"""data_engineering on inputs that no one here made, re-encoded as users' files come (issue 14).
 
 The real Aperio slide ``CMU-1-Small-Region.svs`` (2220 x 2967 px, 0.499 µm/px) is rewritten as a
-JPEG pyramid that records no pixel size (as TCGA JPEG2000 slides and plain TIFF exports come),
-and as a 16-bit greyscale TIFF. The pipeline runs on a catalog of the project's own datasets.
+JPEG pyramid that records no pixel size (as TCGA JPEG2000 slides and plain TIFF exports come);
+a 16-bit greyscale TIFF; the real ICBM152 T1 (2 mm) as a DICOM series folder, a multi-frame
+``.dcm`` and inside a 4-D NIfTI. The pipeline runs on a catalog of the project's own datasets.
 """
 
 from __future__ import annotations
@@ -13,10 +14,13 @@ import numpy as np
 import openslide
 import pandas as pd
 import pytest
+import SimpleITK as sitk
 import tifffile
 from kedro.io import DataCatalog
 from kedro.runner import SequentialRunner
 
+from mrihisto_kedro.imaging.mri import extract_slice, robust_normalise
+from mrihisto_kedro.imaging.sitk_io import write_image
 from mrihisto_kedro.imaging.slide_image import SlideImage
 from mrihisto_kedro.imaging.slides import SlideReadError, open_slide
 from mrihisto_kedro.imaging.tiff import write_pyramidal_tiff
@@ -47,7 +51,13 @@ def cmu_without_mpp(shared_data: Path, tmp_path_factory: pytest.TempPathFactory)
     return path
 
 
-def _catalog(slides: Path, project: Path, pairs: pd.DataFrame, params: dict) -> DataCatalog:
+def _catalog(
+    slides: Path,
+    project: Path,
+    pairs: pd.DataFrame,
+    params: dict,
+    mri: Path = ICBM_T1.parent,
+) -> DataCatalog:
     slide_folder = {
         "type": "partitions.PartitionedDataset",
         "dataset": {"type": "mrihisto_kedro.datasets.slide_dataset.OpenSlideDataset"},
@@ -59,7 +69,10 @@ def _catalog(slides: Path, project: Path, pairs: pd.DataFrame, params: dict) -> 
     out = project / "data"
     config = {
         "slides": {**slide_folder, "path": str(slides)},
-        "mri_volumes": {**image_folder, "path": str(ICBM_T1.parent), "filename_suffix": ".nii.gz"},
+        "mri_volumes": {
+            "type": "mrihisto_kedro.datasets.mri_folder_dataset.MriFolderDataset",
+            "path": str(mri),
+        },
         "downsampled_slides": {
             **slide_folder,
             "path": str(out / "downsampled_slides"),
@@ -92,7 +105,7 @@ def _pairs(slide: str, **extra: str) -> pd.DataFrame:
         "pair_id": "case_01",
         "specimen_id": "patient_01",
         "slide": slide,
-        "mri": "icbm152_2009c_sym_t1_2mm",
+        "mri": "icbm152_2009c_sym_t1_2mm.nii.gz",
         "plane": "axial",
         "slice_index": "48",
         "split": "train",
@@ -154,3 +167,104 @@ def test_sixteen_bit_tiff_is_refused_not_crushed(tmp_path: Path) -> None:
     with pytest.raises(Exception, match="16 bits per sample"):
         _run(catalog)
     assert not (tmp_path / "project" / "data").exists()
+
+
+# ------------------------------------------------------------------ MRI as users have it
+def _tissue(h: int, w: int) -> np.ndarray:
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    f = np.sin(x / 37.0) + np.sin(y / 51.0)
+    rgb = np.stack([230 - 25 * f, 170 - 45 * f, 215 - 20 * f], axis=-1)
+    rgb[f <= -0.6] = 245
+    return np.clip(rgb, 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def mri_folder(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, sitk.Image]:
+    """A slide folder, and an MRI folder holding the ICBM152 T1 as a DICOM series folder (int16,
+    classic MR), a multi-frame .dcm, a 4-D NIfTI of (T1, 2 x T1) and a BIDS-style sidecar."""
+    root = tmp_path_factory.mktemp("user_mri")
+    slides = root / "slides"
+    slides.mkdir()
+    write_pyramidal_tiff(SlideImage(_tissue(1200, 1500), mpp=(0.5, 0.5)), slides / "s1.tiff")
+    t1 = sitk.ReadImage(str(ICBM_T1))
+    t1_int16 = sitk.Cast(sitk.RescaleIntensity(t1, 0, 4000), sitk.sitkInt16)
+    mri = root / "mri"
+    write_image(t1_int16, mri / "subject01_t1")  # one .dcm per slice
+    multi = sitk.Image(t1_int16)
+    multi.SetMetaData("0008|0060", "MR")
+    sitk.WriteImage(multi, str(mri / "subject02_t1.dcm"))  # one multi-frame file
+    array = sitk.GetArrayFromImage(t1)
+    four = sitk.GetImageFromArray(np.stack([array, 2 * array]), isVector=False)
+    four.SetSpacing((*t1.GetSpacing(), 3.0))
+    four.SetOrigin((*t1.GetOrigin(), 0.0))
+    d = np.asarray(t1.GetDirection()).reshape(3, 3)
+    four.SetDirection(tuple(np.block([[d, np.zeros((3, 1))], [np.zeros((1, 3)), 1.0]]).ravel()))
+    sitk.WriteImage(four, str(mri / "subject03_bold.nii.gz"))
+    (mri / "subject03_bold.json").write_text("{}")
+    return slides, mri, t1_int16
+
+
+def _expected_slice(volume: sitk.Image) -> np.ndarray:
+    plane = extract_slice(volume, "axial", 48)
+    return robust_normalise(sitk.GetArrayViewFromImage(plane), 1.0, 99.5)
+
+
+def test_mri_folder_lists_files_and_dicom_series(mri_folder: tuple) -> None:
+    from mrihisto_kedro.datasets.mri_folder_dataset import MriFolderDataset
+
+    _, mri, _ = mri_folder
+    names = set(MriFolderDataset(path=str(mri)).load())
+    assert {"subject01_t1", "subject02_t1.dcm", "subject03_bold.nii.gz"} <= names
+    assert "subject03_bold.json" not in names
+    assert "subject01_t1/slice_00010.dcm" in names  # one slice of the series, by its path
+
+
+@pytest.mark.parametrize("name", ["subject01_t1", "subject02_t1.dcm"])
+def test_dicom_from_the_manifest_keeps_spacing_and_voxels(
+    mri_folder: tuple, tmp_path: Path, name: str
+) -> None:
+    slides, mri, t1_int16 = mri_folder
+    pairs = _pairs("s1.tiff", mri=name)
+    catalog = _catalog(slides, tmp_path, pairs, {}, mri=mri)
+    _run(catalog)
+    out = sitk.ReadImage(str(tmp_path / "data" / "mri" / "case_01.mha"))
+    assert out.GetSpacing() == pytest.approx((2.0, 2.0))
+    np.testing.assert_allclose(sitk.GetArrayFromImage(out), _expected_slice(t1_int16), atol=1e-6)
+
+
+def test_four_d_mri_needs_a_volume_index(mri_folder: tuple, tmp_path: Path) -> None:
+    slides, mri, _ = mri_folder
+    pairs = _pairs("s1.tiff", mri="subject03_bold.nii.gz")
+    with pytest.raises(ManifestError) as err:
+        _run(_catalog(slides, tmp_path, pairs, {}, mri=mri))
+    assert f"MRI {mri / 'subject03_bold.nii.gz'} is 4-D (2 volumes)" in str(err.value)
+    assert "'mri_volume'" in str(err.value)
+    assert not (tmp_path / "data").exists()
+    catalog = _catalog(
+        slides, tmp_path, _pairs("s1.tiff", mri=pairs.mri[0], mri_volume="1"), {}, mri=mri
+    )
+    _run(catalog)
+    out = sitk.ReadImage(str(tmp_path / "data" / "mri" / "case_01.mha"))
+    t1 = sitk.ReadImage(str(ICBM_T1))
+    np.testing.assert_allclose(
+        sitk.GetArrayFromImage(out), _expected_slice(2 * t1), atol=1e-6
+    )  # the normalised slice of volume 1 (2 x T1) is that of T1; its spacing is the volume's
+    assert out.GetSpacing() == pytest.approx((2.0, 2.0))
+
+
+def test_dicom_without_pixel_spacing_is_refused(mri_folder: tuple, tmp_path: Path) -> None:
+    """GDCM reads a classic MR slice without (0028,0030) as 1 mm: the file is refused instead.
+    The element is renamed to (0028,0031) in place (implicit VR, as GDCM writes it), so the file
+    stays valid DICOM."""
+    _, mri, _ = mri_folder
+    source = (mri / "subject01_t1" / "slice_00010.dcm").read_bytes()
+    tag = b"\x28\x00\x30\x00\x04\x00\x00\x00"  # (0028,0030), 4 bytes: "2\\2 "
+    assert source.count(tag) == 1
+    broken = tmp_path / "mri" / "no_spacing.dcm"
+    broken.parent.mkdir()
+    broken.write_bytes(source.replace(tag, b"\x28\x00\x31\x00\x04\x00\x00\x00"))
+    assert sitk.ReadImage(str(broken)).GetSpacing()[:2] == (1.0, 1.0)  # what ITK alone says
+    from mrihisto_kedro.imaging.sitk_io import ImageReadError, read_image
+
+    with pytest.raises(ImageReadError, match=r"no_spacing\.dcm: this MR Image Storage DICOM"):
+        read_image(broken)
