@@ -406,20 +406,94 @@ def test_synthetic_slides_open_in_openslide_and_blending_hides_seams(
                 assert slide.properties["openslide.vendor"] == "aperio"
 
 
+def _anisotropic_t1(project: Path) -> tuple[Path, sitk.Image]:
+    """The demo's ICBM152 T1 on a 1.2 x 0.9375 x 2 mm grid (same field of view), as NIfTI."""
+    t1 = sitk.ReadImage(
+        str(project / "data/01_raw/demo/icbm152_2009c_2mm/icbm152_2009c_sym_t1_2mm.nii.gz")
+    )
+    spacing = (1.2, 0.9375, 2.0)
+    size = [
+        round(n * s / t) for n, s, t in zip(t1.GetSize(), t1.GetSpacing(), spacing, strict=True)
+    ]
+    image = sitk.Resample(
+        t1, size, sitk.Transform(3, sitk.sitkIdentity), sitk.sitkLinear, t1.GetOrigin(),
+        spacing, t1.GetDirection(), 0.0, sitk.sitkFloat32,
+    )  # fmt: skip
+    path = project / "data" / "01_raw" / "user_t1_anisotropic.nii.gz"
+    sitk.WriteImage(image, str(path))
+    return path, image
+
+
+def test_generators_record_how_they_were_trained(demo_project: Path) -> None:
+    """Issue 14: generator.pt holds the input pixel size, normalisation, plane and padding."""
+    models = demo_project / "data" / "06_models"
+    slide_spec = torch.load(models / "tiles_256" / "generator.pt", weights_only=True)["input_spec"]
+    report = pd.read_csv(demo_project / "data" / "08_reporting" / "data_engineering_report.csv")
+    tiles = pd.read_parquet(models.parent / "05_model_input/tiles_256/tileset/manifest.parquet")
+    level0 = report.set_index("pair_id")["slide_mpp"] / 15.0
+    expected = float(np.median(level0[tiles["pair_id"]].to_numpy() * tiles["scale"].to_numpy()))
+    assert slide_spec["kind"] == "slice_to_slide"
+    assert slide_spec["pixel_size_um"][0] == pytest.approx(expected, rel=1e-6)
+    assert slide_spec["lower_percentile"] == 1.0 and slide_spec["upper_percentile"] == 99.5
+    assert slide_spec["input_range"] == [0.0, 1.0] and slide_spec["channels"] == 1
+    volume_spec = torch.load(models / "t1_to_t2" / "generator.pt", weights_only=True)["input_spec"]
+    assert volume_spec["kind"] == "volume_to_volume" and volume_spec["plane"] == "axial"
+    assert volume_spec["pixel_size_um"] == [2000.0, 2000.0] and volume_spec["pad_to"] == 128
+    assert volume_spec["normalisation_scope"] == "volume"
+
+
 def test_inference_command_on_a_new_volume(demo_project: Path) -> None:
-    t1 = demo_project / "data" / "01_raw" / "demo" / "icbm152_2009c_2mm"
+    """A user's volume with non-square voxels, no model_mpp: the model file gives the pixel
+    size, and the synthetic slide keeps the slice's physical proportions."""
+    path, image = _anisotropic_t1(demo_project)
     out = demo_project / "data" / "07_model_output" / "inference" / "t1_axial_50.svs"
     params = {
-        "inference_mri": str(t1 / "icbm152_2009c_sym_t1_2mm.nii.gz"),
+        "inference_mri": str(path),
         "inference_output": str(out),
-        "inference": {"new_slice": {"slice_index": 50, "model_mpp": 500.0}},
+        "inference": {"new_slice": {"slice_index": 50}},
     }
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(demo_project)
         _run(demo_project, "inference", params)
+    spec = torch.load(demo_project / "data/06_models/tiles_256/generator.pt", weights_only=True)[
+        "input_spec"
+    ]
+    model_um = spec["pixel_size_um"][0]
+    width_um, height_um = (
+        n * s * 1000 for n, s in zip(image.GetSize()[:2], image.GetSpacing()[:2], strict=True)
+    )
     with openslide.OpenSlide(out) as slide:
-        assert slide.dimensions == (96 * 4, 114 * 4)  # 2 mm voxels -> 500 um pixels
-        assert float(slide.properties["openslide.mpp-x"]) == pytest.approx(500.0)
+        assert float(slide.properties["openslide.mpp-x"]) == pytest.approx(model_um, rel=1e-4)
+        w, h = slide.dimensions
+    assert w * model_um == pytest.approx(width_um, abs=model_um)  # columns: 1.2 mm voxels
+    assert h * model_um == pytest.approx(height_um, abs=model_um)  # rows: 0.9375 mm voxels
+
+
+def test_inference_volume_translates_a_new_t1_volume(demo_project: Path) -> None:
+    """``kedro run --pipeline=inference_volume``: the t1_to_t2 model on a whole new volume
+    with non-square voxels; a NIfTI on the input's grid that looks like the T2, not the T1."""
+    path, image = _anisotropic_t1(demo_project)
+    out = demo_project / "data" / "07_model_output" / "inference" / "user_t2.nii.gz"
+    params = {"inference_volume_mri": str(path), "inference_volume_output": str(out)}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(demo_project)
+        _run(demo_project, "inference_volume", params)
+    t2_file = "data/01_raw/demo/icbm152_2009c_2mm/icbm152_2009c_sym_t2_2mm.nii.gz"
+    t2 = sitk.Resample(sitk.ReadImage(str(demo_project / t2_file)), image, sitk.Transform(),
+                       sitk.sitkLinear, 0.0, sitk.sitkFloat32)  # fmt: skip
+    synthetic = sitk.ReadImage(str(out))
+    assert synthetic.GetSize() == image.GetSize()
+    assert synthetic.GetSpacing() == pytest.approx(image.GetSpacing())
+    assert synthetic.GetOrigin() == pytest.approx(image.GetOrigin())
+    assert synthetic.GetDirection() == pytest.approx(image.GetDirection())
+    got = sitk.GetArrayFromImage(synthetic)
+    assert got.dtype == np.float32 and 0.0 <= got.min() and got.max() <= 1.0
+    t1 = sitk.GetArrayFromImage(image)
+    brain = t1 > 0.2 * np.percentile(t1, 99)
+    corr_t2 = np.corrcoef(got[brain], sitk.GetArrayFromImage(t2)[brain])[0, 1]
+    corr_t1 = np.corrcoef(got[brain], t1[brain])[0, 1]
+    print(f"\ninference_volume: corr with T2 {corr_t2:.3f}, with T1 {corr_t1:.3f}")
+    assert corr_t2 > 0.5 and corr_t2 > corr_t1
 
 
 def test_cli_runs_one_experiment_with_overridden_parameters(demo_project: Path) -> None:

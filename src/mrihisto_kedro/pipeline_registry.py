@@ -35,7 +35,8 @@ DEMO_INPUTS = {
     "icbm152_t2": "demo_icbm152_t2",
 }
 #: registered alone, left out of the default run (the control-point mode has the same outputs
-#: as ``registration``; ``inference`` is for a user's own new MRI; ``missing_sequences``
+#: as ``registration``; ``inference`` (a slice -> a slide) and ``inference_volume`` (a volume ->
+#: a volume, MRI -> MRI models) are for a user's own new MRI; ``missing_sequences``
 #: (seed 002: DCGAN, style refinement, about 5 min) runs after ``modelling``; ``msi`` is seed
 #: 003 alone: the simulated MSI -> H&E demo, its three trainings and their evaluation, which the
 #: default run includes through ``msi_data_engineering``, ``modelling`` and ``evaluation``;
@@ -44,6 +45,7 @@ ALTERNATIVES = (
     "demo",
     "registration_control_points",
     "inference",
+    "inference_volume",
     "missing_sequences",
     "msi",
     "msi_analysis",
@@ -64,6 +66,7 @@ def register_pipelines() -> dict[str, Pipeline]:
         "modelling": modelling.create_pipeline(),
         "evaluation": evaluation.create_pipeline(),
         "inference": inference.create_pipeline(),
+        "inference_volume": inference.create_volume_pipeline(),
         "missing_sequences": missing_sequences.create_pipeline(),
         "msi_data_engineering": msi_data_engineering.create_pipeline(),
         "msi_analysis": msi_data_engineering.create_analysis_pipeline(),

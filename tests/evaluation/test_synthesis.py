@@ -64,6 +64,25 @@ def test_new_slice_from_a_volume_is_normalised_and_resampled() -> None:
     assert x2.shape == (1, 80, 60) and mpp2 == pytest.approx(250.0)
 
 
+def test_new_slice_with_non_square_pixels_keeps_its_proportions() -> None:
+    """A 1.2 x 0.9375 mm slice (issue 14) was written as if its pixels were square (the brain
+    stretched 1.28x): it is resampled to square pixels of the model's size from its file."""
+    from mrihisto_kedro.nn.input_spec import InputKind, InputSpec
+
+    ramp = np.add.outer(np.arange(64.0), np.arange(50.0)).astype(np.float32)  # (rows, cols)
+    image = sitk.GetImageFromArray(ramp)
+    image.SetSpacing((1.2, 0.9375))  # (col mm, row mm)
+    spec = InputSpec(kind=InputKind.SLICE_TO_SLIDE, pixel_size_um=(300.0, 300.0))
+    x, mpp = new_slice_input(image, NewSliceParams(), "slice.mha", spec)
+    assert mpp == pytest.approx(300.0)
+    assert x.shape == (1, round(64 * 937.5 / 300), round(50 * 1200 / 300))  # (1, 200, 200)
+    assert x.shape[2] * mpp == pytest.approx(50 * 1200.0, abs=mpp)  # width in µm kept
+    assert x.shape[1] * mpp == pytest.approx(64 * 937.5, abs=mpp)  # height in µm kept
+    # without a model pixel size: the finer spacing, made square
+    x2, mpp2 = new_slice_input(image, NewSliceParams(), "slice.mha")
+    assert mpp2 == pytest.approx(937.5) and x2.shape == (1, 64, 64)
+
+
 def test_new_slice_onto_a_reference_grid(tmp_path: Path) -> None:
     reference = sitk.Image(20, 16, sitk.sitkFloat32)
     reference.SetSpacing((1.0, 1.0))

@@ -27,6 +27,7 @@ from mrihisto_kedro.imaging.stitching import (
 )
 from mrihisto_kedro.metrics.seam import seam_score
 from mrihisto_kedro.nn.inference import GeneratorPredictor, load_predictor
+from mrihisto_kedro.nn.input_spec import InputSpec
 
 __all__ = [
     "NewSliceParams",
@@ -91,16 +92,21 @@ def stitch_options(params: SynthesisParams, window: int, *, blended: bool = True
 
 
 def mri_to_model_input(
-    image: sitk.Image, scale: float, a_range: tuple[float, float] | None = None
+    image: sitk.Image,
+    scale: float | tuple[float, float],
+    a_range: tuple[float, float] | None = None,
 ) -> np.ndarray:
     """An aligned MRI slice as the model's input: ``(C, H', W')`` float32 in [-1, 1].
 
     Args:
         image: 2-D SimpleITK image (scalar or vector pixels) on the histology grid.
-        scale: model pixels per grid pixel (the tile manifest's ``scale``); the slice is
-            resampled by area averaging (down) or bilinearly (up) to ``round(H * scale)``.
+        scale: model pixels per grid pixel (the tile manifest's ``scale``), one number or
+            ``(x, y)`` for non-square pixels; the slice is resampled by area averaging (down)
+            or bilinearly (up; antialiased bilinear when one axis shrinks and the other grows)
+            to ``round(H * scale_y) x round(W * scale_x)``.
         a_range: value range mapped to [-1, 1] (``None``: [0, 1]).
     """
+    sx, sy = (scale, scale) if isinstance(scale, int | float) else scale
     arr = sitk.GetArrayFromImage(image).astype(np.float32)
     if arr.ndim == 2:
         arr = arr[None]
@@ -108,15 +114,18 @@ def mri_to_model_input(
         arr = np.moveaxis(arr, -1, 0)
     else:
         raise ValueError(f"expected a 2-D MRI slice, got an image of size {image.GetSize()}")
-    if scale != 1.0:
+    if (sx, sy) != (1.0, 1.0):
         import torch
         import torch.nn.functional as F
 
         h, w = arr.shape[1:]
-        size = (max(1, round(h * scale)), max(1, round(w * scale)))
-        mode = "area" if scale < 1.0 else "bilinear"
+        size = (max(1, round(h * sy)), max(1, round(w * sx)))
         t = torch.from_numpy(arr)[None]
-        arr = F.interpolate(t, size=size, mode=mode).numpy()[0]
+        if sx <= 1.0 and sy <= 1.0:
+            arr = F.interpolate(t, size=size, mode="area").numpy()[0]
+        else:
+            shrinks = sx < 1.0 or sy < 1.0
+            arr = F.interpolate(t, size=size, mode="bilinear", antialias=shrinks).numpy()[0]
     lo, hi = a_range or (0.0, 1.0)
     scaled = (arr - lo) * (2.0 / (hi - lo)) - 1.0
     return np.ascontiguousarray(np.clip(np.nan_to_num(scaled, nan=-1.0), -1.0, 1.0))
@@ -245,32 +254,43 @@ class NewSliceParams:
             resampled onto (e.g. a registered slide's mask), linear interpolation.
         transform: optional ITK transform file (e.g. a ``registration_transforms`` .tfm: grid
             mm -> MRI mm) used with ``reference_image``; identity when absent.
-        model_mpp: microns per pixel the generator was trained at; the slice is resampled to
-            it (``None``: the slice's own pixel spacing is used as is).
+        model_mpp: microns per pixel the generator was trained at, to override the one its
+            file records (``None``: the file's ``input_spec``; a file without one and no
+            ``model_mpp`` keeps the slice's finest pixel spacing, made square).
+    Percentiles ``None`` take the generator file's (else 1 and 99.5).
     """
 
     plane: str = "axial"
     slice_index: int | None = None
     normalise: bool = True
-    lower_percentile: float = 1.0
-    upper_percentile: float = 99.5
+    lower_percentile: float | None = None
+    upper_percentile: float | None = None
     reference_image: str | None = None
     transform: str | None = None
     model_mpp: float | None = None
 
 
 def new_slice_input(
-    image: sitk.Image, params: NewSliceParams, source: str
+    image: sitk.Image,
+    params: NewSliceParams,
+    source: str,
+    spec: InputSpec | None = None,
 ) -> tuple[np.ndarray, float]:
-    """A new MRI volume or slice as generator input.
+    """A new MRI volume or slice as generator input, on a square-pixel grid.
+
+    Both in-plane spacings are honoured: a 1.2 x 0.9375 mm slice is resampled to square pixels
+    of the model's size (``params.model_mpp``, else ``spec.pixel_size_um``, else the finer of
+    the two spacings), so the anatomy keeps its proportions.
 
     Args:
         image: 2-D slice or 3-D volume.
         params: see :class:`NewSliceParams`.
         source: the file name, for error messages.
+        spec: the generator file's input spec (pixel size, percentiles, input range).
 
     Returns:
-        ``(input (C, H, W) float32 in [-1, 1], mpp)``: microns per pixel of the output grid.
+        ``(input (C, H, W) float32 in [-1, 1], mpp)``: microns per (square) pixel of the
+        output grid.
 
     Raises:
         ValueError: a volume without ``slice_index``, a slice index out of range, a
@@ -302,10 +322,23 @@ def new_slice_input(
         image = sitk.Resample(image, reference, transform, sitk.sitkLinear, 0.0, sitk.sitkFloat32)
     array = sitk.GetArrayFromImage(image).astype(np.float32)
     if params.normalise:
-        array = robust_normalise(array, params.lower_percentile, params.upper_percentile)
+        lower = params.lower_percentile
+        upper = params.upper_percentile
+        if lower is None:
+            lower = spec.lower_percentile if spec is not None else 1.0
+        if upper is None:
+            upper = spec.upper_percentile if spec is not None else 99.5
+        array = robust_normalise(array, lower, upper)
     if not np.isfinite(array).all() or float(np.ptp(array)) == 0.0:
         raise ValueError(f"{source}: the slice is blank or not finite after preparation")
-    grid_mpp = float(image.GetSpacing()[0]) * 1000.0
-    scale = 1.0 if params.model_mpp is None else grid_mpp / float(params.model_mpp)
+    grid_um = (float(image.GetSpacing()[0]) * 1000.0, float(image.GetSpacing()[1]) * 1000.0)
+    if params.model_mpp is not None:
+        target = float(params.model_mpp)
+    elif spec is not None:
+        target = float(spec.pixel_size_um[0])
+    else:
+        target = min(grid_um)
     prepared = sitk.GetImageFromArray(np.asarray(array, dtype=np.float32))
-    return mri_to_model_input(prepared, scale), grid_mpp / scale
+    a_range = tuple(spec.input_range) if spec is not None else None
+    scale = (grid_um[0] / target, grid_um[1] / target)
+    return mri_to_model_input(prepared, scale, a_range), target  # type: ignore[arg-type]

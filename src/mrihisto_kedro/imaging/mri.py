@@ -16,6 +16,7 @@ Conventions (used by the demo, the data_engineering and registration pipelines):
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import StrEnum
 
 import numpy as np
@@ -83,22 +84,31 @@ def slice_count(volume: sitk.Image, plane: Plane | str) -> int:
     return int(volume.GetSize()[axis])
 
 
-def extract_slice(volume: sitk.Image, plane: Plane | str, slice_index: int) -> sitk.Image:
-    """Extract one anatomical slice from a 3-D volume, keeping in-plane spacing.
+@dataclass(frozen=True)
+class SliceLayout:
+    """How the 2-D slices of one plane sit in a volume's voxel array (see :func:`slice_layout`).
 
-    Args:
-        volume: 3-D image (any pixel type, one component), size ``(X, Y, Z)`` voxels.
-        plane: ``sagittal``, ``coronal`` or ``axial``.
-        slice_index: voxel index along the axis closest to the plane normal.
+    Attributes:
+        normal_axis: voxel axis (0 = x, 1 = y, 2 = z in ITK order) the slice index runs along.
+        col_axis, row_axis: voxel axes of the slice's columns and rows.
+        transpose: the ``(X, Y, Z)`` array's remaining axes come as (col, row) and must be
+            transposed to (row, col).
+        flip_rows, flip_cols: rows / columns are reversed to display radiologically.
+    """
 
-    Returns:
-        2-D image of the volume's pixel type, shape ``(rows, cols)`` as an array, spacing
-        ``(col_mm, row_mm)``, origin ``(0, 0)``, identity direction, oriented as described in the
-        module docstring. Metadata keys ``mrihisto_plane`` and ``mrihisto_slice_index`` record
-        where it came from.
+    normal_axis: int
+    col_axis: int
+    row_axis: int
+    transpose: bool
+    flip_rows: bool
+    flip_cols: bool
+
+
+def slice_layout(volume: sitk.Image, plane: Plane | str) -> SliceLayout:
+    """The layout of ``plane`` slices in ``volume`` (3-D), from its direction cosines.
 
     Raises:
-        ValueError: the image is not 3-D or ``slice_index`` is out of range.
+        ValueError: the image is not 3-D, or too oblique for the plane.
     """
     plane = Plane(plane)
     if volume.GetDimension() != 3:
@@ -110,28 +120,88 @@ def extract_slice(volume: sitk.Image, plane: Plane | str, slice_index: int) -> s
     row_axis, row_sign = _voxel_axis_for(direction, row_phys)
     if len({normal_axis, col_axis, row_axis}) != 3:
         raise ValueError(f"volume direction {direction.tolist()} is too oblique to slice {plane}")
-    n = volume.GetSize()[normal_axis]
+    remaining = [a for a in range(3) if a != normal_axis]
+    return SliceLayout(
+        normal_axis=normal_axis,
+        col_axis=col_axis,
+        row_axis=row_axis,
+        transpose=remaining.index(row_axis) != 0,
+        flip_rows=(row_sign > 0) != row_pos,
+        flip_cols=(col_sign > 0) != col_pos,
+    )
+
+
+def _slice_of(xyz: np.ndarray, layout: SliceLayout, index: int) -> np.ndarray:
+    """View of slice ``index`` of an ``(X, Y, Z)`` array as ``(rows, cols)``."""
+    selector: list[slice | int] = [slice(None)] * 3
+    selector[layout.normal_axis] = int(index)
+    plane_array = xyz[tuple(selector)]
+    if layout.transpose:
+        plane_array = plane_array.T
+    if layout.flip_rows:
+        plane_array = plane_array[::-1, :]
+    if layout.flip_cols:
+        plane_array = plane_array[:, ::-1]
+    return plane_array
+
+
+def extract_slice(volume: sitk.Image, plane: Plane | str, slice_index: int) -> sitk.Image:
+    """Extract one anatomical slice from a 3-D volume, keeping in-plane spacing.
+
+    Args:
+        volume: 3-D image (any pixel type, one component), size ``(X, Y, Z)`` voxels.
+        plane: ``sagittal``, ``coronal`` or ``axial``.
+        slice_index: voxel index along the axis closest to the plane normal.
+
+    Returns:
+        2-D image of the volume's pixel type, shape ``(rows, cols)`` as an array, spacing
+        ``(col_mm, row_mm)`` (both kept: non-square pixels stay non-square), origin ``(0, 0)``,
+        identity direction, oriented as described in the module docstring. Metadata keys
+        ``mrihisto_plane`` and ``mrihisto_slice_index`` record where it came from.
+
+    Raises:
+        ValueError: the image is not 3-D or ``slice_index`` is out of range.
+    """
+    plane = Plane(plane)
+    layout = slice_layout(volume, plane)
+    n = volume.GetSize()[layout.normal_axis]
     if not 0 <= slice_index < n:
         raise ValueError(f"{plane} slice_index {slice_index} out of range 0..{n - 1}")
-
     array = sitk.GetArrayViewFromImage(volume).transpose(2, 1, 0)  # (X, Y, Z) voxel order
-    index: list[slice | int] = [slice(None)] * 3
-    index[normal_axis] = int(slice_index)
-    plane_array = array[tuple(index)]
-    remaining = [a for a in range(3) if a != normal_axis]
-    # plane_array axes are `remaining` in order; arrange as (row, col)
-    if remaining.index(row_axis) != 0:
-        plane_array = plane_array.T
-    if (row_sign > 0) != row_pos:
-        plane_array = plane_array[::-1, :]
-    if (col_sign > 0) != col_pos:
-        plane_array = plane_array[:, ::-1]
+    plane_array = _slice_of(array, layout, slice_index)
     spacing = volume.GetSpacing()
     out = sitk.GetImageFromArray(np.ascontiguousarray(plane_array))
-    out.SetSpacing((float(spacing[col_axis]), float(spacing[row_axis])))
+    out.SetSpacing((float(spacing[layout.col_axis]), float(spacing[layout.row_axis])))
     out.SetOrigin((0.0, 0.0))
     out.SetMetaData("mrihisto_plane", str(plane))
     out.SetMetaData("mrihisto_slice_index", str(int(slice_index)))
+    return out
+
+
+def stack_slices(volume: sitk.Image, plane: Plane | str, slices: np.ndarray) -> sitk.Image:
+    """The inverse of :func:`extract_slice` for every slice: a volume on ``volume``'s grid.
+
+    Args:
+        volume: the 3-D grid (size, spacing, origin, direction) the slices came from.
+        plane: their plane.
+        slices: ``(n, rows, cols)`` array, slice ``i`` as :func:`extract_slice` ``(volume,
+            plane, i)`` lays it out.
+
+    Returns:
+        A 3-D image of ``slices.dtype`` with ``volume``'s geometry.
+    """
+    layout = slice_layout(volume, plane)
+    size = volume.GetSize()
+    xyz = np.zeros(size, dtype=slices.dtype)
+    if slices.shape[0] != size[layout.normal_axis]:
+        raise ValueError(f"{slices.shape[0]} slices for {size[layout.normal_axis]} {plane} slices")
+    for i in range(slices.shape[0]):
+        view = _slice_of(xyz, layout, i)
+        if view.shape != slices.shape[1:]:
+            raise ValueError(f"slice shape {slices.shape[1:]} != the grid's {view.shape}")
+        view[...] = slices[i]
+    out = sitk.GetImageFromArray(np.ascontiguousarray(xyz.transpose(2, 1, 0)))
+    out.CopyInformation(volume)
     return out
 
 

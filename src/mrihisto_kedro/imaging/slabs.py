@@ -13,6 +13,7 @@ import SimpleITK as sitk
 
 from mrihisto_kedro.imaging.mri import Plane, extract_slice, slice_count
 from mrihisto_kedro.imaging.tileset import TileSet
+from mrihisto_kedro.nn.input_spec import InputKind, InputSpec
 
 
 def slab_splits(
@@ -126,3 +127,29 @@ def _pad(image: np.ndarray, size: int) -> np.ndarray:
     top, left = (size - h) // 2, (size - w) // 2
     out[top : top + h, left : left + w] = image
     return out
+
+
+def volume_tiles_input_spec(
+    volume: sitk.Image,
+    plane: Plane | str,
+    pad_to: int | None,
+    lower_percentile: float = 1.0,
+    upper_percentile: float = 99.5,
+) -> InputSpec:
+    """The input a model trained on :func:`volume_pair_tiles` of ``volume`` expects.
+
+    The pixel size is the in-plane voxel spacing of ``plane`` slices (µm, (column, row)), the
+    normalisation one pair of robust percentiles over the whole volume.
+    """
+    probe = extract_slice(volume, plane, 0)
+    spacing = probe.GetSpacing()
+    return InputSpec(
+        kind=InputKind.VOLUME_TO_VOLUME,
+        pixel_size_um=(float(spacing[0]) * 1000.0, float(spacing[1]) * 1000.0),
+        channels=1,
+        lower_percentile=float(lower_percentile),
+        upper_percentile=float(upper_percentile),
+        normalisation_scope="volume",
+        plane=str(Plane(plane)),
+        pad_to=pad_to,
+    )

@@ -26,7 +26,7 @@ import re
 import shutil
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +100,9 @@ class TileSet:
             MRI, ...).
         b: target-domain tiles ``(N, H, W, Cb)`` with the same ``N, H, W`` (e.g. uint8 RGB
             histology), or ``None`` for an unpaired set.
+        attrs: JSON-serialisable facts about the whole set, kept in ``meta.json`` (e.g.
+            ``input_spec``: the pixel size, normalisation and plane of ``a``, see
+            :mod:`mrihisto_kedro.nn.input_spec`).
 
     Raises:
         TileSetError: missing columns, row count different from the number of tiles, shape
@@ -109,6 +112,7 @@ class TileSet:
     manifest: pd.DataFrame
     a: np.ndarray
     b: np.ndarray | None = None
+    attrs: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not isinstance(self.manifest, pd.DataFrame):
@@ -194,7 +198,7 @@ class TileSet:
             index = rows
         manifest = self.manifest.iloc[index].reset_index(drop=True)
         b = None if self.b is None else self.b[index]
-        return TileSet(manifest=manifest, a=self.a[index], b=b)
+        return TileSet(manifest=manifest, a=self.a[index], b=b, attrs=dict(self.attrs))
 
 
 def hold_out_specimens(
@@ -229,7 +233,7 @@ def hold_out_specimens(
     manifest = m.copy()
     rows = (manifest["split"] == "train") & manifest["specimen_id"].astype(str).isin(held)
     manifest.loc[rows, "split"] = name
-    return TileSet(manifest=manifest, a=tileset.a, b=tileset.b), held
+    return TileSet(manifest=manifest, a=tileset.a, b=tileset.b, attrs=dict(tileset.attrs)), held
 
 
 # ----------------------------------------------------------------------------------------------
@@ -274,6 +278,7 @@ def save_tileset(tileset: TileSet, folder: str | os.PathLike[str]) -> Path:
             "a": _array_meta(tileset.a),
             "b": _array_meta(tileset.b),
             "splits": {str(k): int(v) for k, v in tileset.manifest["split"].value_counts().items()},
+            "attrs": tileset.attrs,
         }
         (tmp / _META).write_text(json.dumps(meta, indent=2))
         replace_folder(tmp, dest)
@@ -331,7 +336,7 @@ def load_tileset(folder: str | os.PathLike[str], *, mmap: bool = True) -> TileSe
     a = _load_array(src, "a", meta["a"], mmap)
     b = None if meta.get("b") is None else _load_array(src, "b", meta["b"], mmap)
     try:
-        return TileSet(manifest=manifest, a=a, b=b)
+        return TileSet(manifest=manifest, a=a, b=b, attrs=dict(meta.get("attrs") or {}))
     except TileSetError as exc:
         raise TileSetError(f"{src}: {exc}") from exc
 

@@ -8,6 +8,7 @@ the slide's tissue mask. Tile coordinates are recorded in level-0 pixels of the 
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,6 +16,9 @@ import pandas as pd
 from skimage.transform import resize
 
 from mrihisto_kedro.imaging.tileset import TileSet
+from mrihisto_kedro.nn.input_spec import InputKind, InputSpec
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -180,4 +184,48 @@ def whole_views(pairs: list[AlignedPair], load_size: int) -> TileSet:
         )
     return TileSet(
         manifest=pd.DataFrame(rows), a=np.stack(a_tiles).astype(np.float32), b=np.stack(b_tiles)
+    )
+
+
+def slide_tiles_input_spec(
+    tiles: TileSet,
+    level0_mpp: dict[str, tuple[float, float]],
+    lower_percentile: float = 1.0,
+    upper_percentile: float = 99.5,
+) -> InputSpec:
+    """The input a model trained on ``tiles`` (MRI on the histology grid) expects.
+
+    Args:
+        tiles: from :func:`paired_tiles` or :func:`whole_views` (``scale`` = level-0 pixels per
+            stored pixel).
+        level0_mpp: ``{pair_id: (x, y)}`` level-0 microns per pixel of each pair's slide.
+        lower_percentile, upper_percentile: data_engineering's per-slice MRI normalisation.
+
+    Returns:
+        An :class:`InputSpec` whose pixel size is the median over tiles of ``mpp * scale`` (µm
+        per stored pixel). Whole views of slides of different sizes differ in pixel size; the
+        spread is logged when above 5 %.
+    """
+    m = tiles.manifest
+    try:
+        mpp = np.array([level0_mpp[str(p)] for p in m["pair_id"]], dtype=np.float64)
+    except KeyError as exc:
+        raise ValueError(f"no level-0 mpp for pair {exc.args[0]!r}") from exc
+    pixel = mpp * m["scale"].to_numpy(dtype=np.float64)[:, None]
+    median = np.median(pixel, axis=0)
+    spread = float(np.max(np.abs(pixel / median - 1.0))) if len(pixel) else 0.0
+    if spread > 0.05:
+        logger.warning(
+            "tiles differ in pixel size by up to %.0f %% from the median %.3g um; the model "
+            "file records the median",
+            100 * spread,
+            median[0],
+        )
+    return InputSpec(
+        kind=InputKind.SLICE_TO_SLIDE,
+        pixel_size_um=(float(median[0]), float(median[1])),
+        channels=int(tiles.a.shape[-1]),
+        lower_percentile=float(lower_percentile),
+        upper_percentile=float(upper_percentile),
+        normalisation_scope="slice",
     )

@@ -23,6 +23,7 @@ Pure PyTorch (no Kedro).
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -600,3 +601,18 @@ def build_generator(
             input_padding=input_padding,
         )
     return init_weights(net, init, init_gain, generator=generator)
+
+
+def size_multiple(architecture: dict[str, Any]) -> int:
+    """The side (px) an input must be a multiple of for :func:`build_generator`'s network.
+
+    ``2 ** depth`` for a U-Net (its skip connections need every level's size to halve
+    exactly), 4 for the ResNet generators (two stride-2 convolutions).
+    """
+    kind = parse_option(GeneratorKind, architecture["kind"], name="generator kind")
+    if kind in _RESNET_BLOCKS:
+        return 4
+    depth = _UNET_DEPTHS.get(kind, architecture.get("num_downs"))
+    if depth is None:
+        raise ValueError(f"generator architecture {architecture} has no num_downs")
+    return int(2 ** int(depth))

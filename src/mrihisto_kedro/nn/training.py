@@ -648,13 +648,22 @@ def train(
 # generator export
 
 
-def export_generator(model: TranslationModel) -> dict[str, Any]:
+def export_generator(
+    model: TranslationModel, input_spec: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
     """The A -> B generator as plain data, loadable with ``torch.load(weights_only=True)``.
+
+    Args:
+        model: the trained model.
+        input_spec: what the generator was trained on (``InputSpec.to_dict()`` of
+            :mod:`mrihisto_kedro.nn.input_spec`: pixel size, normalisation, plane, padding),
+            stored as ``input_spec`` so inference needs only the model and the MRI.
 
     Returns:
         ``{"format", "format_version", "model", "architecture", "state_dict", "input_range",
-        "output_range", "config"}``: ``architecture`` holds the :func:`build_generator` keyword
-        arguments (``kind``, ``in_channels``, ``out_channels``, ``ngf``, ``norm``,
+        "output_range", "config", "input_spec"}`` (``input_spec`` ``None`` when unknown):
+        ``architecture`` holds the :func:`build_generator` keyword arguments (``kind``,
+        ``in_channels``, ``out_channels``, ``ngf``, ``norm``,
         ``use_dropout``, ``num_downs``, ``final_activation``); ``state_dict`` holds contiguous
         CPU tensors; inputs are expected in ``input_range`` ``[-1, 1]`` and the raw outputs
         lie in ``output_range`` (``[-1, 1]`` tanh, ``[0, 1]`` for the sigmoid baseline).
@@ -672,6 +681,7 @@ def export_generator(model: TranslationModel) -> dict[str, Any]:
         "input_range": [-1.0, 1.0],
         "output_range": [float(v) for v in model.output_range],
         "config": model.config.to_dict(),
+        "input_spec": dict(input_spec) if input_spec is not None else None,
     }
 
 

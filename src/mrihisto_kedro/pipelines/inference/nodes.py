@@ -1,4 +1,4 @@
-"""Thin node of the inference pipeline."""
+"""Thin nodes of the inference pipelines: a new MRI slice -> a slide, a new volume -> a volume."""
 
 from __future__ import annotations
 
@@ -15,6 +15,10 @@ from mrihisto_kedro.evaluation.synthesis import (
     new_slice_input,
     stitch_options,
 )
+from mrihisto_kedro.evaluation.volume_translation import NewVolumeParams, translate_volume
+from mrihisto_kedro.nn.generators import size_multiple
+from mrihisto_kedro.nn.inference import load_predictor
+from mrihisto_kedro.nn.input_spec import InputKind, generator_input_spec
 from mrihisto_kedro.params import parse_params
 
 logger = logging.getLogger(__name__)
@@ -42,7 +46,13 @@ def synthesise_new_slide(
         if mri.HasMetaDataKey("mrihisto_source")
         else "inference_mri"
     )
-    model_input, mpp = new_slice_input(mri, p.new_slice, source)
+    spec = generator_input_spec(generator, "inference_generator")
+    if spec is not None and spec.kind is InputKind.VOLUME_TO_VOLUME:
+        raise ValueError(
+            "inference_generator translates MRI volumes (an MRI -> MRI model): run "
+            "`kedro run --pipeline=inference_volume` to write a NIfTI volume instead"
+        )
+    model_input, mpp = new_slice_input(mri, p.new_slice, source, spec)
     window = min(p.synthesis.window or 256, *model_input.shape[1:])
     logger.info(
         "inference: %s -> %dx%d px at %.2f um/px, window %d px",
@@ -59,4 +69,39 @@ def synthesise_new_slide(
         mpp=mpp,
         device=p.synthesis.device,
         description={"Source": source},
+    )
+
+
+@dataclass(frozen=True)
+class VolumeInferenceParams:
+    """``inference_volume``: the new volume's options (the rest is in ``generator.pt``)."""
+
+    new_volume: NewVolumeParams = field(default_factory=NewVolumeParams)
+
+
+def translate_new_volume(
+    generator: dict[str, Any], mri: sitk.Image, inference_volume: dict[str, Any]
+) -> sitk.Image:
+    """Translate a whole new MRI volume (T1 -> T2) with an MRI -> MRI generator.
+
+    The generator file's ``input_spec`` gives the plane, pixel size, normalisation and padding;
+    the output is a float32 volume in [0, 1] on the input's grid (written as NIfTI).
+    """
+    p = parse_params(VolumeInferenceParams, inference_volume, "inference_volume").new_volume
+    spec = generator_input_spec(generator, "inference_volume_generator")
+    if spec is None:
+        raise ValueError(
+            "inference_volume_generator records no input_spec (written before the model file "
+            "stored how it was trained): retrain it with `kedro run --pipeline=modelling`"
+        )
+    predictor = load_predictor(generator, device=p.device)
+    return translate_volume(
+        mri,
+        predictor,
+        spec,
+        output_range=tuple(generator["output_range"]),  # type: ignore[arg-type]
+        multiple=size_multiple(generator["architecture"]),
+        batch_size=p.batch_size,
+        volume_index=p.volume_index,
+        source="inference_volume_mri",
     )

@@ -15,13 +15,25 @@ import pandas as pd
 import SimpleITK as sitk
 import torch
 
-from mrihisto_kedro.imaging.slabs import brain_slices, slab_splits, volume_pair_tiles
+from mrihisto_kedro.imaging.slabs import (
+    brain_slices,
+    slab_splits,
+    volume_pair_tiles,
+    volume_tiles_input_spec,
+)
 from mrihisto_kedro.imaging.slides import Slide
 from mrihisto_kedro.imaging.tileset import TileSet, hold_out_specimens
-from mrihisto_kedro.imaging.tiling import AlignedPair, TilingParams, paired_tiles, whole_views
+from mrihisto_kedro.imaging.tiling import (
+    AlignedPair,
+    TilingParams,
+    paired_tiles,
+    slide_tiles_input_spec,
+    whole_views,
+)
 from mrihisto_kedro.nn.data import resolve_range
 from mrihisto_kedro.nn.device import describe_numerics
 from mrihisto_kedro.nn.experiment import DataParams, ModelType, run_training
+from mrihisto_kedro.nn.input_spec import InputSpec
 from mrihisto_kedro.nn.training import export_generator
 from mrihisto_kedro.params import parse_params
 from mrihisto_kedro.tracking.mlflow_tracking import (
@@ -101,6 +113,7 @@ def build_pair_tiles(
     """
     p = parse_params(PairTilingParams, tiling, "tiling")
     factor = float(data_engineering.get("downsample_factor", 15.0))
+    level0_mpp: dict[str, tuple[float, float]] = {}
     aligned_pairs = []
     for row in pairs.itertuples():
         mri: sitk.Image = aligned_mri[row.pair_id]()
@@ -108,6 +121,7 @@ def build_pair_tiles(
         with downsampled_slides[row.pair_id]() as slide:
             width, height = slide.level_dimensions[0]
             rgb = slide.read_region((0, 0), 0, (width, height))
+            level0_mpp[row.pair_id] = _level0_mpp(slide, factor)
         tissue = _tissue_on_grid(slide_masks[row.pair_id](), mri) & _tissue_on_grid(
             aligned_mri_masks[row.pair_id](), mri
         )
@@ -129,9 +143,19 @@ def build_pair_tiles(
             aligned_pairs,
             TilingParams(p.tile_size, p.stride, p.min_tissue_fraction, p.output_size),
         )
+    norm = data_engineering.get("mri_normalisation", {})
+    tiles.attrs["input_spec"] = slide_tiles_input_spec(
+        tiles, level0_mpp, norm.get("lower_percentile", 1.0), norm.get("upper_percentile", 99.5)
+    ).to_dict()
     counts = tiles.manifest.groupby("split").size().to_dict()
     logger.info("tile set: %d tiles %s, shape %s", len(tiles), counts, tiles.a.shape[1:])
     return tiles
+
+
+def _level0_mpp(slide: Slide, factor: float) -> tuple[float, float]:
+    if slide.mpp is None:
+        raise ValueError(f"downsampled slide {slide.path} records no microns per pixel")
+    return (slide.mpp[0] / factor, slide.mpp[1] / factor)
 
 
 def build_volume_tiles(
@@ -142,7 +166,9 @@ def build_volume_tiles(
     indices = brain_slices(volume_a, p.plane, p.min_brain_fraction)
     splits = slab_splits(indices, p.fractions, p.gap)
     logger.info("slabs: %s", {k: (v[0], v[-1]) for k, v in splits.items() if v})
-    return volume_pair_tiles(volume_a, volume_b, p.plane, splits, pad_to=p.pad_to)
+    tiles = volume_pair_tiles(volume_a, volume_b, p.plane, splits, pad_to=p.pad_to)
+    tiles.attrs["input_spec"] = volume_tiles_input_spec(volume_a, p.plane, p.pad_to).to_dict()
+    return tiles
 
 
 def _search_tileset(tileset: TileSet, p: TrainingParams) -> tuple[TileSet, dict[str, Any]]:
@@ -277,4 +303,14 @@ def train_experiment(
         log_generator(model.generator, (a - lo) / (hi - lo) * 2.0 - 1.0)
     history = pd.DataFrame(result.history)
     table = pd.concat([pd.DataFrame([summary]), trials], ignore_index=True)
-    return export_generator(model), history, table
+    return export_generator(model, _input_spec(tileset, p)), history, table
+
+
+def _input_spec(tileset: TileSet, p: TrainingParams) -> dict[str, Any] | None:
+    """The tile set's input spec with the range the training mapped to [-1, 1]."""
+    stored = tileset.attrs.get("input_spec")
+    if stored is None:
+        logger.warning("%s: the tile set records no input spec; generator.pt will not", p.name)
+        return None
+    lo, hi = resolve_range(p.data.a_range, tileset.a.dtype)
+    return InputSpec.from_dict(stored, p.name).with_input_range((lo, hi)).to_dict()
