@@ -54,7 +54,7 @@ from mrihisto_kedro.demo.virtual_histology import (
     render_virtual_gfap,
 )
 from mrihisto_kedro.imaging.mri import Plane, extract_slice, slice_count
-from mrihisto_kedro.imaging.slide_image import SlideImage
+from mrihisto_kedro.imaging.slide_image import SlideImage, nominal_magnification
 from mrihisto_kedro.params import check_ranges
 
 PAIRS_COLUMNS: tuple[str, ...] = (
@@ -201,7 +201,7 @@ class SlideRenderer:
     @property
     def app_mag(self) -> float:
         """Nominal objective magnification: 10 / mpp (so 0.5 µm/px is 20x, as on Aperio)."""
-        return round(10.0 / self.geometry.mpp[0], 4)
+        return nominal_magnification(self.geometry.mpp[0])
 
     def __call__(self) -> SlideImage:
         """Render the slide: RGB uint8 ``(level0_height, level0_width, 3)`` with its mpp."""

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 
+from mrihisto_kedro.imaging.slide_image import nominal_magnification
 from mrihisto_kedro.imaging.stitching import (
     StitchOptions,
     WeightKind,
@@ -237,6 +238,7 @@ class SyntheticSlideJob:
             quality=quality,
             tile_size=tile_size,
             description=dict(self.description or {}),
+            app_mag=nominal_magnification(self.mpp) if self.mpp is not None else None,
         )
 
 

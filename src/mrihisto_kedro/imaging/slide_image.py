@@ -43,3 +43,16 @@ class SlideImage:
         if isinstance(self.pixels, np.ndarray):
             return int(self.pixels.shape[0])
         return int(self.pixels.height)
+
+
+def nominal_magnification(mpp_um: float) -> float:
+    """The objective power a slide of ``mpp_um`` microns per pixel is labelled with.
+
+    Scanners label 0.25 µm/px as 40x and 0.5 µm/px as 20x (Aperio's ``AppMag``), so this is
+    ``10 / mpp`` (to 6 significant digits): what viewers such as QuPath show as the
+    magnification. A synthetic slide at 300 µm/px is labelled 0.0333333x, telling the truth
+    about its scale.
+    """
+    if not mpp_um > 0:
+        raise ValueError(f"mpp must be positive, got {mpp_um}")
+    return float(f"{10.0 / float(mpp_um):.6g}")
