@@ -8,8 +8,8 @@ fresh subprocess so that the peak RSS (the child's own ``VmHWM``) belongs to tha
 * ``downsample``  ``downsample_slide(slide, 15)`` written as a generic pyramidal TIFF
   (data_engineering's ``downsample_slides``);
 * ``mask``        the tissue mask of the downsampled slide (``tissue_masks``);
-* ``tiling``      ``build_pair_tiles``' path: the pair's downsampled grid read, cut into 256 px
-  tiles of >= 50 % tissue and written into a tile-set folder by ``PairTilesJob`` (memory-mapped,
+* ``tiling``      ``build_pair_tiles``' path: the pair's downsampled grid read, cut into 128 px
+  tiles of >= 25 % tissue and written into a tile-set folder by ``PairTilesJob`` (memory-mapped,
   one pair at a time);
 * ``synthesis``   sliding-window stitching of the downsampled grid into a pyramidal TIFF
   (``stitch_to_tiff``, Hann windows of 256 px; the "generator" is a cheap numpy function, so this
@@ -69,7 +69,7 @@ def load():
         grid = down.read_region((0, 0), 0, down.dimensions)
     mri = 1.0 - grid.mean(axis=2, dtype=np.float32) / 255.0
     return AlignedPair("p", "s", "train", mri, grid, mri > 0.1, %(factor)r), (0.499, 0.499)
-PairTilesJob([load], TilingParams(256, 256, 0.5, 256)).write(work / "tiles")
+PairTilesJob([load], TilingParams(128, 128, 0.25, 128)).write(work / "tiles")
 n_tiles = len(load_tileset(work / "tiles"))
 seconds["tiling"] = time.perf_counter() - t
 pair, _ = load()
@@ -127,8 +127,10 @@ def main() -> None:
                 [sys.executable, "-c", child, str(work / "slide.tiff"), str(work)],
                 capture_output=True,
                 text=True,
-                check=True,
+                check=False,
             )
+            if out.returncode != 0:
+                sys.exit(f"{size} px child failed:\n{out.stderr[-3000:]}")
             result = json.loads(out.stdout.strip().splitlines()[-1])
             mpx = width * height / 1e6
             total = sum(result["seconds"].values())

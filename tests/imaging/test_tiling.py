@@ -68,3 +68,44 @@ def test_whole_views_pad_to_square() -> None:
     # the padded lower half is white histology and zero MRI
     assert views.b[0, -4:].min() == 255 and views.a[0, -4:].max() == 0.0
     assert views.manifest.iloc[0]["size"] == 100 * 15
+
+
+def test_pair_tiles_job_writes_what_paired_tiles_returns(tmp_path) -> None:
+    """The streaming writer (one pair in memory at a time) gives the in-memory set exactly,
+    with the input spec; a failure while writing leaves the previous folder intact."""
+    from mrihisto_kedro.imaging.tileset import load_tileset
+    from mrihisto_kedro.imaging.tiling import PairTilesJob
+
+    pairs = [_pair("a", "train"), _pair("b", "test", h=90, w=150)]
+    params = TilingParams(tile_size=32, stride=16, min_tissue_fraction=0.5, output_size=24)
+    expected = paired_tiles(pairs, params)
+    calls = {"n": 0}
+
+    def loader(pair: AlignedPair):
+        def load():
+            calls["n"] += 1
+            return pair, (0.25, 0.25)
+
+        return load
+
+    folder = tmp_path / "tileset"
+    PairTilesJob([loader(p) for p in pairs], params).write(folder)
+    assert calls["n"] == 4  # plan, then write: each pair loaded twice, one at a time
+    got = load_tileset(folder)
+    np.testing.assert_array_equal(got.a, expected.a)
+    np.testing.assert_array_equal(got.b, expected.b)
+    assert got.a.dtype == np.float32 and got.b.dtype == np.uint8
+    assert got.manifest.equals(expected.manifest)
+    spec = got.attrs["input_spec"]
+    assert spec["pixel_size_um"] == pytest.approx([0.25 * 15 * 32 / 24] * 2)  # mpp x scale
+
+    def broken():
+        if calls["n"] >= 6:
+            raise OSError("disk full")
+        calls["n"] += 1
+        return pairs[0], (0.25, 0.25)
+
+    with pytest.raises(OSError, match="disk full"):
+        PairTilesJob([broken, broken], params).write(folder)
+    np.testing.assert_array_equal(load_tileset(folder).a, expected.a)  # previous set kept
+    assert [p.name for p in tmp_path.iterdir()] == ["tileset"]  # no staging folder left

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from kedro.io import AbstractDataset, DatasetError
 from kedro.io.core import get_protocol_and_path
@@ -14,6 +14,15 @@ from mrihisto_kedro.imaging.tileset import (
     load_tileset,
     save_tileset,
 )
+
+
+@runtime_checkable
+class TileSetJob(Protocol):
+    """Anything that writes a tile-set folder itself (atomically, in bounded memory)."""
+
+    def write(self, folder: Path) -> Path:
+        """Write the tile set at ``folder`` and return it."""
+        ...
 
 
 class TileSetDataset(AbstractDataset[TileSet, TileSet]):
@@ -58,13 +67,22 @@ class TileSetDataset(AbstractDataset[TileSet, TileSet]):
         except TileSetError as exc:
             raise DatasetError(str(exc)) from exc
 
-    def save(self, data: TileSet) -> None:
-        """Write ``data`` atomically to the folder."""
-        if not isinstance(data, TileSet):
-            raise DatasetError(
-                f"TileSetDataset({self._filepath}) saves TileSet objects, got {type(data).__name__}"
-            )
+    def save(self, data: TileSet | TileSetJob) -> None:
+        """Write ``data`` atomically to the folder.
+
+        ``data`` is a :class:`TileSet`, or a :class:`TileSetJob` that writes its tiles itself
+        (e.g. :class:`~mrihisto_kedro.imaging.tiling.PairTilesJob`: one pair in memory at a
+        time, never the whole set).
+        """
         try:
-            save_tileset(data, self._filepath)
+            if isinstance(data, TileSet):
+                save_tileset(data, self._filepath)
+            elif isinstance(data, TileSetJob):
+                data.write(self._filepath)
+            else:
+                raise DatasetError(
+                    f"TileSetDataset({self._filepath}) saves TileSet objects or tile-set jobs, "
+                    f"got {type(data).__name__}"
+                )
         except TileSetError as exc:
             raise DatasetError(f"{self._filepath}: {exc}") from exc

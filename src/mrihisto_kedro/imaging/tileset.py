@@ -246,6 +246,36 @@ def _array_meta(arr: np.ndarray | None) -> dict[str, Any] | None:
     return {"shape": list(arr.shape), "dtype": np.dtype(arr.dtype).str}
 
 
+def _write_meta(
+    folder: Path,
+    manifest: pd.DataFrame,
+    a: dict[str, Any] | None,
+    b: dict[str, Any] | None,
+    attrs: dict[str, Any],
+) -> None:
+    meta = {
+        "format": "mrihisto-tileset",
+        "format_version": FORMAT_VERSION,
+        "n_tiles": len(manifest),
+        "columns": [str(c) for c in manifest.columns],
+        "a": a,
+        "b": b,
+        "splits": {str(k): int(v) for k, v in manifest["split"].value_counts().items()},
+        "attrs": attrs,
+    }
+    (folder / _META).write_text(json.dumps(meta, indent=2))
+
+
+def _staging_folder(folder: str | os.PathLike[str]) -> tuple[Path, Path]:
+    dest = Path(folder)
+    if dest.exists() and not dest.is_dir():
+        raise TileSetError(f"{dest}: exists and is not a folder")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.parent / f".{dest.name}.tmp-{uuid.uuid4().hex[:12]}"
+    tmp.mkdir()
+    return dest, tmp
+
+
 def save_tileset(tileset: TileSet, folder: str | os.PathLike[str]) -> Path:
     """Write ``tileset`` to ``folder`` (``manifest.parquet``, ``a.npy``, ``b.npy``, ``meta.json``).
 
@@ -259,32 +289,86 @@ def save_tileset(tileset: TileSet, folder: str | os.PathLike[str]) -> Path:
     """
     if not isinstance(tileset, TileSet):
         raise TypeError(f"expected a TileSet, got {type(tileset).__name__}")
-    dest = Path(folder)
-    if dest.exists() and not dest.is_dir():
-        raise TileSetError(f"{dest}: exists and is not a folder")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.parent / f".{dest.name}.tmp-{uuid.uuid4().hex[:12]}"
-    tmp.mkdir()
+    dest, tmp = _staging_folder(folder)
     try:
         tileset.manifest.to_parquet(tmp / _MANIFEST, index=False)
         np.save(tmp / "a.npy", tileset.a, allow_pickle=False)
         if tileset.b is not None:
             np.save(tmp / "b.npy", tileset.b, allow_pickle=False)
-        meta = {
-            "format": "mrihisto-tileset",
-            "format_version": FORMAT_VERSION,
-            "n_tiles": len(tileset),
-            "columns": [str(c) for c in tileset.manifest.columns],
-            "a": _array_meta(tileset.a),
-            "b": _array_meta(tileset.b),
-            "splits": {str(k): int(v) for k, v in tileset.manifest["split"].value_counts().items()},
-            "attrs": tileset.attrs,
-        }
-        (tmp / _META).write_text(json.dumps(meta, indent=2))
+        _write_meta(
+            tmp,
+            tileset.manifest,
+            _array_meta(tileset.a),
+            _array_meta(tileset.b),
+            tileset.attrs,
+        )
         replace_folder(tmp, dest)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return dest
+
+
+class TileSetWriter:
+    """Write a tile set of known size tile by tile, straight into memory-mapped ``.npy`` files.
+
+    For tile sets larger than memory: ``a`` and ``b`` are ``numpy.lib.format.open_memmap``
+    arrays in a hidden staging folder beside ``folder``; fill them (``writer.a[i] = tile``),
+    then :meth:`commit` validates the manifest against them (as :class:`TileSet` does), writes
+    ``manifest.parquet`` and ``meta.json`` and swaps the staging folder in, so a failure leaves
+    the previous folder untouched. Use it as a context manager: leaving the block without a
+    commit (an exception) removes the staging folder. Memory: the pages being written.
+
+    Args:
+        folder: destination tile-set folder.
+        n: number of tiles.
+        a: ``(shape, dtype)`` of one ``a`` tile, e.g. ``((256, 256, 1), np.float32)``.
+        b: the same for ``b``, or ``None`` for an unpaired set.
+    """
+
+    def __init__(
+        self,
+        folder: str | os.PathLike[str],
+        n: int,
+        a: tuple[tuple[int, ...], Any],
+        b: tuple[tuple[int, ...], Any] | None = None,
+    ) -> None:
+        if n < 1:
+            raise TileSetError(f"{folder}: a tile set needs at least one tile, got {n}")
+        self._dest, self._tmp = _staging_folder(folder)
+        self.a = np.lib.format.open_memmap(
+            self._tmp / "a.npy", mode="w+", dtype=np.dtype(a[1]), shape=(n, *a[0])
+        )
+        self.b = (
+            None
+            if b is None
+            else np.lib.format.open_memmap(
+                self._tmp / "b.npy", mode="w+", dtype=np.dtype(b[1]), shape=(n, *b[0])
+            )
+        )
+        self._done = False
+
+    def commit(self, manifest: pd.DataFrame, attrs: dict[str, Any] | None = None) -> Path:
+        """Validate, write the manifest and meta.json, and replace the destination folder."""
+        tiles = TileSet(manifest=manifest, a=self.a, b=self.b, attrs=dict(attrs or {}))
+        self.a.flush()
+        if self.b is not None:
+            self.b.flush()
+        manifest.to_parquet(self._tmp / _MANIFEST, index=False)
+        _write_meta(self._tmp, manifest, _array_meta(self.a), _array_meta(self.b), tiles.attrs)
+        del tiles
+        self.a = self.b = None  # type: ignore[assignment]  # close the maps before the rename
+        replace_folder(self._tmp, self._dest)
+        self._done = True
+        return self._dest
+
+    def __enter__(self) -> TileSetWriter:
+        """Return the writer."""
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        """Remove the staging folder (already renamed away after a commit)."""
+        self.a = self.b = None  # type: ignore[assignment]
+        shutil.rmtree(self._tmp, ignore_errors=True)
 
 
 def _load_array(folder: Path, name: str, expected: dict[str, Any], mmap: bool) -> np.ndarray:

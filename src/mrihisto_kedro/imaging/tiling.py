@@ -9,13 +9,17 @@ the slide's tissue mask. Tile coordinates are recorded in level-0 pixels of the 
 from __future__ import annotations
 
 import logging
+import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from skimage.transform import resize
 
-from mrihisto_kedro.imaging.tileset import TileSet
+from mrihisto_kedro.imaging.tileset import TileSet, TileSetWriter
 from mrihisto_kedro.nn.input_spec import InputKind, InputSpec
 
 logger = logging.getLogger(__name__)
@@ -110,43 +114,127 @@ def paired_tiles(pairs: list[AlignedPair], params: TilingParams) -> TileSet:
         specimen_id, split, x, y, size, scale, tissue_fraction``; ``x, y, size`` in level-0
         pixels; ``scale`` = level-0 pixels per stored pixel).
     """
-    stride = params.stride or params.tile_size
-    out_size = params.output_size or params.tile_size
     rows, a_tiles, b_tiles = [], [], []
     for pair in pairs:
-        h, w = pair.mri.shape
-        for y in tile_origins(h, params.tile_size, stride):
-            for x in tile_origins(w, params.tile_size, stride):
-                window = (slice(y, y + params.tile_size), slice(x, x + params.tile_size))
-                fraction = float(pair.tissue[window].mean())
-                if fraction < params.min_tissue_fraction:
-                    continue
-                a_tiles.append(_resize(pair.mri[window], out_size, order=1)[..., None])
-                b = _resize(pair.histology[window], out_size, order=1)
-                b_tiles.append(np.clip(np.rint(b), 0, 255).astype(np.uint8))
-                rows.append(
-                    {
-                        "tile_id": f"{pair.pair_id}_x{x:05d}_y{y:05d}",
-                        "pair_id": pair.pair_id,
-                        "specimen_id": pair.specimen_id,
-                        "split": pair.split,
-                        "x": round(x * pair.downsample),
-                        "y": round(y * pair.downsample),
-                        "size": round(params.tile_size * pair.downsample),
-                        "scale": params.tile_size * pair.downsample / out_size,
-                        "tissue_fraction": fraction,
-                    }
-                )
+        plan = plan_tiles(pair, params)
+        rows += tile_rows(pair, params, plan)
+        for a, b in cut_tiles(pair, params, plan):
+            a_tiles.append(a)
+            b_tiles.append(b)
     if not rows:
-        raise ValueError(
-            f"no tile of {params.tile_size} px has tissue fraction >= "
-            f"{params.min_tissue_fraction} in {len(pairs)} pair(s)"
-        )
+        raise _no_tiles(params, len(pairs))
     return TileSet(
         manifest=pd.DataFrame(rows),
         a=np.stack(a_tiles).astype(np.float32),
         b=np.stack(b_tiles),
     )
+
+
+def _no_tiles(params: TilingParams, n_pairs: int) -> ValueError:
+    return ValueError(
+        f"no tile of {params.tile_size} px has tissue fraction >= "
+        f"{params.min_tissue_fraction} in {n_pairs} pair(s)"
+    )
+
+
+def plan_tiles(pair: AlignedPair, params: TilingParams) -> list[tuple[int, int, float]]:
+    """The ``(y, x, tissue_fraction)`` grid offsets of the tiles kept from ``pair``."""
+    stride = params.stride or params.tile_size
+    h, w = pair.mri.shape
+    plan = []
+    for y in tile_origins(h, params.tile_size, stride):
+        for x in tile_origins(w, params.tile_size, stride):
+            window = (slice(y, y + params.tile_size), slice(x, x + params.tile_size))
+            fraction = float(pair.tissue[window].mean())
+            if fraction >= params.min_tissue_fraction:
+                plan.append((y, x, fraction))
+    return plan
+
+
+def tile_rows(
+    pair: AlignedPair, params: TilingParams, plan: list[tuple[int, int, float]]
+) -> list[dict[str, Any]]:
+    """Manifest rows of the planned tiles (level-0 coordinates, see :func:`paired_tiles`)."""
+    out_size = params.output_size or params.tile_size
+    return [
+        {
+            "tile_id": f"{pair.pair_id}_x{x:05d}_y{y:05d}",
+            "pair_id": pair.pair_id,
+            "specimen_id": pair.specimen_id,
+            "split": pair.split,
+            "x": round(x * pair.downsample),
+            "y": round(y * pair.downsample),
+            "size": round(params.tile_size * pair.downsample),
+            "scale": params.tile_size * pair.downsample / out_size,
+            "tissue_fraction": fraction,
+        }
+        for y, x, fraction in plan
+    ]
+
+
+def cut_tiles(
+    pair: AlignedPair, params: TilingParams, plan: list[tuple[int, int, float]]
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """The planned tiles, resized: ``a`` float32 ``(S, S, 1)``, ``b`` uint8 ``(S, S, 3)``."""
+    out_size = params.output_size or params.tile_size
+    for y, x, _ in plan:
+        window = (slice(y, y + params.tile_size), slice(x, x + params.tile_size))
+        a = _resize(pair.mri[window], out_size, order=1)[..., None].astype(np.float32)
+        b = _resize(pair.histology[window], out_size, order=1)
+        yield a, np.clip(np.rint(b), 0, 255).astype(np.uint8)
+
+
+@dataclass
+class PairTilesJob:
+    """Paired tiles of many pairs written into a tile-set folder, one pair in memory at a time.
+
+    What :func:`paired_tiles` returns in memory, but bounded by one pair's grid instead of
+    every pair's tiles: the first pass loads each pair to plan its tiles (tissue fractions
+    only), the second loads it again and writes its tiles into a :class:`TileSetWriter`. The
+    folder is replaced only when complete. ``TileSetDataset.save`` runs :meth:`write`.
+
+    Attributes:
+        loaders: one callable per pair returning ``(AlignedPair, level-0 mpp (x, y))``.
+        params: how tiles are cut.
+        lower_percentile, upper_percentile: the MRI normalisation (for the input spec).
+    """
+
+    loaders: list[Callable[[], tuple[AlignedPair, tuple[float, float]]]]
+    params: TilingParams
+    lower_percentile: float = 1.0
+    upper_percentile: float = 99.5
+
+    def write(self, folder: str | os.PathLike[str]) -> Path:
+        """Plan, write and commit the tile set at ``folder``; return it."""
+        plans, rows, level0_mpp = [], [], {}
+        for load in self.loaders:
+            pair, mpp = load()
+            plans.append(plan_tiles(pair, self.params))
+            rows += tile_rows(pair, self.params, plans[-1])
+            level0_mpp[pair.pair_id] = mpp
+            del pair
+        if not rows:
+            raise _no_tiles(self.params, len(self.loaders))
+        manifest = pd.DataFrame(rows)
+        spec = slide_tiles_input_spec(
+            manifest, 1, level0_mpp, self.lower_percentile, self.upper_percentile
+        )
+        side = self.params.output_size or self.params.tile_size
+        with TileSetWriter(
+            folder, len(rows), a=((side, side, 1), np.float32), b=((side, side, 3), np.uint8)
+        ) as writer:
+            i = 0
+            for load, plan in zip(self.loaders, plans, strict=True):
+                pair, _ = load()
+                for a, b in cut_tiles(pair, self.params, plan):
+                    writer.a[i] = a
+                    writer.b[i] = b  # type: ignore[index]
+                    i += 1
+                del pair
+            path = writer.commit(manifest, {"input_spec": spec.to_dict()})
+        counts = manifest.groupby("split").size().to_dict()
+        logger.info("tile set %s: %d tiles %s of %d px", path, len(rows), counts, side)
+        return path
 
 
 def whole_views(pairs: list[AlignedPair], load_size: int) -> TileSet:
@@ -188,7 +276,8 @@ def whole_views(pairs: list[AlignedPair], load_size: int) -> TileSet:
 
 
 def slide_tiles_input_spec(
-    tiles: TileSet,
+    manifest: pd.DataFrame,
+    channels: int,
     level0_mpp: dict[str, tuple[float, float]],
     lower_percentile: float = 1.0,
     upper_percentile: float = 99.5,
@@ -196,8 +285,9 @@ def slide_tiles_input_spec(
     """The input a model trained on ``tiles`` (MRI on the histology grid) expects.
 
     Args:
-        tiles: from :func:`paired_tiles` or :func:`whole_views` (``scale`` = level-0 pixels per
-            stored pixel).
+        manifest: of tiles from :func:`paired_tiles` or :func:`whole_views` (``scale`` =
+            level-0 pixels per stored pixel).
+        channels: channels of the ``a`` tiles.
         level0_mpp: ``{pair_id: (x, y)}`` level-0 microns per pixel of each pair's slide.
         lower_percentile, upper_percentile: data_engineering's per-slice MRI normalisation.
 
@@ -206,7 +296,7 @@ def slide_tiles_input_spec(
         per stored pixel). Whole views of slides of different sizes differ in pixel size; the
         spread is logged when above 5 %.
     """
-    m = tiles.manifest
+    m = manifest
     try:
         mpp = np.array([level0_mpp[str(p)] for p in m["pair_id"]], dtype=np.float64)
     except KeyError as exc:
@@ -224,7 +314,7 @@ def slide_tiles_input_spec(
     return InputSpec(
         kind=InputKind.SLICE_TO_SLIDE,
         pixel_size_um=(float(median[0]), float(median[1])),
-        channels=int(tiles.a.shape[-1]),
+        channels=int(channels),
         lower_percentile=float(lower_percentile),
         upper_percentile=float(upper_percentile),
         normalisation_scope="slice",

@@ -7,6 +7,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import partial
 from typing import Any
 
 import mlflow
@@ -25,8 +26,8 @@ from mrihisto_kedro.imaging.slides import Slide
 from mrihisto_kedro.imaging.tileset import TileSet, hold_out_specimens
 from mrihisto_kedro.imaging.tiling import (
     AlignedPair,
+    PairTilesJob,
     TilingParams,
-    paired_tiles,
     slide_tiles_input_spec,
     whole_views,
 )
@@ -106,50 +107,68 @@ def build_pair_tiles(
     slide_masks: dict[str, Loader],
     tiling: dict[str, Any],
     data_engineering: dict[str, Any],
-) -> TileSet:
+) -> TileSet | PairTilesJob:
     """Paired MRI/histology tiles (or whole views) of every registered pair, split by specimen.
 
-    Tissue = the slide's tissue mask AND the registered MRI's coverage.
+    Tissue = the slide's tissue mask AND the registered MRI's coverage. Tiles are a
+    :class:`PairTilesJob` that the tile-set dataset writes one pair at a time (bounded by one
+    pair's grid, not by the whole set); whole views (one small image per pair) a TileSet.
     """
     p = parse_params(PairTilingParams, tiling, "tiling")
     factor = float(data_engineering.get("downsample_factor", 15.0))
-    level0_mpp: dict[str, tuple[float, float]] = {}
-    aligned_pairs = []
-    for row in pairs.itertuples():
-        mri: sitk.Image = aligned_mri[row.pair_id]()
-        slide: Slide
-        with downsampled_slides[row.pair_id]() as slide:
-            width, height = slide.level_dimensions[0]
-            rgb = slide.read_region((0, 0), 0, (width, height))
-            level0_mpp[row.pair_id] = _level0_mpp(slide, factor)
-        tissue = _tissue_on_grid(slide_masks[row.pair_id](), mri) & _tissue_on_grid(
-            aligned_mri_masks[row.pair_id](), mri
+    loaders = [
+        partial(
+            _aligned_pair,
+            row,
+            aligned_mri[row.pair_id],
+            aligned_mri_masks[row.pair_id],
+            downsampled_slides[row.pair_id],
+            slide_masks[row.pair_id],
+            factor,
         )
-        aligned_pairs.append(
-            AlignedPair(
-                pair_id=row.pair_id,
-                specimen_id=row.specimen_id,
-                split=row.split,
-                mri=sitk.GetArrayFromImage(mri).astype(np.float32),
-                histology=rgb,
-                tissue=tissue,
-                downsample=factor,
-            )
-        )
-    if p.kind is TileKind.WHOLE:
-        tiles = whole_views(aligned_pairs, p.load_size)
-    else:
-        tiles = paired_tiles(
-            aligned_pairs,
-            TilingParams(p.tile_size, p.stride, p.min_tissue_fraction, p.output_size),
-        )
+        for row in pairs.itertuples()
+    ]
     norm = data_engineering.get("mri_normalisation", {})
-    tiles.attrs["input_spec"] = slide_tiles_input_spec(
-        tiles, level0_mpp, norm.get("lower_percentile", 1.0), norm.get("upper_percentile", 99.5)
-    ).to_dict()
+    lower, upper = norm.get("lower_percentile", 1.0), norm.get("upper_percentile", 99.5)
+    if p.kind is not TileKind.WHOLE:
+        params = TilingParams(p.tile_size, p.stride, p.min_tissue_fraction, p.output_size)
+        return PairTilesJob(loaders, params, lower, upper)
+    loaded = [load() for load in loaders]
+    tiles = whole_views([pair for pair, _ in loaded], p.load_size)
+    mpp = {pair.pair_id: m for pair, m in loaded}
+    spec = slide_tiles_input_spec(tiles.manifest, tiles.a.shape[-1], mpp, lower, upper)
+    tiles.attrs["input_spec"] = spec.to_dict()
     counts = tiles.manifest.groupby("split").size().to_dict()
-    logger.info("tile set: %d tiles %s, shape %s", len(tiles), counts, tiles.a.shape[1:])
+    logger.info("tile set: %d views %s, shape %s", len(tiles), counts, tiles.a.shape[1:])
     return tiles
+
+
+def _aligned_pair(
+    row: Any,
+    mri_loader: Loader,
+    mri_mask: Loader,
+    slide_loader: Loader,
+    slide_mask: Loader,
+    factor: float,
+) -> tuple[AlignedPair, tuple[float, float]]:
+    """One registered pair on its downsampled grid, and the slide's level-0 mpp."""
+    mri: sitk.Image = mri_loader()
+    slide: Slide
+    with slide_loader() as slide:
+        width, height = slide.level_dimensions[0]
+        rgb = slide.read_region((0, 0), 0, (width, height))
+        level0 = _level0_mpp(slide, factor)
+    tissue = _tissue_on_grid(slide_mask(), mri) & _tissue_on_grid(mri_mask(), mri)
+    pair = AlignedPair(
+        pair_id=row.pair_id,
+        specimen_id=row.specimen_id,
+        split=row.split,
+        mri=sitk.GetArrayFromImage(mri).astype(np.float32),
+        histology=rgb,
+        tissue=tissue,
+        downsample=factor,
+    )
+    return pair, level0
 
 
 def _level0_mpp(slide: Slide, factor: float) -> tuple[float, float]:
