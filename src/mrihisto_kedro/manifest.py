@@ -19,11 +19,13 @@ import logging
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
+import SimpleITK as sitk
 
-from mrihisto_kedro.imaging.mri import Plane
+from mrihisto_kedro.imaging.mri import Plane, select_volume, slice_count, volume_count
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +89,53 @@ def _blank(value: object) -> bool:
     return (
         value is None or (isinstance(value, float) and np.isnan(value)) or str(value).strip() == ""
     )
+
+
+class InputHeaders:
+    """The headers :func:`validate_pairs` asks about, read through the folders' loaders.
+
+    Each MRI is loaded once (its geometry and slice counts), each slide's header once (OpenSlide
+    reads no pixels to open a file).
+
+    Args:
+        slides: ``{name: callable returning an open Slide}`` (a context manager).
+        mri_volumes: ``{name: callable returning a SimpleITK image}``.
+        mri_source: how to name an MRI's file in errors (default: its name).
+    """
+
+    def __init__(
+        self,
+        slides: Mapping[str, Callable[[], Any]],
+        mri_volumes: Mapping[str, Callable[[], sitk.Image]],
+        mri_source: Callable[[str], str] = str,
+    ) -> None:
+        self._slides, self._mri, self._source = slides, mri_volumes, mri_source
+        self._volumes: dict[str, sitk.Image] = {}
+
+    def _volume(self, name: str) -> sitk.Image:
+        if name not in self._volumes:
+            self._volumes[name] = self._mri[name]()
+        return self._volumes[name]
+
+    def slide(self, name: str) -> SlideHeader:
+        """The slide's file and level-0 mpp."""
+        with self._slides[name]() as slide:
+            return SlideHeader(path=str(slide.path), mpp=slide.mpp)
+
+    def mri(self, name: str) -> MriHeader:
+        """The MRI's file, volume count and spacing; a 2-D or 5-D image is an error naming it."""
+        image = self._volume(name)
+        if image.GetDimension() not in (3, 4):
+            raise ManifestError(
+                f"MRI {self._source(name)} is a {image.GetDimension()}-D image; the manifest's "
+                "mri must be a 3-D volume or a 4-D series of volumes"
+            )
+        spacing = tuple(float(v) for v in image.GetSpacing()[:3])
+        return MriHeader(self._source(name), volume_count(image), spacing)  # type: ignore[arg-type]
+
+    def slice_count(self, name: str, plane: str) -> int:
+        """Slices of the MRI in ``plane`` (every volume of a 4-D file has the same)."""
+        return slice_count(select_volume(self._volume(name), 0), plane)
 
 
 def validate_pairs(

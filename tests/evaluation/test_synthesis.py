@@ -81,6 +81,9 @@ def test_new_slice_with_non_square_pixels_keeps_its_proportions() -> None:
     # without a model pixel size: the finer spacing, made square
     x2, mpp2 = new_slice_input(image, NewSliceParams(), "slice.mha")
     assert mpp2 == pytest.approx(937.5) and x2.shape == (1, 64, 64)
+    volume_model = InputSpec(kind=InputKind.VOLUME_TO_VOLUME, pixel_size_um=(2000.0, 2000.0))
+    with pytest.raises(ValueError, match="translates MRI volumes.*--pipeline=inference_volume"):
+        new_slice_input(image, NewSliceParams(), "slice.mha", volume_model)
 
 
 def test_new_slice_onto_a_reference_grid(tmp_path: Path) -> None:

@@ -28,7 +28,7 @@ from mrihisto_kedro.imaging.stitching import (
 )
 from mrihisto_kedro.metrics.seam import seam_score
 from mrihisto_kedro.nn.inference import GeneratorPredictor, load_predictor
-from mrihisto_kedro.nn.input_spec import InputSpec
+from mrihisto_kedro.nn.input_spec import InputKind, InputSpec
 
 __all__ = [
     "NewSliceParams",
@@ -295,12 +295,18 @@ def new_slice_input(
         output grid.
 
     Raises:
-        ValueError: a volume without ``slice_index``, a slice index out of range, a
-            reference/transform file that cannot be read (named), or a blank slice.
+        ValueError: an MRI -> MRI generator's spec, a volume without ``slice_index``, a slice
+            index out of range, a reference/transform file that cannot be read (named), or a
+            blank slice.
     """
     from mrihisto_kedro.imaging.mri import extract_slice, robust_normalise
     from mrihisto_kedro.imaging.sitk_io import read_image
 
+    if spec is not None and spec.kind is InputKind.VOLUME_TO_VOLUME:
+        raise ValueError(
+            f"the generator for {source} translates MRI volumes (an MRI -> MRI model): run "
+            "`kedro run --pipeline=inference_volume` to write a NIfTI volume instead"
+        )
     if image.GetDimension() == 3:
         if params.slice_index is None:
             raise ValueError(f"{source} is a 3-D volume: give inference.new_slice.slice_index")

@@ -19,14 +19,11 @@ from mrihisto_kedro.imaging.mri import (
     extract_slice,
     robust_normalise,
     select_volume,
-    slice_count,
-    volume_count,
 )
 from mrihisto_kedro.imaging.slide_image import SlideImage
 from mrihisto_kedro.imaging.slides import Slide
 from mrihisto_kedro.manifest import (
-    MriHeader,
-    SlideHeader,
+    InputHeaders,
     SplitFractions,
     assign_splits,
     validate_pairs,
@@ -104,35 +101,15 @@ def validate_manifest(
     the ``slide_mpp`` parameter; a slide with none stops the run here, naming the file.
     """
     p = _params(parameters)
-    volumes: dict[str, sitk.Image] = {}
-
-    def volume(name: str) -> sitk.Image:
-        if name not in volumes:
-            volumes[name] = mri_volumes[name]()
-        return volumes[name]
-
-    def mri_header(name: str) -> MriHeader:
-        image = volume(name)
-        if image.GetDimension() not in (3, 4):
-            raise ValueError(
-                f"MRI {_source_of(mri_volumes[name], name)} is a {image.GetDimension()}-D image; "
-                "the manifest's mri must be a 3-D volume or a 4-D series of volumes"
-            )
-        spacing = image.GetSpacing()[:3]
-        return MriHeader(_source_of(mri_volumes[name], name), volume_count(image), spacing)
-
-    def header(name: str) -> SlideHeader:
-        with slides[name]() as slide:
-            return SlideHeader(path=str(slide.path), mpp=slide.mpp)
-
+    headers = InputHeaders(slides, mri_volumes, lambda name: _source_of(mri_volumes[name], name))
     return validate_pairs(
         pairs,
         set(slides),
-        lambda name, plane: slice_count(select_volume(volume(name), 0), plane),
+        headers.slice_count,
         set(mri_volumes),
-        slide_header=header,
+        slide_header=headers.slide,
         default_slide_mpp=p.slide_mpp,
-        mri_header=mri_header,
+        mri_header=headers.mri,
     )
 
 

@@ -18,7 +18,7 @@ from mrihisto_kedro.evaluation.synthesis import (
 from mrihisto_kedro.evaluation.volume_translation import NewVolumeParams, translate_volume
 from mrihisto_kedro.nn.generators import size_multiple
 from mrihisto_kedro.nn.inference import load_predictor
-from mrihisto_kedro.nn.input_spec import InputKind, generator_input_spec
+from mrihisto_kedro.nn.input_spec import generator_input_spec
 from mrihisto_kedro.params import parse_params
 
 logger = logging.getLogger(__name__)
@@ -47,21 +47,10 @@ def synthesise_new_slide(
         else "inference_mri"
     )
     spec = generator_input_spec(generator, "inference_generator")
-    if spec is not None and spec.kind is InputKind.VOLUME_TO_VOLUME:
-        raise ValueError(
-            "inference_generator translates MRI volumes (an MRI -> MRI model): run "
-            "`kedro run --pipeline=inference_volume` to write a NIfTI volume instead"
-        )
     model_input, mpp = new_slice_input(mri, p.new_slice, source, spec)
     window = min(p.synthesis.window or 256, *model_input.shape[1:])
-    logger.info(
-        "inference: %s -> %dx%d px at %.2f um/px, window %d px",
-        source,
-        model_input.shape[2],
-        model_input.shape[1],
-        mpp,
-        window,
-    )
+    h, w = model_input.shape[1:]
+    logger.info("inference: %s -> %dx%d px at %.2f um/px, window %d", source, w, h, mpp, window)
     return SyntheticSlideJob(
         mri=model_input,
         generator=generator,
