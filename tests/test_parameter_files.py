@@ -26,7 +26,7 @@ EXPERIMENTS = (
 )
 
 
-@pytest.mark.parametrize("env", ["local", "paper"])
+@pytest.mark.parametrize("env", ["local", "paper", "full_scale"])
 def test_experiment_parameters_parse(env: str) -> None:
     loader = OmegaConfigLoader(
         conf_source=str(REPO_ROOT / "conf"), base_env="base", default_run_env=env
@@ -42,6 +42,40 @@ def test_experiment_parameters_parse(env: str) -> None:
     if env == "paper":
         assert params["tiles_256"]["training"]["model"]["generator"] == "unet_256"
         assert params["tiles_256"]["training"]["search"]["n_trials"] == 20
+    if env == "full_scale":  # the named sizes on the paper-size grid
+        assert params["tiles_256"]["tiling"]["tile_size"] == 256
+        assert params["tiles_1024"]["tiling"]["tile_size"] == 1024
+
+
+def test_full_scale_environment_is_paper_size_and_writes_apart() -> None:
+    """``--env=full_scale``: 60,000 px slides, and every dataset under data/full_scale (the
+    demo's outputs are never replaced); the base environment keeps data/."""
+    from mrihisto_kedro.demo.generate import DemoParams
+
+    def load(env: str) -> OmegaConfigLoader:
+        return OmegaConfigLoader(
+            conf_source=str(REPO_ROOT / "conf"), base_env="base", default_run_env=env
+        )
+
+    # one loader at a time: each registers the process-wide ``globals`` resolver
+    full = load("full_scale")
+    demo = parse_params(DemoParams, full["parameters"]["demo"], "demo")
+    assert max(demo.level0_width, demo.level0_height) >= 60_000
+    catalogs = {"full": full["catalog"]}
+    catalogs["base"] = load("local")["catalog"]
+    for env, root in (("full", "data/full_scale/"), ("base", "data/")):
+        paths = [
+            entry.get("path") or entry.get("filepath")
+            for name, entry in catalogs[env].items()
+            if isinstance(entry, dict) and not name.startswith("_")
+        ]
+        assert len(paths) > 40
+        assert [p for p in paths if not str(p).startswith(root)] == [], env
+    assert not any(
+        str(entry.get("path") or entry.get("filepath")).startswith("data/full_scale")
+        for entry in catalogs["base"].values()
+        if isinstance(entry, dict)
+    )
 
 
 def test_evaluation_and_inference_parameters_parse() -> None:

@@ -34,14 +34,19 @@ DEMO_INPUTS = {
     "icbm152_t1": "demo_icbm152_t1",
     "icbm152_t2": "demo_icbm152_t2",
 }
+#: experiments of the ``full_scale`` pipeline (paper-size slides: the two tiled experiments)
+FULL_SCALE_EXPERIMENTS = ["tiles_256", "tiles_1024"]
 #: registered alone, left out of the default run (the control-point mode has the same outputs
 #: as ``registration``; ``inference`` (a slice -> a slide) and ``inference_volume`` (a volume ->
 #: a volume, MRI -> MRI models) are for a user's own new MRI; ``missing_sequences``
 #: (seed 002: DCGAN, style refinement, about 5 min) runs after ``modelling``; ``msi`` is seed
 #: 003 alone: the simulated MSI -> H&E demo, its three trainings and their evaluation, which the
 #: default run includes through ``msi_data_engineering``, ``modelling`` and ``evaluation``;
-#: ``msi_analysis`` is ``msi_data_engineering`` without the demo, on the ``msi_*`` raw inputs)
+#: ``msi_analysis`` is ``msi_data_engineering`` without the demo, on the ``msi_*`` raw inputs;
+#: ``full_scale`` is the slide path at paper size: ``kedro run --env=full_scale
+#: --pipeline=full_scale``, see :func:`full_scale_pipeline`)
 ALTERNATIVES = (
+    "full_scale",
     "demo",
     "registration_control_points",
     "inference",
@@ -74,8 +79,25 @@ def register_pipelines() -> dict[str, Pipeline]:
         + create_msi_experiments()
         + evaluation.create_msi_evaluation(),
     }
+    pipelines["full_scale"] = full_scale_pipeline(pipelines)
     analysis = sum(
         (p for name, p in pipelines.items() if name not in ALTERNATIVES), start=Pipeline([])
     )
     pipelines["__default__"] = pipelines["demo"] + Pipeline(analysis, inputs=DEMO_INPUTS)
     return pipelines
+
+
+def full_scale_pipeline(pipelines: dict[str, Pipeline]) -> Pipeline:
+    """The slide data path end to end: demo, data_engineering, registration, then tiling,
+    training, evaluation and whole-slide synthesis of :data:`FULL_SCALE_EXPERIMENTS`.
+
+    With ``--env=full_scale`` (``conf/full_scale``) the demo slides are 60,000 x 45,000 px and
+    every output goes under ``data/full_scale``; in the base environment it is the same path at
+    demo size.
+    """
+    experiments = pipelines["modelling"].only_nodes_with_namespaces(
+        FULL_SCALE_EXPERIMENTS
+    ) + pipelines["evaluation"].only_nodes_with_namespaces(FULL_SCALE_EXPERIMENTS)
+    analysis = pipelines["data_engineering"] + pipelines["registration"] + experiments
+    demo_inputs = {k: v for k, v in DEMO_INPUTS.items() if k in analysis.inputs()}
+    return pipelines["demo"] + Pipeline(analysis, inputs=demo_inputs)

@@ -39,6 +39,7 @@ from mrihisto_kedro.demo.virtual_histology import (
     render_virtual_gfap,
 )
 from mrihisto_kedro.imaging.mri import extract_slice, slice_count
+from mrihisto_kedro.imaging.slide_image import SlideImage
 
 SMALL = {"level0_height": 600, "level0_width": 800}
 
@@ -394,3 +395,45 @@ def test_rendered_slide_writes_as_aperio_with_recorded_mpp(plan: DemoPlan, tmp_p
         assert np.abs(region.astype(int) - image.pixels.astype(int)).mean() < 6
     finally:
         slide.close()
+
+
+# ------------------------------------------------------------------- paper-size slides (issue 14)
+
+
+def test_large_slides_are_rendered_while_written_with_the_same_pixels(
+    plan: DemoPlan, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Above ``IN_MEMORY_MAX_PX`` the renderer hands the dataset a ``StreamedSlide``, whose
+    strip-by-strip file holds the same pixels, mpp and AppMag as the in-memory render."""
+    import openslide
+
+    from mrihisto_kedro.demo import generate
+    from mrihisto_kedro.imaging.tiff import write_pyramidal_tiff
+
+    renderer = _renderer(plan, "pair_02")
+    assert isinstance(renderer(), SlideImage)
+    monkeypatch.setattr(generate, "IN_MEMORY_MAX_PX", 600 * 800 - 1)
+    streamed = renderer()
+    assert isinstance(streamed, generate.StreamedSlide)
+    write_pyramidal_tiff(renderer.render(), tmp_path / "memory.svs", compression="lzw")
+    streamed.write_tiff(tmp_path / "streamed.svs", compression="lzw")
+    a = openslide.OpenSlide(tmp_path / "memory.svs")
+    b = openslide.OpenSlide(tmp_path / "streamed.svs")
+    assert b.dimensions == (800, 600) and dict(a.properties) == dict(b.properties)
+    assert float(b.properties["aperio.AppMag"]) == pytest.approx(renderer.app_mag)
+    np.testing.assert_array_equal(
+        np.asarray(a.read_region((0, 0), 0, (800, 600))),
+        np.asarray(b.read_region((0, 0), 0, (800, 600))),
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["memory.svs", "streamed.svs"]
+
+
+def test_coarse_grid_step_is_physical() -> None:
+    """The coarse maps step 150-250 µm: unchanged (8 px) at the demo's 17-20 µm/px, 62 px at
+    a paper-size slide's 2.4 µm/px (42 M corners at 8 px took 3.7 GB for 60,000 x 45,000 px)."""
+    from mrihisto_kedro.demo.virtual_histology import _coarse_factor
+
+    assert [_coarse_factor((m, m), 8) for m in (16.9, 17.6, 20.0, 31.0)] == [8, 8, 8, 8]
+    assert _coarse_factor((2.4, 2.4), 8) == 62
+    assert _coarse_factor((0.25, 0.25), 8) == 600
+    assert _coarse_factor((300.0, 300.0), 8) == 1

@@ -16,7 +16,9 @@ Outputs of a plan (file names are the partition keys of ``data/01_raw``):
 
 * ``volumes``: ``specimen_XX_t1.nii.gz`` -> block T1 volume (float32, 1 mm, LPS geometry kept);
 * ``slides``: ``specimen_XX_gfap.svs`` -> callable returning a :class:`SlideImage` (RGB uint8,
-  level 0 ``level0_height x level0_width``, ``mpp`` and ``app_mag`` set);
+  level 0 ``level0_height x level0_width``, ``mpp`` and ``app_mag`` set), or above
+  :data:`IN_MEMORY_MAX_PX` a :class:`StreamedSlide` that renders while it is written (a
+  60,000 x 45,000 px slide in about 0.5 GB of memory);
 * ``pairs``: the raw manifest (``pair_id, specimen_id, slide, mri, plane, slice_index, split``;
   ``split`` empty so that the pipeline assigns splits by specimen);
 * ``ground_truth``: per ``pair_id`` the affine MRI-slice-mm -> histology-level-0-mm
@@ -33,6 +35,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -49,12 +52,15 @@ from mrihisto_kedro.demo.virtual_histology import (
     SectionGeometry,
     StainStyle,
     TissueMaps,
+    iter_virtual_gfap_strips,
     plan_section_geometry,
     random_stain_style,
     render_virtual_gfap,
 )
 from mrihisto_kedro.imaging.mri import Plane, extract_slice, slice_count
+from mrihisto_kedro.imaging.row_spool import spool_rows_to_pyramidal_tiff
 from mrihisto_kedro.imaging.slide_image import SlideImage, nominal_magnification
+from mrihisto_kedro.imaging.tiff import write_pyramidal_tiff
 from mrihisto_kedro.params import check_ranges
 
 PAIRS_COLUMNS: tuple[str, ...] = (
@@ -87,6 +93,9 @@ GROUND_TRUTH_COLUMNS: tuple[str, ...] = (
 )
 _SLIDE_SUFFIXES = (".svs", ".tif", ".tiff")
 _MAX_SLICE_JITTER = 2
+#: slides above this many level-0 pixels (100 Mpx: 300 MB of RGB) are rendered strip by strip
+#: while they are written (:class:`StreamedSlide`) instead of into one array
+IN_MEMORY_MAX_PX = 100_000_000
 
 
 @dataclass(frozen=True)
@@ -203,16 +212,81 @@ class SlideRenderer:
         """Nominal objective magnification: 10 / mpp (so 0.5 µm/px is 20x, as on Aperio)."""
         return nominal_magnification(self.geometry.mpp[0])
 
-    def __call__(self) -> SlideImage:
-        """Render the slide: RGB uint8 ``(level0_height, level0_width, 3)`` with its mpp."""
+    def __call__(self) -> SlideImage | StreamedSlide:
+        """The slide for ``OpenSlideDataset.save``: in memory up to :data:`IN_MEMORY_MAX_PX`.
+
+        Returns:
+            :meth:`render` for slides of at most ``IN_MEMORY_MAX_PX`` level-0 pixels, else a
+            :class:`StreamedSlide` that renders strip by strip while it writes (same pixels).
+        """
+        if self.geometry.height * self.geometry.width <= IN_MEMORY_MAX_PX:
+            return self.render()
+        return StreamedSlide(self)
+
+    def render(self) -> SlideImage:
+        """Render the slide in memory: RGB uint8 ``(level0_height, level0_width, 3)``, its mpp."""
         pixels = render_virtual_gfap(
             self.maps, self.geometry, self.style, self.seed, edge_noise=self.edge_noise
         )
+        return self.slide_image(pixels)
+
+    def slide_image(self, pixels: Any) -> SlideImage:
+        """``pixels`` (numpy or pyvips) with this slide's mpp, ``AppMag`` and description."""
         return SlideImage(
             pixels=pixels,
             mpp=self.geometry.mpp,
             app_mag=self.app_mag,
             description=dict(self.description),
+        )
+
+
+@dataclass(frozen=True)
+class StreamedSlide:
+    """A virtual slide that renders itself strip by strip into its pyramidal TIFF.
+
+    Implements :class:`mrihisto_kedro.datasets.slide_dataset.SlideWriter`. Memory: the
+    renderer's textures (about 50 MB) and one strip of 256 rows; disk: a spool file of
+    ``H * W * 3`` bytes beside the destination while it is written
+    (:func:`mrihisto_kedro.imaging.row_spool.spool_rows_to_pyramidal_tiff`).
+
+    Attributes:
+        renderer: the slide's renderer.
+    """
+
+    renderer: SlideRenderer
+
+    def write_tiff(
+        self,
+        path: Path,
+        *,
+        flavour: str = "aperio",
+        compression: str = "jpeg",
+        quality: int = 90,
+        tile_size: int = 256,
+        bigtiff: bool | None = None,
+    ) -> Path:
+        """Render and write the slide at ``path`` (atomically; same pixels as ``render()``)."""
+        r = self.renderer
+        strips = iter_virtual_gfap_strips(
+            r.maps, r.geometry, r.style, r.seed, edge_noise=r.edge_noise
+        )
+
+        def write(image: Any, destination: Path) -> None:
+            write_pyramidal_tiff(
+                r.slide_image(image),
+                destination,
+                flavour=flavour,  # type: ignore[arg-type]
+                compression=compression,  # type: ignore[arg-type]
+                quality=quality,
+                tile_size=tile_size,
+                bigtiff=bigtiff,
+            )
+
+        return spool_rows_to_pyramidal_tiff(
+            (strip for _, strip in strips),
+            (r.geometry.height, r.geometry.width, 3),
+            Path(path),
+            write,
         )
 
 
@@ -233,7 +307,7 @@ class DemoPlan:
 
     params: DemoParams
     volumes: dict[str, sitk.Image]
-    slides: dict[str, Callable[[], SlideImage]]
+    slides: dict[str, Callable[[], SlideImage | StreamedSlide]]
     pairs: pd.DataFrame
     ground_truth: pd.DataFrame
     specimens: pd.DataFrame
@@ -274,7 +348,7 @@ def plan_demo(params: DemoParams | None = None) -> DemoPlan:
         centre_jitter_mm=params.block_jitter_mm * 0.8,
     )
     volumes: dict[str, sitk.Image] = {}
-    slides: dict[str, Callable[[], SlideImage]] = {}
+    slides: dict[str, Callable[[], SlideImage | StreamedSlide]] = {}
     blocks: dict[str, SpecimenBlock] = {}
     tissue_maps: dict[str, TissueMaps] = {}
     pair_rows: list[dict[str, Any]] = []

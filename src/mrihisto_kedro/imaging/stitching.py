@@ -36,13 +36,8 @@ size is only attached when writing the TIFF (``mpp``, microns per pixel).
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
-import errno
 import math
 import os
-import shutil
-import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -51,8 +46,13 @@ from typing import TypeVar
 
 import numpy as np
 import pyvips
-import tifffile
 
+from mrihisto_kedro.imaging.row_spool import (
+    check_free_space,
+    spool_rows_to_pyramidal_tiff,
+    temp_file,
+    writable_folder,
+)
 from mrihisto_kedro.imaging.slide_image import SlideImage
 from mrihisto_kedro.imaging.tiff import Compression, Flavour, write_pyramidal_tiff
 
@@ -85,8 +85,6 @@ Predict = Callable[[np.ndarray], np.ndarray]
 E = TypeVar("E", bound=StrEnum)
 
 _FINALISE_ROWS = 16  # rows normalised / converted / written at a time (bounds the temporaries)
-_STRIP_BYTES = 1 << 20  # target strip size of the intermediate TIFF (libtiff reads a strip whole)
-_BIGTIFF_BYTES = 3_800_000_000
 
 
 class WeightKind(StrEnum):
@@ -614,23 +612,6 @@ def to_uint8(values: np.ndarray, value_range: Sequence[float] = (-1.0, 1.0)) -> 
 
 
 # ------------------------------------------------------------------------------------------ TIFF
-def _writable_folder(folder: Path, what: str, target: Path) -> None:
-    """Create ``folder`` (and parents) or fail with a message naming ``target``."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise OSError(
-            error.errno,
-            f"cannot write {target}: the {what} {folder} cannot be created "
-            f"({error.strerror or error})",
-            str(folder),
-        ) from error
-    if not folder.is_dir():
-        raise NotADirectoryError(
-            errno.ENOTDIR, f"cannot write {target}: {folder} is not a folder", str(folder)
-        )
-
-
 def _mpp_pair(mpp: float | Sequence[float] | None) -> tuple[float, float] | None:
     if mpp is None:
         return None
@@ -643,58 +624,6 @@ def _mpp_pair(mpp: float | Sequence[float] | None) -> tuple[float, float] | None
     if not all(math.isfinite(v) and v > 0 for v in values):
         raise ValueError(f"mpp must be positive microns per pixel, got {mpp!r}")
     return values
-
-
-def _release_free_memory() -> None:
-    """Give freed heap memory back to the OS (glibc ``malloc_trim``; a no-op elsewhere).
-
-    numpy buffers up to 32 MiB come from the glibc heap once large blocks have been freed, and
-    glibc keeps such freed pages: without this, the band and batches of the stitching phase stay
-    resident while libvips builds the pyramid, and the two peaks add up.
-    """
-    name = ctypes.util.find_library("c")
-    if not name:
-        return
-    try:
-        trim = ctypes.CDLL(name).malloc_trim
-    except (OSError, AttributeError):
-        return
-    trim(0)
-
-
-def _temp_file(folder: Path, target: Path, suffix: str) -> Path:
-    """A new empty hidden file in ``folder`` named after ``target``; clear error if impossible."""
-    try:
-        fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".{suffix}", dir=folder)
-    except OSError as error:
-        raise OSError(
-            error.errno,
-            f"cannot write {target}: cannot create a file in {folder} ({error.strerror or error})",
-            str(folder),
-        ) from error
-    os.close(fd)
-    return Path(name)
-
-
-def _create_strip_tiff(path: Path, height: int, width: int, channels: int) -> int:
-    """Lay out an uncompressed, contiguous strip TIFF at ``path``; return its pixel offset."""
-    rows_per_strip = max(1, min(height, _STRIP_BYTES // (width * channels)))
-    tifffile.imwrite(
-        path,
-        shape=(height, width, channels) if channels > 1 else (height, width),
-        dtype=np.uint8,
-        photometric="rgb" if channels == 3 else "minisblack",
-        rowsperstrip=rows_per_strip,
-        bigtiff=height * width * channels > _BIGTIFF_BYTES,
-        metadata=None,
-    )
-    with tifffile.TiffFile(path) as tf:
-        page = tf.pages[0]
-        offsets, counts = page.dataoffsets, page.databytecounts
-        contiguous = all(offsets[i] + counts[i] == offsets[i + 1] for i in range(len(offsets) - 1))
-        if not contiguous or sum(counts) != height * width * channels:
-            raise RuntimeError(f"tifffile did not lay out {path} contiguously")
-        return int(offsets[0])
 
 
 def stitch_to_tiff(
@@ -758,19 +687,15 @@ def stitch_to_tiff(
     height, width = grid.shape
     lo, hi = _check_range(value_range)
     out_path = Path(out_path)
-    _writable_folder(out_path.parent, "destination folder", out_path)
+    writable_folder(out_path.parent, "destination folder", out_path)
     scratch = Path(tmp_dir) if tmp_dir is not None else out_path.parent
-    _writable_folder(scratch, "temporary folder", out_path)
-    needed = height * width * out_channels
-    free = shutil.disk_usage(scratch).free
-    if free < needed:
-        raise OSError(
-            errno.ENOSPC,
-            f"cannot write {out_path}: the temporary {width}x{height}x{out_channels} image needs "
-            f"{needed / 2**30:.2f} GiB in {scratch}, only {free / 2**30:.2f} GiB free "
-            "(set tmp_dir)",
-            str(scratch),
-        )
+    writable_folder(scratch, "temporary folder", out_path)
+    check_free_space(
+        scratch,
+        height * width * out_channels,
+        out_path,
+        f"the temporary {width}x{height}x{out_channels} image",
+    )
 
     def write_tiff(pixels: np.ndarray | pyvips.Image, path: Path) -> None:
         image = SlideImage(pixels, mpp=mpp_pair, app_mag=app_mag, description=description or {})
@@ -786,27 +711,16 @@ def stitch_to_tiff(
     # the writer's own checks (flavour, compression, tile size, quality, description keys, mpp)
     # on a 16 x 16 image in the destination folder first: a bad option or a folder where no file
     # can be created fails before hours of inference
-    probe = _temp_file(out_path.parent, out_path, "check.tif")
+    probe = temp_file(out_path.parent, out_path, "check.tif")
     try:
         write_tiff(np.zeros((16, 16, 3), np.uint8), probe)
     finally:
         probe.unlink(missing_ok=True)
-    strips = _temp_file(scratch, out_path, "stitch.tif")
-    try:
-        offset = _create_strip_tiff(strips, height, width, out_channels)
-        rows = iter_stitched_rows(
-            read_input, predict, shape, out_channels, options, progress=progress
-        )
-        with open(strips, "r+b") as fh:
-            fh.seek(offset)
-            for _, block in rows:
-                fh.write(memoryview(_to_uint8_inplace(block, lo, hi)))
-            if fh.tell() != offset + needed:
-                raise RuntimeError(f"stitched {fh.tell() - offset} bytes, expected {needed}")
-        del rows
-        _release_free_memory()
-        source = pyvips.Source.new_from_file(str(strips))  # source loads are not cached by libvips
-        write_tiff(pyvips.Image.new_from_source(source, "", access="sequential"), out_path)
-    finally:
-        strips.unlink(missing_ok=True)
-    return out_path
+    rows = iter_stitched_rows(read_input, predict, shape, out_channels, options, progress=progress)
+    return spool_rows_to_pyramidal_tiff(
+        (_to_uint8_inplace(block, lo, hi) for _, block in rows),
+        (height, width, out_channels),
+        out_path,
+        write_tiff,
+        tmp_dir=scratch,
+    )

@@ -10,7 +10,7 @@ import pandas as pd
 import SimpleITK as sitk
 
 from mrihisto_kedro.demo.control_points import simulate_control_points
-from mrihisto_kedro.demo.generate import DemoParams, plan_demo
+from mrihisto_kedro.demo.generate import DemoParams, StreamedSlide, plan_demo
 from mrihisto_kedro.demo.icbm152 import read_icbm152_pair
 from mrihisto_kedro.imaging.slide_image import SlideImage
 from mrihisto_kedro.params import parse_params
@@ -22,7 +22,7 @@ _CLICK_STREAM = 10_000
 def make_demo(
     parameters: dict[str, Any],
 ) -> tuple[
-    dict[str, Callable[[], SlideImage]],
+    dict[str, Callable[[], SlideImage | StreamedSlide]],
     dict[str, sitk.Image],
     pd.DataFrame,
     pd.DataFrame,
