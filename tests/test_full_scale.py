@@ -97,7 +97,7 @@ def test_tiles_of_256_and_1024_px(full_scale: tuple[Path, float]) -> None:
     models = project / "data" / "full_scale" / "05_model_input"
     for experiment, grid_px in (("tiles_256", 256), ("tiles_1024", 1024)):
         tiles = load_tileset(models / experiment / "tileset")
-        assert tiles.a.shape[1:] == (1, 256, 256) and tiles.b.shape[1:] == (3, 256, 256)
+        assert tiles.a.shape[1:] == (256, 256, 1) and tiles.b.shape[1:] == (256, 256, 3)
         assert set(tiles.manifest["split"]) == {"train", "test"}
         assert (tiles.manifest["size"] == grid_px * 15).all()  # level-0 px of the 15x grid
     assert len(load_tileset(models / "tiles_256" / "tileset")) > 100
