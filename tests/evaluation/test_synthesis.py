@@ -84,6 +84,15 @@ def test_new_slice_with_non_square_pixels_keeps_its_proportions() -> None:
     volume_model = InputSpec(kind=InputKind.VOLUME_TO_VOLUME, pixel_size_um=(2000.0, 2000.0))
     with pytest.raises(ValueError, match="translates MRI volumes.*--pipeline=inference_volume"):
         new_slice_input(image, NewSliceParams(), "slice.mha", volume_model)
+    msi_model = InputSpec(
+        kind=InputKind.MSI_TO_SLIDE,
+        pixel_size_um=(8.0, 8.0),
+        channels=3,
+        normalisation_scope="dataset",
+        embedding="pca",
+    )
+    with pytest.raises(ValueError, match="slice.mha translates MSI embeddings \\(pca"):
+        new_slice_input(image, NewSliceParams(), "slice.mha", msi_model)
 
 
 def test_new_slice_onto_a_reference_grid(tmp_path: Path) -> None:

@@ -215,6 +215,10 @@ def test_tile_sets_are_split_by_specimen(msi_project: dict) -> None:
         assert 0.0 <= float(tiles.a.min()) and float(tiles.a.max()) <= 1.0
         assert (m["msi_fraction"] >= 0.5).all() and (m["scale"] == 4).all()
         assert (m["size"] == 32 * 4).all()
+        spec = tiles.attrs["input_spec"]  # issue 14: MSI models know their input too
+        assert spec["kind"] == "msi_to_slide" and spec["channels"] == 3
+        assert spec["pixel_size_um"] == pytest.approx([float(m["mpp"].median())] * 2)
+        assert spec["normalisation_scope"] == "dataset" and spec["embedding"] == "pca"
     # the two sets differ only in the padding
     pd.testing.assert_frame_equal(
         black.manifest.drop(columns="padding"), white.manifest.drop(columns="padding")
@@ -276,6 +280,8 @@ def _test_metrics(project: Path, experiment: str, colour: str) -> dict[str, floa
     payload = torch.load(
         project / "data" / "06_models" / experiment / "generator.pt", weights_only=True
     )
+    spec = payload["input_spec"]  # carried from the tile set into the model file
+    assert spec["kind"] == "msi_to_slide" and spec["input_range"] == [0.0, 1.0]
     params = TileEvaluationParams(splits=("test",), device="cpu", input_name="msi")
     data = evaluate_split(_tiles(project, colour), payload, "test", params)
     assert data is not None

@@ -295,7 +295,7 @@ def new_slice_input(
         output grid.
 
     Raises:
-        ValueError: an MRI -> MRI generator's spec, a volume without ``slice_index``, a slice
+        ValueError: an MRI -> MRI or MSI generator's spec, a volume without ``slice_index``, a slice
             index out of range, a reference/transform file that cannot be read (named), or a
             blank slice.
     """
@@ -306,6 +306,11 @@ def new_slice_input(
         raise ValueError(
             f"the generator for {source} translates MRI volumes (an MRI -> MRI model): run "
             "`kedro run --pipeline=inference_volume` to write a NIfTI volume instead"
+        )
+    if spec is not None and spec.kind is InputKind.MSI_TO_SLIDE:
+        raise ValueError(
+            f"the generator for {source} translates MSI embeddings ({spec.embedding}, fitted "
+            "jointly on its training specimens), not MRI: it cannot be applied to an MRI slice"
         )
     if image.GetDimension() == 3:
         if params.slice_index is None:

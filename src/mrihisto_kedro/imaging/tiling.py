@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 from skimage.transform import resize
 
+from mrihisto_kedro.imaging.level_array import LevelArray
 from mrihisto_kedro.imaging.tileset import TileSet, TileSetWriter
 from mrihisto_kedro.nn.input_spec import InputKind, InputSpec
 
@@ -59,7 +60,9 @@ class AlignedPair:
     Attributes:
         pair_id, specimen_id, split: from the pairs manifest.
         mri: aligned MRI, float32 ``(H, W)`` in ``[0, 1]``.
-        histology: downsampled slide, uint8 ``(H, W, 3)``.
+        histology: downsampled slide, uint8 ``(H, W, 3)``: an array, or a
+            :class:`~mrihisto_kedro.imaging.level_array.LevelArray` that reads the windows
+            tiling cuts by region (the pipeline's pairs: no whole level in memory).
         tissue: boolean tissue mask ``(H, W)`` (histology tissue and MRI coverage).
         downsample: level-0 pixels per grid pixel (e.g. 15).
     """
@@ -68,7 +71,7 @@ class AlignedPair:
     specimen_id: str
     split: str
     mri: np.ndarray
-    histology: np.ndarray
+    histology: np.ndarray | LevelArray
     tissue: np.ndarray
     downsample: float
 
@@ -190,8 +193,10 @@ class PairTilesJob:
 
     What :func:`paired_tiles` returns in memory, but bounded by one pair's grid instead of
     every pair's tiles: the first pass loads each pair to plan its tiles (tissue fractions
-    only), the second loads it again and writes its tiles into a :class:`TileSetWriter`. The
-    folder is replaced only when complete. ``TileSetDataset.save`` runs :meth:`write`.
+    only: a pair whose histology is a :class:`LevelArray` reads no slide pixels here), the
+    second loads it again and writes its tiles into a :class:`TileSetWriter`, reading the
+    histology window by window. The folder is replaced only when complete.
+    ``TileSetDataset.save`` runs :meth:`write`.
 
     Attributes:
         loaders: one callable per pair returning ``(AlignedPair, level-0 mpp (x, y))``.

@@ -81,6 +81,7 @@ from mrihisto_kedro.msi.spectra import (
     pick_peaks,
     summed_spectrum,
 )
+from mrihisto_kedro.nn.input_spec import InputKind, InputSpec
 
 __all__ = [
     "CONTROL_POINT_COLUMNS",
@@ -103,6 +104,7 @@ __all__ = [
     "msi_coverage",
     "msi_image",
     "msi_pair_tiles",
+    "msi_tiles_input_spec",
     "pad_to_histology",
     "pad_value",
     "reduce_jointly",
@@ -1062,6 +1064,27 @@ def msi_pair_tiles(
         manifest=pd.DataFrame(rows),
         a=np.stack(a_tiles).astype(np.float32),
         b=np.stack(b_tiles).astype(np.uint8),
+    )
+
+
+def msi_tiles_input_spec(manifest: pd.DataFrame, reduction: ReductionParams) -> InputSpec:
+    """What a generator trained on an MSI tile set takes as input (stored in ``generator.pt``).
+
+    Args:
+        manifest: the tile manifest of :func:`msi_pair_tiles` (its ``mpp``: µm per stored
+            pixel, the H&E grid's).
+        reduction: how the peak stacks were reduced to the 3 input channels.
+    """
+    mpp = float(np.median(manifest["mpp"]))
+    lower, upper = reduction.percentiles
+    return InputSpec(
+        kind=InputKind.MSI_TO_SLIDE,
+        pixel_size_um=(mpp, mpp),
+        channels=3,
+        lower_percentile=float(lower),
+        upper_percentile=float(upper),
+        normalisation_scope="dataset",
+        embedding=str(ReductionMethod(reduction.method)),
     )
 
 

@@ -30,6 +30,9 @@ class InputKind(StrEnum):
     """An MRI slice resampled onto the histology grid -> synthetic histology (RGB)."""
     VOLUME_TO_VOLUME = "volume_to_volume"
     """Slices of an MRI volume -> slices of another MRI contrast (T1 -> T2)."""
+    MSI_TO_SLIDE = "msi_to_slide"
+    """An MSI peak stack reduced to 3 channels (an embedding fitted jointly on the training
+    specimens), registered onto the H&E grid -> synthetic H&E (RGB)."""
 
 
 @dataclass(frozen=True)
@@ -42,12 +45,16 @@ class InputSpec:
             in practice: inputs are resampled to it).
         channels: input channels.
         lower_percentile, upper_percentile: robust percentiles mapped to 0 and 1.
-        normalisation_scope: ``slice`` (each slice's own percentiles, as data_engineering) or
-            ``volume`` (one pair of percentiles over the whole volume, as the T1/T2 slabs).
+        normalisation_scope: ``slice`` (each slice's own percentiles, as data_engineering),
+            ``volume`` (one pair of percentiles over the whole volume, as the T1/T2 slabs) or
+            ``dataset`` (one pair per channel over every specimen's pixels, as the MSI
+            embeddings).
         input_range: the ``[lo, hi]`` of the normalised values mapped to the network's [-1, 1].
         plane: anatomical plane of the training slices (``None`` when slices came from
             registered sections of any plane).
         pad_to: side in pixels the training slices were zero-padded (centred) to, or ``None``.
+        embedding: how MSI inputs were reduced to their channels (``pca``, ``tsne``,
+            ``umap``), ``None`` for MRI inputs.
     """
 
     kind: InputKind
@@ -59,13 +66,15 @@ class InputSpec:
     input_range: tuple[float, float] = (0.0, 1.0)
     plane: str | None = None
     pad_to: int | None = None
+    embedding: str | None = None
 
     def __post_init__(self) -> None:
         if not all(math.isfinite(v) and v > 0 for v in self.pixel_size_um):
             raise InputSpecError(f"pixel_size_um must be positive, got {self.pixel_size_um}")
-        if self.normalisation_scope not in ("slice", "volume"):
+        if self.normalisation_scope not in ("slice", "volume", "dataset"):
             raise InputSpecError(
-                f"normalisation_scope must be 'slice' or 'volume', got {self.normalisation_scope!r}"
+                "normalisation_scope must be 'slice', 'volume' or 'dataset', got "
+                f"{self.normalisation_scope!r}"
             )
         if not 0 <= self.lower_percentile < self.upper_percentile <= 100:
             raise InputSpecError(
@@ -98,6 +107,7 @@ class InputSpec:
                 input_range=tuple(float(v) for v in data.get("input_range", (0.0, 1.0))),  # type: ignore[arg-type]
                 plane=data.get("plane"),
                 pad_to=None if data.get("pad_to") is None else int(data["pad_to"]),
+                embedding=None if data.get("embedding") is None else str(data["embedding"]),
             )
         except (KeyError, TypeError, ValueError, IndexError) as exc:
             raise InputSpecError(f"{source}: input_spec is incomplete or invalid: {exc}") from exc

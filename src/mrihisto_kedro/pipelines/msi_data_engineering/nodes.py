@@ -41,6 +41,7 @@ from mrihisto_kedro.msi.pairs import (
     msi_coverage,
     msi_image,
     msi_pair_tiles,
+    msi_tiles_input_spec,
     pad_to_histology,
     reduce_jointly,
     register_msi,
@@ -370,12 +371,14 @@ def build_msi_tiles(
     registered: dict[str, Loader],
     coverage: dict[str, Loader],
     parameters: dict[str, Any],
+    reduction: dict[str, Any],
     padding: PadColour | str = PadColour.BLACK,
 ) -> TileSet:
     """Paired tiles of every registered specimen (A = padded MSI, B = H&E), split by specimen.
 
     ``padding`` is bound per node (``black`` / ``white``): it only labels the tiles; the pixels
-    come from ``registered``.
+    come from ``registered``. The tile set records its input spec (µm per pixel, the
+    embedding and its scaling), which training stores in ``generator.pt``.
     """
     p = parse_params(MsiTilingParams, parameters, "msi_data_engineering.tiling")
     pairs = validate_msi_pairs(pairs)
@@ -397,6 +400,10 @@ def build_msi_tiles(
             )
         )
     tiles = msi_pair_tiles(aligned, p, padding)
+    spec = msi_tiles_input_spec(
+        tiles.manifest, parse_params(ReductionParams, reduction, "msi_data_engineering.reduction")
+    )
+    tiles.attrs["input_spec"] = spec.to_dict()
     logger.info(
         "MSI tile set (%s padding): %d tiles %s of %s px",
         PadColour(padding).value,

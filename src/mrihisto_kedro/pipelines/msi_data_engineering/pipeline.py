@@ -132,6 +132,7 @@ def create_analysis_pipeline(**kwargs) -> Pipeline:
                         f"msi_registered_{colour.value}",
                         "msi_coverage",
                         "params:msi_data_engineering.tiling",
+                        "params:msi_data_engineering.reduction",
                     ],
                     "tileset",
                     name="build_tiles",
@@ -144,7 +145,10 @@ def create_analysis_pipeline(**kwargs) -> Pipeline:
                 f"msi_registered_{colour.value}",
                 "msi_coverage",
             },
-            parameters={"params:msi_data_engineering.tiling"},
+            parameters={
+                "params:msi_data_engineering.tiling",
+                "params:msi_data_engineering.reduction",
+            },
         )
         for colour, experiment in TILE_EXPERIMENTS.items()
     ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -13,13 +14,19 @@ import SimpleITK as sitk
 from matplotlib.figure import Figure
 
 from mrihisto_kedro.datasets.control_points_dataset import ControlPointsFile
-from mrihisto_kedro.imaging.pair_registration import PairScoring, register_pair
+from mrihisto_kedro.imaging.pair_registration import (
+    FixedGrid,
+    PairRegistration,
+    PairScoring,
+    fixed_grid,
+    register_pair,
+)
 from mrihisto_kedro.imaging.registration import (
+    Interpolator,
     RegistrationParams,
     TissueChannel,
-    downsampled_origin_mm,
+    resample_moving,
 )
-from mrihisto_kedro.imaging.slides import Slide
 from mrihisto_kedro.params import parse_params
 
 logger = logging.getLogger(__name__)
@@ -50,30 +57,41 @@ class RegistrationPipelineParams:
         channel: tissue channel of the histology registered on (colour deconvolution or OD).
         scoring: Dice threshold for flagging, MI bins and log base, TRE grid step.
         optimiser: the SimpleITK registration settings (metric, pyramid, stages, seed, ...).
+        max_grid_px: longest side (px) of the grid registration is scored on; a longer
+            downsampled slide (slides above ~30,000 px at 15x) is area-averaged to it, and the
+            aligned MRI is still written on the full grid (memory bounded as slides grow).
     """
 
     channel: TissueChannel = TissueChannel.OPTICAL_DENSITY
     scoring: PairScoring = field(default_factory=PairScoring)
     optimiser: RegistrationParams = field(default_factory=RegistrationParams)
+    max_grid_px: int = 2048
+
+    def __post_init__(self) -> None:
+        if self.max_grid_px < 64:
+            raise ValueError(f"max_grid_px must be >= 64, got {self.max_grid_px}")
 
 
 def _params(parameters: dict[str, Any]) -> RegistrationPipelineParams:
     return parse_params(RegistrationPipelineParams, parameters, "registration")
 
 
-def _fixed_geometry(
-    slide: Slide, downsample_factor: float
-) -> tuple[np.ndarray, tuple[float, float], tuple[float, float]]:
-    """Pixels, pixel size (mm) and pixel-centre origin (mm) of a downsampled slide."""
-    if slide.mpp is None:
-        raise ValueError(
-            f"downsampled slide {slide.path} has no mpp: registration needs physical units"
-        )
-    width, height = slide.level_dimensions[0]
-    rgb = slide.read_region((0, 0), 0, (width, height))
-    spacing = (slide.mpp[0] / 1000.0, slide.mpp[1] / 1000.0)
-    level0 = (slide.mpp[0] / downsample_factor, slide.mpp[1] / downsample_factor)
-    return rgb, spacing, downsampled_origin_mm(downsample_factor, level0)
+def _aligned_outputs(
+    result: PairRegistration, grid: FixedGrid, mri: sitk.Image, mri_mask: Loader
+) -> tuple[sitk.Image | Loader, sitk.Image | Loader]:
+    """The aligned MRI and mask on the full grid: lazy (resampled when saved) if reduced."""
+    if not grid.reduced:
+        return result.aligned_mri, result.aligned_mri_mask
+    full, transform = grid.full, result.transform
+    return (
+        partial(resample_moving, mri, full, transform, Interpolator.LINEAR),
+        lambda: resample_moving(
+            sitk.Cast(sitk.NotEqual(mri_mask(), 0), sitk.sitkUInt8),
+            full,
+            transform,
+            Interpolator.NEAREST,
+        ),
+    )
 
 
 def _register_all(
@@ -107,7 +125,16 @@ def _register_all(
     rows = []
     for row in pairs.itertuples():
         with downsampled_slides[row.pair_id]() as slide:
-            rgb, spacing, origin = _fixed_geometry(slide, factor)
+            grid = fixed_grid(slide, factor, p.max_grid_px)
+        rgb, spacing, origin = grid.rgb, grid.spacing_mm, grid.origin_mm
+        if grid.reduced:
+            logger.info(
+                "pair %s: %dx%d px grid registered and scored on %dx%d px (max_grid_px)",
+                row.pair_id,
+                *grid.full.GetSize(),
+                rgb.shape[1],
+                rgb.shape[0],
+            )
         mri: sitk.Image = mri_slices[row.pair_id]()
         points = None
         if control_points is not None:
@@ -153,8 +180,9 @@ def _register_all(
             result.scores["seconds"],
         )
         transforms[row.pair_id] = result.transform
-        aligned[row.pair_id] = result.aligned_mri
-        aligned_masks[row.pair_id] = result.aligned_mri_mask
+        aligned[row.pair_id], aligned_masks[row.pair_id] = _aligned_outputs(
+            result, grid, mri, mri_masks[row.pair_id]
+        )
         figures[f"{row.pair_id}.png"] = result.figure
         rows.append(
             {
