@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mrihisto_kedro.manifest import (
     ManifestError,
@@ -59,6 +63,36 @@ def test_manifest_errors_name_row_and_field(overrides: dict, expected: str) -> N
         validate_pairs(manifest(**overrides), SLIDES, counts, MRIS, source="pairs.csv")
     assert expected in str(err.value)
     assert str(err.value).startswith("pairs.csv")
+
+
+@pytest.mark.parametrize("bad", ["../p2", "/abs/p2", "a/b", "a\\b", "p..2", ".p2", "p 2"])
+def test_pair_ids_that_are_not_one_safe_file_name_are_refused(bad: str) -> None:
+    """Issue 15: a traversal or absolute id passed validation, then kedro-datasets refused
+    the save after the folder was wiped (or re-rooted it into nested folders)."""
+    with pytest.raises(ManifestError) as err:
+        validate_pairs(manifest(pair_id=["p1", bad, "p3"]), SLIDES, counts, MRIS)
+    assert f"row 3 (pair_id={bad!r}): field 'pair_id' = {bad!r} is not a safe file name" in (
+        str(err.value)
+    )
+
+
+@given(
+    st.text(
+        alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1, max_size=12
+    )
+)
+@settings(max_examples=200, deadline=None)
+def test_any_pair_id_is_accepted_as_a_file_name_or_refused_by_name(pid: str) -> None:
+    """Fuzz: an accepted id is one path component that stays inside its folder."""
+    try:
+        out = validate_pairs(manifest(pair_id=["p1", pid, "p3"]), SLIDES, counts, MRIS)
+    except ManifestError as exc:
+        assert "row 3" in str(exc) or "pair_id" in str(exc)
+        return
+    accepted = str(out["pair_id"].iloc[1])
+    folder = Path("/data/03_primary/aligned_mri")
+    assert (folder / f"{accepted}.mha").resolve().parent == folder
+    assert accepted == Path(accepted).name and ".." not in accepted
 
 
 def test_missing_column_is_named() -> None:
@@ -181,3 +215,42 @@ def test_bad_mpp_is_refused(overrides: dict, default: float | None, expected: st
             default_slide_mpp=default,
         )
     assert expected in str(err.value)
+
+
+def test_implausible_slide_headers_are_refused_before_any_pixel(shared_data: Path) -> None:
+    """Issue 15: a 68 KB TIFF claiming 200,000 x 200,000 px was streamed for 131 s at 5 GB."""
+    from mrihisto_kedro.imaging.slides import open_slide
+    from mrihisto_kedro.manifest import InputHeaders, SlideLimits
+
+    real = shared_data / "histology" / "CMU-1-Small-Region.svs"
+    headers = InputHeaders({"s1.svs": lambda: open_slide(real)}, {})
+    genuine = headers.slide("s1.svs")
+    assert genuine.dimensions == (2220, 2967) and genuine.file_bytes == real.stat().st_size
+    limits = SlideLimits()
+    assert limits.problems(genuine, "row 2") == []  # 0.29 bytes per pixel
+
+    forged = {
+        "s1.svs": genuine,
+        "s2.svs": SlideHeader("/in/forged.svs", (0.25, 0.25), (200_000, 200_000), 68_000),
+        "s3.svs": SlideHeader("/in/huge.mrxs", (0.25, 0.25), (400_000, 300_000), 1_000),
+    }
+    with pytest.raises(ManifestError) as err:
+        validate_pairs(
+            manifest(),
+            SLIDES,
+            counts,
+            MRIS,
+            slide_header=forged.__getitem__,
+            slide_limits=limits,
+        )
+    message = str(err.value)
+    assert (
+        "row 3 (pair_id='p2'): slide /in/forged.svs claims 200000 x 200000 px (40.00 Gpx) in a "
+        "file of 68 KB (1.7e-06 bytes per pixel" in message
+    )
+    assert "slide_limits.min_bytes_per_px" in message
+    assert "row 4 (pair_id='p3'): slide /in/huge.mrxs claims 400000 x 300000 px" in message
+    assert "above max_level0_px" in message and "s1.svs" not in message
+    # a multi-file format keeps its pixels elsewhere: its index file's size is not judged
+    small_index = SlideHeader("/in/a.mrxs", (0.25, 0.25), (100_000, 80_000), 2_000)
+    assert limits.problems(small_index, "row 2") == []

@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,6 +30,9 @@ import SimpleITK as sitk
 from mrihisto_kedro.imaging.mri import Plane, select_volume, slice_count, volume_count
 
 logger = logging.getLogger(__name__)
+
+#: a pair id names files (``aligned_mri/<pair_id>.mha``): one safe path component
+_SAFE_ID = re.compile(r"(?!.*\.\.)[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 
 REQUIRED_COLUMNS: tuple[str, ...] = (
     "pair_id",
@@ -79,6 +84,56 @@ class SlideHeader:
 
     path: str
     mpp: tuple[float, float] | None
+    dimensions: tuple[int, int] | None = None
+    file_bytes: int | None = None
+
+
+@dataclass(frozen=True)
+class SlideLimits:
+    """``data_engineering.slide_limits``: a slide header's plausibility, before any pixel.
+
+    A 68 KB TIFF whose header claimed 200,000 x 200,000 px was streamed for 131 s at 5 GB of
+    memory before anything failed (issue 15). The defaults are generous: the largest 40x
+    whole-slide scans are about 1.5e10 px, and single-file JPEG / JPEG 2000 slides hold
+    0.02-0.5 bytes per pixel (CMU-1-Small-Region.svs: 0.29).
+
+    Attributes:
+        max_level0_px: largest level-0 pixel count accepted (width x height).
+        min_bytes_per_px: smallest file size per claimed level-0 pixel for single-file
+            TIFF-family slides (``.svs .tif .tiff .ndpi .scn .bif .qptiff``); multi-file formats
+            (MRXS, VMS) keep their pixels in other files and are not checked.
+    """
+
+    max_level0_px: float = 5e10
+    min_bytes_per_px: float = 1e-4
+
+    def problems(self, header: SlideHeader, where: str) -> list[str]:
+        """Why ``header`` is implausible (empty when it is not)."""
+        if header.dimensions is None:
+            return []
+        w, h = header.dimensions
+        px = float(w) * float(h)
+        fix = "; if the file is genuine, raise data_engineering.slide_limits."
+        if px > self.max_level0_px:
+            return [
+                f"{where}: slide {header.path} claims {w} x {h} px at level 0 ({px / 1e9:.1f} "
+                f"Gpx), above max_level0_px = {self.max_level0_px:.3g}: refused before reading "
+                f"any pixel{fix}max_level0_px"
+            ]
+        single_file = Path(header.path).suffix.lower() in _SINGLE_FILE_SLIDES
+        if single_file and header.file_bytes is not None and px > 0:
+            per_px = header.file_bytes / px
+            if per_px < self.min_bytes_per_px:
+                return [
+                    f"{where}: slide {header.path} claims {w} x {h} px ({px / 1e9:.2f} Gpx) in "
+                    f"a file of {header.file_bytes / 1e3:.0f} KB ({per_px:.1e} bytes per pixel; "
+                    "compressed slides hold about 0.02-0.5): its header is damaged or forged, "
+                    f"refused before reading any pixel{fix}min_bytes_per_px"
+                ]
+        return []
+
+
+_SINGLE_FILE_SLIDES = {".svs", ".tif", ".tiff", ".ndpi", ".scn", ".bif", ".qptiff"}
 
 
 class ManifestError(ValueError):
@@ -120,7 +175,13 @@ class InputHeaders:
     def slide(self, name: str) -> SlideHeader:
         """The slide's file and level-0 mpp."""
         with self._slides[name]() as slide:
-            return SlideHeader(path=str(slide.path), mpp=slide.mpp)
+            path = Path(slide.path)
+            return SlideHeader(
+                path=str(path),
+                mpp=slide.mpp,
+                dimensions=slide.dimensions,
+                file_bytes=path.stat().st_size if path.is_file() else None,
+            )
 
     def mri(self, name: str) -> MriHeader:
         """The MRI's file, volume count and spacing; a 2-D or 5-D image is an error naming it."""
@@ -148,6 +209,7 @@ def validate_pairs(
     slide_header: Callable[[str], SlideHeader] | None = None,
     default_slide_mpp: float | None = None,
     mri_header: Callable[[str], MriHeader] | None = None,
+    slide_limits: SlideLimits | None = None,
 ) -> pd.DataFrame:
     """Check every row of the manifest before any work is done.
 
@@ -204,6 +266,12 @@ def validate_pairs(
                 problems.append(f"{where}: field '{col}' is empty")
             rec[col] = "" if _blank(row[col]) else str(row[col]).strip()
         pid = rec["pair_id"]
+        if pid and not _SAFE_ID.fullmatch(pid):
+            problems.append(
+                f"{where}: field 'pair_id' = {pid!r} is not a safe file name: use letters, "
+                "digits, '_', '-' and '.' (no path separators, no '..'), starting with a "
+                "letter or digit; it names output files such as aligned_mri/<pair_id>.mha"
+            )
         if pid:
             if pid in seen:
                 problems.append(f"{where}: field 'pair_id' duplicates row {seen[pid]}")
@@ -259,6 +327,8 @@ def validate_pairs(
                     headers[rec["slide"]] = slide_header(rec["slide"])
                 header = headers[rec["slide"]]
             rec.update(_resolve_mpp(row, header, default_slide_mpp, where, problems))
+            if header is not None and slide_limits is not None:
+                problems += slide_limits.problems(header, where)
         clean_rows.append(rec)
     if problems:
         raise ManifestError(f"{source}: " + "; ".join(problems))

@@ -2,11 +2,12 @@
 from the Kedro defaults. For further information, including these default values, see
 https://docs.kedro.org/en/stable/configure/configuration_basics/#configuration"""
 
-# Instantiated project hooks.
-# For example, after creating a hooks.py and defining a ProjectHooks class there, do
-# from mrihisto_kedro.hooks import ProjectHooks
-# Hooks are executed in a Last-In-First-Out (LIFO) order.
-# HOOKS = (ProjectHooks(),)
+# Instantiated project hooks: one run per output root (a lock), stale temporaries removed
+# and stale MLflow runs marked before any node (src/mrihisto_kedro/hooks.py).
+from mrihisto_kedro.hooks import RunSafetyHooks, RunTagHooks  # noqa: E402
+
+_SAFETY = RunSafetyHooks()
+HOOKS = (_SAFETY, RunTagHooks(_SAFETY))
 
 # Installed plugins for which to disable hook auto-registration.
 # DISABLE_HOOKS_FOR_PLUGINS = ("kedro-viz",)

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-import torch
 from kedro.io import AbstractDataset, DatasetError
 
+from mrihisto_kedro.nn.safe_load import UnsafeFileError, load_weights_only
 from mrihisto_kedro.nn.training import save_checkpoint
 
 
@@ -34,7 +34,9 @@ class TorchGeneratorDataset(AbstractDataset[dict[str, Any], dict[str, Any]]):
         if not path.is_file():
             raise DatasetError(f"generator file {path} does not exist")
         try:
-            payload = torch.load(path, map_location="cpu", weights_only=True)
+            payload = load_weights_only(path, "generator file")
+        except UnsafeFileError as exc:
+            raise DatasetError(str(exc)) from None
         except Exception as exc:
             raise DatasetError(f"generator file {path} cannot be read: {exc}") from exc
         if not isinstance(payload, dict) or "architecture" not in payload:

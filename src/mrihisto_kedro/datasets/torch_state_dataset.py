@@ -10,9 +10,9 @@ from __future__ import annotations
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-import torch
 from kedro.io import AbstractDataset, DatasetError
 
+from mrihisto_kedro.nn.safe_load import UnsafeFileError, load_weights_only
 from mrihisto_kedro.nn.training import save_checkpoint
 
 
@@ -66,7 +66,9 @@ class TorchStateDataset(AbstractDataset[dict[str, Any], dict[str, Any]]):
         if not path.is_file():
             raise DatasetError(f"state file {path} does not exist")
         try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            state = load_weights_only(path, "state file")
+        except UnsafeFileError as exc:
+            raise DatasetError(str(exc)) from None
         except Exception as exc:
             raise DatasetError(f"state file {path} cannot be read: {exc}") from exc
         return self._check(state, "expected")

@@ -43,7 +43,11 @@ class SimpleITKTransformDataset(AbstractDataset[sitk.Transform, sitk.Transform])
     def save(self, data: sitk.Transform) -> None:
         path = Path(self._filepath)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
+        # ".<stem>.<random>.tmp<ext>": ITK picks the format from the extension, and the
+        # ".tmp" marks it as a staging file for durability.temporaries
+        fd, tmp = tempfile.mkstemp(
+            prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent
+        )
         os.close(fd)
         try:
             sitk.WriteTransform(data, tmp)

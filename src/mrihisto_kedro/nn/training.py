@@ -55,6 +55,7 @@ from torch.utils.data import DataLoader
 
 from mrihisto_kedro.nn.generators import build_generator
 from mrihisto_kedro.nn.models import TranslationModel
+from mrihisto_kedro.nn.safe_load import load_weights_only
 
 __all__ = [
     "CHECKPOINT_NAME",
@@ -73,6 +74,9 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+VALIDATION_METRICS = ("val_L1", "val_L1_01", "val_SSIM", "val_SSIM_fg")
+"""The metrics :func:`evaluate` reports (and a search may select on)."""
 
 CHECKPOINT_NAME = "last.pt"
 """File name of the rolling full checkpoint inside ``checkpoint_dir``."""
@@ -453,7 +457,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     Raises:
         ValueError: the file is not a checkpoint of this format.
     """
-    payload = torch.load(Path(path), map_location="cpu", weights_only=True)
+    payload = load_weights_only(path, "checkpoint")
     if not isinstance(payload, dict) or payload.get("format") != _CHECKPOINT_FORMAT:
         raise ValueError(f"{path}: not a {_CHECKPOINT_FORMAT} file")
     if payload.get("format_version") != _FORMAT_VERSION:
@@ -701,7 +705,7 @@ def load_generator(
         ``training == False`` (call ``.train()`` explicitly to fine-tune).
     """
     if not isinstance(payload, Mapping):
-        payload = torch.load(Path(payload), map_location="cpu", weights_only=True)
+        payload = load_weights_only(payload, "generator file")
     if not isinstance(payload, Mapping) or payload.get("format") != _GENERATOR_FORMAT:
         raise ValueError(f"not an exported generator ({_GENERATOR_FORMAT})")
     if payload.get("format_version") != _FORMAT_VERSION:

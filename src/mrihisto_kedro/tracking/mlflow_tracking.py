@@ -7,13 +7,16 @@ each training is a nested run under it.
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import mlflow
 import numpy as np
 import torch
+from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 
 from mrihisto_kedro.nn.device import describe_numerics
@@ -35,30 +38,80 @@ def flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 @contextmanager
-def training_run(name: str, params: Mapping[str, Any], tags: Mapping[str, str]) -> Iterator[str]:
+def training_run(
+    name: str, params: Mapping[str, Any], tags: Mapping[str, str], run_id: str | None = None
+) -> Iterator[str]:
     """A (nested, if a run is active) MLflow run with its parameters logged; yields its id.
 
     Parameters are logged flattened (``model.lr``) and, for the paper's search space, also
     under their short names (``gan_mode``, ``lr``, ``beta1``, ``lambda_L1``) so runs of all
     experiments compare in one table.
+
+    ``run_id`` continues that run (a training resumed from its checkpoint logs its remaining
+    epochs into the run it started; the run is tagged ``resumed``). A run id the tracking store
+    does not know (e.g. ``mlflow.db`` was deleted) starts a new run instead.
     """
     nested = mlflow.active_run() is not None
-    with mlflow.start_run(run_name=name, nested=nested, tags=dict(tags)) as run:
+    if run_id is not None and not _run_exists(run_id):
+        run_id = None
+    parent = mlflow.active_run()
+    run_tags = {**_inherited_tags(parent), **tags}
+    if run_id is not None:
+        run_tags["resumed"] = "true"
+        if parent is not None:
+            run_tags["resumed_under"] = parent.info.run_id
+    start_name = None if run_id is not None else name
+    with mlflow.start_run(run_id=run_id, run_name=start_name, nested=nested, tags=run_tags) as run:
         flat = flatten(params)
         short = {
             k.split(".")[-1]: v
             for k, v in flat.items()
             if k.split(".")[-1] in ("gan_mode", "lr", "beta1", "lambda_L1", "n_epochs")
         }
-        mlflow.log_params({**flat, **short})
+        log_params_once({**flat, **short})
         yield run.info.run_id
+
+
+def _inherited_tags(parent: mlflow.ActiveRun | None) -> dict[str, str]:
+    """The parent's ``mrihisto.*`` tags (output root, host: see ``hooks.RunTagHooks``)."""
+    if parent is None:
+        return {}
+    tags = mlflow.tracking.MlflowClient().get_run(parent.info.run_id).data.tags
+    return {k: v for k, v in tags.items() if k.startswith("mrihisto.")}
+
+
+def _run_exists(run_id: str) -> bool:
+    try:
+        mlflow.tracking.MlflowClient().get_run(run_id)
+    except MlflowException:
+        return False
+    return True
+
+
+def log_params_once(params: Mapping[str, Any]) -> None:
+    """Log parameters to the active run, keeping values it already has.
+
+    MLflow refuses to change a logged parameter. A resumed run logs its parameters again:
+    equal values are skipped, and a value that differs (e.g. ``runtime.threads`` on another
+    machine) is recorded as the tag ``changed.<key>`` instead of failing the training.
+    """
+    run = mlflow.active_run()
+    if run is None:
+        raise RuntimeError("log_params_once needs an active MLflow run")
+    logged = mlflow.tracking.MlflowClient().get_run(run.info.run_id).data.params
+    new = {k: v for k, v in params.items() if k not in logged}
+    if new:
+        mlflow.log_params(new)
+    for key, value in params.items():
+        if key in logged and logged[key] != str(value)[:6000]:
+            mlflow.set_tag(f"changed.{key}", str(value))
 
 
 def log_numerics(numerics: Mapping[str, str]) -> None:
     """Log what decided a training's numbers (device, resolved precision, torch, the CPU's SIMD
     level and native bf16, threads: :func:`~mrihisto_kedro.nn.device.numerics_report`) to the
     active run, as ``runtime.*`` parameters and as the tag ``numerics`` (one readable line)."""
-    mlflow.log_params({f"runtime.{key}": value for key, value in numerics.items()})
+    log_params_once({f"runtime.{key}": value for key, value in numerics.items()})
     mlflow.set_tag("numerics", describe_numerics(dict(numerics)))
 
 
@@ -80,21 +133,48 @@ class EpochLogger:
             )
 
 
-def log_generator(generator: torch.nn.Module, example: torch.Tensor) -> None:
-    """Log the generator as an MLflow PyTorch model with its input/output signature.
+def log_generator(payload: Mapping[str, Any], example: torch.Tensor) -> None:
+    """Log the exported generator to the active run as a weights-only file, with its signature.
+
+    Artifacts under ``generator/``: ``generator.pt`` (the ``export_generator`` payload, the
+    same as ``data/06_models/<experiment>/generator.pt``: tensors and plain data, read with
+    ``torch.load(weights_only=True)``), ``signature.json`` (input/output shapes and dtypes)
+    and ``HOW_TO_LOAD.txt``. Not an ``mlflow.pytorch`` model: those are pickled modules, and
+    ``mlflow.pytorch.load_model`` on a shared tracking server would run whatever code a run
+    stored. Load with::
+
+        path = mlflow.artifacts.download_artifacts(
+            run_id=..., artifact_path="generator/generator.pt"
+        )
+        generator = mrihisto_kedro.nn.training.load_generator(path)
 
     Args:
-        generator: the A -> B network (put in eval mode here).
+        payload: :func:`~mrihisto_kedro.nn.training.export_generator`'s dict.
         example: one input batch ``(1, Ca, H, W)`` in [-1, 1] for the signature.
     """
-    generator = generator.eval().to("cpu")
+    from mrihisto_kedro.nn.training import load_generator
+
+    generator = load_generator(payload)
     with torch.no_grad():
         output = generator(example.to("cpu", torch.float32))
     signature = infer_signature(example.numpy(), output.numpy())
-    mlflow.pytorch.log_model(
-        generator,
-        name="generator",
-        signature=signature,
-        serialization_format="pickle",  # pt2 (torch.export) cannot export the any-size padding
-        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "generator.pt"
+        torch.save(dict(payload), path)
+        mlflow.log_artifact(str(path), artifact_path="generator")
+    mlflow.log_dict(signature.to_dict(), "generator/signature.json")
+    mlflow.log_text(_HOW_TO_LOAD, "generator/HOW_TO_LOAD.txt")
+
+
+_HOW_TO_LOAD = """\
+generator.pt holds tensors and plain data only (no pickled code). Load it with:
+
+    import mlflow
+    from mrihisto_kedro.nn.training import load_generator
+    path = mlflow.artifacts.download_artifacts(
+        run_id="<run id>", artifact_path="generator/generator.pt"
     )
+    generator = load_generator(path)   # torch.load(weights_only=True) inside
+
+Inputs are (N, C, H, W) in [-1, 1]; see signature.json and the payload's input_spec.
+"""

@@ -14,7 +14,12 @@ import SimpleITK as sitk
 from matplotlib.figure import Figure
 
 from mrihisto_kedro.imaging.downsample import downsample_slide, downsampled_origin_mm
-from mrihisto_kedro.imaging.masks import mri_tissue_mask, slide_tissue_mask
+from mrihisto_kedro.imaging.masks import (
+    MriMaskMethod,
+    SlideMaskMethod,
+    mri_tissue_mask,
+    slide_tissue_mask,
+)
 from mrihisto_kedro.imaging.mri import (
     extract_slice,
     robust_normalise,
@@ -24,6 +29,7 @@ from mrihisto_kedro.imaging.slide_image import SlideImage
 from mrihisto_kedro.imaging.slides import Slide
 from mrihisto_kedro.manifest import (
     InputHeaders,
+    SlideLimits,
     SplitFractions,
     assign_splits,
     validate_pairs,
@@ -48,7 +54,7 @@ class MriNormalisation:
 class SlideMaskParams:
     """Tissue mask of a downsampled slide (Otsu on optical density of a thumbnail)."""
 
-    method: str = "log_od"
+    method: SlideMaskMethod = SlideMaskMethod.LOG_OD
     threshold: float | None = None
     min_threshold: float | None = 0.03
     max_size: int = 2048
@@ -60,7 +66,7 @@ class SlideMaskParams:
 class MriMaskParams:
     """Tissue mask of an MRI slice: Otsu, or a fixed threshold on the [0, 1] intensities."""
 
-    method: str = "otsu"
+    method: MriMaskMethod = MriMaskMethod.OTSU
     threshold: float | None = None
     min_object_px: int = 16
 
@@ -75,6 +81,7 @@ class DataEngineeringParams:
     slide_mask: SlideMaskParams = field(default_factory=SlideMaskParams)
     mri_mask: MriMaskParams = field(default_factory=MriMaskParams)
     splits: SplitFractions = field(default_factory=SplitFractions)
+    slide_limits: SlideLimits = field(default_factory=SlideLimits)
 
     def __post_init__(self) -> None:
         if self.downsample_factor < 1:
@@ -110,6 +117,7 @@ def validate_manifest(
         slide_header=headers.slide,
         default_slide_mpp=p.slide_mpp,
         mri_header=headers.mri,
+        slide_limits=p.slide_limits,
     )
 
 

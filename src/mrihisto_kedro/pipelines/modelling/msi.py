@@ -38,7 +38,7 @@ _OUTPUTS = ("generator", "training_history", "training_summary")
 def _experiment(name: str, tileset: str) -> Pipeline:
     train = Node(
         train_experiment,
-        ["tileset", "params:training"],
+        ["tileset", "params:training", "checkpoints"],
         list(_OUTPUTS),
         name="train",
     )

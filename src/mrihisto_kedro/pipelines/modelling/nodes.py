@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -16,6 +15,7 @@ import pandas as pd
 import SimpleITK as sitk
 import torch
 
+from mrihisto_kedro.imaging.level_array import LevelArray
 from mrihisto_kedro.imaging.slabs import (
     brain_slices,
     slab_splits,
@@ -31,11 +31,18 @@ from mrihisto_kedro.imaging.tiling import (
     slide_tiles_input_spec,
     whole_views,
 )
+from mrihisto_kedro.nn.checkpoint_store import (
+    CheckpointStore,
+    ResumePolicy,
+    fingerprint,
+    tileset_fingerprint,
+)
 from mrihisto_kedro.nn.data import resolve_range
 from mrihisto_kedro.nn.device import describe_numerics
 from mrihisto_kedro.nn.experiment import DataParams, ModelType, run_training
 from mrihisto_kedro.nn.input_spec import InputSpec
-from mrihisto_kedro.nn.training import export_generator
+from mrihisto_kedro.nn.models import TranslationModel
+from mrihisto_kedro.nn.training import TrainingResult, export_generator
 from mrihisto_kedro.params import parse_params
 from mrihisto_kedro.tracking.mlflow_tracking import (
     EpochLogger,
@@ -82,7 +89,12 @@ class VolumeTilingParams:
 
 @dataclass(frozen=True)
 class TrainingParams:
-    """``<experiment>.training``: model type and options, data feeding, search, logging."""
+    """``<experiment>.training``: model type and options, data feeding, search, logging.
+
+    ``resume``: ``auto`` resumes a training (or search) from its checkpoint of the same
+    parameters after a crash; ``never`` trains from epoch 0 (see
+    :mod:`mrihisto_kedro.nn.checkpoint_store`).
+    """
 
     name: str
     model_type: ModelType = ModelType.PIX2PIX
@@ -90,6 +102,7 @@ class TrainingParams:
     data: DataParams = field(default_factory=DataParams)
     search: SearchParams = field(default_factory=SearchParams)
     sample_every: int = 1
+    resume: ResumePolicy = ResumePolicy.AUTO
 
 
 def _tissue_on_grid(mask: sitk.Image, reference: sitk.Image) -> np.ndarray:
@@ -151,24 +164,24 @@ def _aligned_pair(
     slide_mask: Loader,
     factor: float,
 ) -> tuple[AlignedPair, tuple[float, float]]:
-    """One registered pair on its downsampled grid, and the slide's level-0 mpp."""
+    """One registered pair on its downsampled grid, and the slide's level-0 mpp.
+
+    The histology is a :class:`LevelArray` over the open downsampled slide: tiling reads the
+    windows it keeps, by region, never the whole level.
+    """
     mri: sitk.Image = mri_loader()
-    slide: Slide
-    with slide_loader() as slide:
-        width, height = slide.level_dimensions[0]
-        rgb = slide.read_region((0, 0), 0, (width, height))
-        level0 = _level0_mpp(slide, factor)
+    slide: Slide = slide_loader()
     tissue = _tissue_on_grid(slide_mask(), mri) & _tissue_on_grid(mri_mask(), mri)
     pair = AlignedPair(
         pair_id=row.pair_id,
         specimen_id=row.specimen_id,
         split=row.split,
-        mri=sitk.GetArrayFromImage(mri).astype(np.float32),
-        histology=rgb,
+        mri=np.asarray(sitk.GetArrayFromImage(mri), dtype=np.float32),
+        histology=LevelArray(slide, 0),
         tissue=tissue,
         downsample=factor,
     )
-    return pair, level0
+    return pair, _level0_mpp(slide, factor)
 
 
 def _level0_mpp(slide: Slide, factor: float) -> tuple[float, float]:
@@ -212,7 +225,7 @@ def _search_tileset(tileset: TileSet, p: TrainingParams) -> tuple[TileSet, dict[
 
 
 def train_experiment(
-    tileset: TileSet, training: dict[str, Any]
+    tileset: TileSet, training: dict[str, Any], checkpoints: CheckpointStore
 ) -> tuple[dict[str, Any], pd.DataFrame, pd.DataFrame]:
     """Train the experiment's model (after a search when ``search.n_trials`` > 0).
 
@@ -220,6 +233,10 @@ def train_experiment(
     per-epoch losses and validation L1/SSIM, sample grids (A | real B | generated B), and the
     generator as an MLflow model with its signature. A search is a parent run with one child
     run per trial; the best trial's choices are used for the final training.
+
+    Trainings checkpoint every epoch into ``checkpoints`` (``<experiment>.checkpoints``): the
+    same command after a crash resumes from the last complete epoch, skips completed trials
+    and continues their MLflow runs (``training.resume: never`` starts again).
 
     Returns:
         ``(generator, history, summary)``: the exported generator (state dict + architecture),
@@ -229,100 +246,164 @@ def train_experiment(
     """
     p = parse_params(TrainingParams, training, "training")
     tags = {"experiment": p.name, "model_type": str(p.model_type)}
-    trials = pd.DataFrame()
-    model_values = dict(p.model)
     params_for_log = {
         "model_type": str(p.model_type),
-        "model": model_values,
+        "model": dict(p.model),
         "data": {k: getattr(p.data, k) for k in p.data.__dataclass_fields__},
         "tiles": len(tileset),
     }
-    search_info: dict[str, Any] = {}
+    trials, search_info = pd.DataFrame(), {}
     if p.search.n_trials:
-        search_tiles, search_info = _search_tileset(tileset, p)
-        with training_run(
-            f"{p.name}-search",
-            {
-                "search_trials": p.search.n_trials,
-                "trial_overrides": dict(p.search.trial_overrides),
-                **search_info,
-            },
-            tags,
-        ):
+        best, trials, search_info = _search(tileset, p, params_for_log, tags, checkpoints)
+        params_for_log["model"] = apply_choices(dict(p.model), best)
+    generator, history, summary = _final_training(
+        tileset, p, params_for_log, tags, checkpoints, search_info
+    )
+    table = pd.concat([pd.DataFrame([summary]), trials], ignore_index=True)
+    return generator, history, table
 
-            def objective(number: int, values: dict[str, Any]) -> float:
-                trial_model = apply_choices(model_values, values, p.search.trial_overrides)
-                with training_run(
-                    f"{p.name}-trial-{number}", {**params_for_log, "model": trial_model}, tags
-                ) as run_id:
-                    _, result, _ = run_training(
-                        search_tiles,
-                        p.model_type,
-                        trial_model,
-                        p.data,
-                        callback=EpochLogger(run_id),
-                        sample_every=0,
-                        on_start=lambda model: log_numerics(model.numerics()),
-                    )
-                return float(result.final[p.search.metric])
 
-            best, trials = run_search(objective, p.search)
-            mlflow.log_params({f"best.{k}": v for k, v in best.items()})
-            mlflow.log_metric(
-                f"best_{p.search.metric}",
-                float(
-                    trials[p.search.metric].min()
-                    if p.search.direction == "minimize"
-                    else trials[p.search.metric].max()
-                ),
-            )
-        logger.info("search %s: best %s", p.name, best)
-        model_values = apply_choices(model_values, best)
-        params_for_log["model"] = model_values
-    with training_run(p.name, params_for_log, tags) as run_id:
-        with tempfile.TemporaryDirectory() as checkpoints:
-            model, result, info = run_training(
-                tileset,
-                p.model_type,
-                model_values,
-                p.data,
-                checkpoint_dir=checkpoints,
-                callback=EpochLogger(run_id),
-                sample_every=p.sample_every,
-                on_start=lambda model: log_numerics(model.numerics()),
-            )
-        final = result.final
-        summary = {
-            "experiment": p.name,
-            "model_type": str(p.model_type),
-            "run_id": run_id,
-            "val_split": info["val_split"],
-            "n_train_tiles": info["n_train"],
-            "n_val_tiles": info["n_val"],
-            "epochs": result.epochs_completed,
-            "seconds": result.seconds,
-            "precision": model.precision.value,
-            "trained_with": describe_numerics(model.numerics()),
-            **search_info,
-            "val_L1": final.get("val_L1"),
-            "val_SSIM": final.get("val_SSIM"),
-            "val_SSIM_fg": final.get("val_SSIM_fg"),
-            "untrained_val_L1": info["untrained"]["val_L1"],
-            "untrained_val_SSIM": info["untrained"]["val_SSIM"],
-            "untrained_val_SSIM_fg": info["untrained"]["val_SSIM_fg"],
-            "mean_colour_val_L1": info["mean_colour"]["val_L1"],
-        }
-        for name, metrics in info["input"].items():
-            summary[f"{name}_val_L1"] = metrics["val_L1"]
-            summary[f"{name}_val_SSIM"] = metrics["val_SSIM"]
-            summary[f"{name}_val_SSIM_fg"] = metrics["val_SSIM_fg"]
+def _described(tiles: TileSet, p: TrainingParams, log: dict[str, Any]) -> dict[str, Any]:
+    """What decides a training's numbers: fingerprinted to key its checkpoint."""
+    return {
+        "model_type": log["model_type"],
+        "model": log["model"],
+        "data": log["data"],
+        "tileset": tileset_fingerprint(tiles),
+        "sample_every": p.sample_every,
+    }
+
+
+def _search(
+    tileset: TileSet,
+    p: TrainingParams,
+    params_for_log: dict[str, Any],
+    tags: dict[str, str],
+    checkpoints: CheckpointStore,
+) -> tuple[dict[str, Any], pd.DataFrame, dict[str, Any]]:
+    """Run the search, resuming at the trial level; return best choices, trials, search info."""
+    search_tiles, search_info = _search_tileset(tileset, p)
+    search_params = {
+        "search_trials": p.search.n_trials,
+        "trial_overrides": dict(p.search.trial_overrides),
+        **search_info,
+    }
+    described = {
+        **_described(search_tiles, p, params_for_log),
+        "search": {k: getattr(p.search, k) for k in p.search.__dataclass_fields__},
+    }
+    store = checkpoints.search(fingerprint(described), described, p.resume)
+    done = store.completed()
+    with training_run(f"{p.name}-search", search_params, tags, run_id=store.run_id) as search_id:
+        store.record_run(search_id)
+
+        def objective(number: int, values: dict[str, Any]) -> float:
+            if number in done and done[number]["values"] == values:
+                logger.info(
+                    "search %s: trial %d completed before: not trained again", p.name, number
+                )
+                return float(done[number]["value"])
+            trial_model = apply_choices(dict(p.model), values, p.search.trial_overrides)
+            trial_log = {**params_for_log, "model": trial_model}
+            ckpt = store.trial(number, _described(search_tiles, p, trial_log), p.resume)
+            with training_run(
+                f"{p.name}-trial-{number}", trial_log, tags, run_id=ckpt.run_id
+            ) as run_id:
+                ckpt.record_run(run_id)
+                _, result, _ = run_training(
+                    search_tiles,
+                    p.model_type,
+                    trial_model,
+                    p.data,
+                    checkpoint_dir=ckpt.folder,
+                    resume=ckpt.resume,
+                    callback=EpochLogger(run_id),
+                    sample_every=0,
+                    on_start=lambda model: log_numerics(model.numerics()),
+                )
+            value = float(result.final[p.search.metric])
+            store.record(number, values, value)
+            return value
+
+        best, trials = run_search(objective, p.search)
+        mlflow.log_params({f"best.{k}": v for k, v in best.items()})
+        metric = trials[p.search.metric]
+        best_value = metric.min() if p.search.direction == "minimize" else metric.max()
+        mlflow.log_metric(f"best_{p.search.metric}", float(best_value))
+    logger.info("search %s: best %s", p.name, best)
+    return best, trials, search_info
+
+
+def _final_training(
+    tileset: TileSet,
+    p: TrainingParams,
+    params_for_log: dict[str, Any],
+    tags: dict[str, str],
+    checkpoints: CheckpointStore,
+    search_info: dict[str, Any],
+) -> tuple[dict[str, Any], pd.DataFrame, dict[str, Any]]:
+    """Train (or resume) the final model in its MLflow run; return the exported generator,
+    its history and its summary row."""
+    described = _described(tileset, p, params_for_log)
+    ckpt = checkpoints.training(fingerprint(described), described, p.resume)
+    with training_run(p.name, params_for_log, tags, run_id=ckpt.run_id) as run_id:
+        ckpt.record_run(run_id)
+        model, result, info = run_training(
+            tileset,
+            p.model_type,
+            params_for_log["model"],
+            p.data,
+            checkpoint_dir=ckpt.folder,
+            resume=ckpt.resume,
+            callback=EpochLogger(run_id),
+            sample_every=p.sample_every,
+            on_start=lambda model: log_numerics(model.numerics()),
+        )
+        summary = _summary(p, run_id, model, result, info, search_info)
         mlflow.log_metrics({k: float(v) for k, v in summary.items() if isinstance(v, float | int)})
         lo, hi = resolve_range(p.data.a_range, tileset.a.dtype)
         a = torch.from_numpy(np.asarray(tileset.a[:1], dtype=np.float32)).permute(0, 3, 1, 2)
-        log_generator(model.generator, (a - lo) / (hi - lo) * 2.0 - 1.0)
-    history = pd.DataFrame(result.history)
-    table = pd.concat([pd.DataFrame([summary]), trials], ignore_index=True)
-    return export_generator(model, _input_spec(tileset, p)), history, table
+        payload = export_generator(model, _input_spec(tileset, p))
+        log_generator(payload, (a - lo) / (hi - lo) * 2.0 - 1.0)
+    return payload, pd.DataFrame(result.history), summary
+
+
+def _summary(
+    p: TrainingParams,
+    run_id: str,
+    model: TranslationModel,
+    result: TrainingResult,
+    info: dict[str, Any],
+    search_info: dict[str, Any],
+) -> dict[str, Any]:
+    """The one-row training summary: validation metrics of the model and of its baselines."""
+    final = result.final
+    summary = {
+        "experiment": p.name,
+        "model_type": str(p.model_type),
+        "run_id": run_id,
+        "val_split": info["val_split"],
+        "n_train_tiles": info["n_train"],
+        "n_val_tiles": info["n_val"],
+        "epochs": result.epochs_completed,
+        "resumed_from_epoch": result.resumed_from or 0,  # epochs trained before this run
+        "seconds": result.seconds,
+        "precision": model.precision.value,
+        "trained_with": describe_numerics(model.numerics()),
+        **search_info,
+        "val_L1": final.get("val_L1"),
+        "val_SSIM": final.get("val_SSIM"),
+        "val_SSIM_fg": final.get("val_SSIM_fg"),
+        "untrained_val_L1": info["untrained"]["val_L1"],
+        "untrained_val_SSIM": info["untrained"]["val_SSIM"],
+        "untrained_val_SSIM_fg": info["untrained"]["val_SSIM_fg"],
+        "mean_colour_val_L1": info["mean_colour"]["val_L1"],
+    }
+    for name, metrics in info["input"].items():
+        summary[f"{name}_val_L1"] = metrics["val_L1"]
+        summary[f"{name}_val_SSIM"] = metrics["val_SSIM"]
+        summary[f"{name}_val_SSIM_fg"] = metrics["val_SSIM_fg"]
+    return summary
 
 
 def _input_spec(tileset: TileSet, p: TrainingParams) -> dict[str, Any] | None:

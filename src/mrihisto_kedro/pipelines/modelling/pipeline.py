@@ -25,7 +25,7 @@ _SHARED_PAIR_INPUTS = {
 def _train_node() -> Node:
     return Node(
         train_experiment,
-        ["tileset", "params:training"],
+        ["tileset", "params:training", "checkpoints"],
         ["generator", "training_history", "training_summary"],
         name="train",
     )

@@ -1,0 +1,136 @@
+"""Project hooks: a run is safe to leave alone on a shared machine (issue 15).
+
+``RunSafetyHooks`` runs before any node (``tryfirst``, so before kedro-mlflow opens its run):
+
+0. checks every parameter of the nodes about to run, naming each bad one by its full
+   dotted key (:mod:`mrihisto_kedro.pipelines.parameter_checks`);
+1. takes the output root's lock (``data/`` or the environment's ``data_root``): a second
+   ``kedro run`` into the same root is refused with the holder's pid, host and pipelines;
+2. removes stale temporaries of this project's own naming under the root, left by killed
+   runs (:mod:`mrihisto_kedro.durability.temporaries`), logging what and how much;
+3. marks MLflow runs of this output root that are still RUNNING as KILLED: with the lock
+   held, no live process owns them (:mod:`mrihisto_kedro.tracking.stale_runs`).
+
+The lock is released when the pipeline ends or fails (and by the OS if the process dies).
+``RunTagHooks`` (``trylast``: after kedro-mlflow opened its run) tags that run with the
+output root and host; training runs nested under it inherit the tags, which is how step 3
+knows which runs belong to this root.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+from kedro.framework.hooks import hook_impl
+
+from mrihisto_kedro.durability.lock import OutputRootLock
+from mrihisto_kedro.durability.temporaries import remove_stale_temporaries
+
+logger = logging.getLogger(__name__)
+
+ROOT_TAG = "mrihisto.output_root"
+HOST_TAG = "mrihisto.host"
+
+
+class RunSafetyHooks:
+    """Lock, clean and mark stale runs before a pipeline runs (see the module docstring)."""
+
+    def __init__(self) -> None:
+        """No root is known until the context is created."""
+        self._root: Path | None = None
+        self._experiment: str | None = None
+        self._lock: OutputRootLock | None = None
+
+    @hook_impl
+    def after_context_created(self, context: Any) -> None:
+        """Read the output root (``globals.data_root``) and the MLflow experiment name."""
+        config = context.config_loader
+        try:
+            data_root = config["globals"].get("data_root", "data")
+        except (KeyError, ValueError):
+            data_root = "data"
+        self._root = (Path(context.project_path) / data_root).resolve()
+        try:
+            self._experiment = config["mlflow"]["tracking"]["experiment"]["name"]
+        except (KeyError, TypeError, ValueError):
+            self._experiment = None
+
+    @hook_impl(tryfirst=True)
+    def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Any, catalog: Any) -> None:
+        """Check every parameter, take the lock (or refuse the run), clean up after kills."""
+        from mrihisto_kedro.pipelines.parameter_checks import check_pipeline_parameters
+
+        self._release()  # a previous run in this process that failed before its first node
+        check_pipeline_parameters(pipeline, catalog.load)
+        if self._root is None:
+            return
+        pipelines = run_params.get("pipeline_names") or ["__default__"]
+        lock = OutputRootLock(self._root, f"kedro run --pipeline={','.join(pipelines)}")
+        lock.acquire()
+        self._lock = lock
+        removed, freed = remove_stale_temporaries(self._root)
+        if removed:
+            logger.warning(
+                "removed %d stale temporaries (%.1f MB) left under %s by an interrupted run: %s",
+                len(removed),
+                freed / 1e6,
+                self._root,
+                ", ".join(str(p.relative_to(self._root)) for p in removed[:5])
+                + (" ..." if len(removed) > 5 else ""),
+            )
+        self._mark_stale_runs()
+
+    def _mark_stale_runs(self) -> None:
+        if self._experiment is None:
+            return
+        from mrihisto_kedro.tracking.stale_runs import mark_stale_runs
+
+        marked = mark_stale_runs([self._experiment], tags={ROOT_TAG: str(self._root)})
+        if marked:
+            logger.warning(
+                "marked %d MLflow run(s) of %s KILLED: they were RUNNING, but their process "
+                "had died (%s)",
+                len(marked),
+                self._root,
+                ", ".join(marked),
+            )
+
+    @hook_impl
+    def after_pipeline_run(self) -> None:
+        """Release the lock."""
+        self._release()
+
+    @hook_impl
+    def on_pipeline_error(self) -> None:
+        """Release the lock."""
+        self._release()
+
+    def _release(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+
+class RunTagHooks:
+    """Tag kedro-mlflow's pipeline run with the output root and host (``trylast``)."""
+
+    def __init__(self, safety: RunSafetyHooks) -> None:
+        """Share the root found by ``safety``."""
+        self._safety = safety
+
+    @hook_impl(trylast=True)
+    def before_pipeline_run(self) -> None:
+        """Tag the active MLflow run, if kedro-mlflow opened one."""
+        root = self._safety._root
+        if root is None:
+            return
+        import mlflow
+
+        if mlflow.active_run() is not None:
+            mlflow.set_tags(
+                {ROOT_TAG: str(root), HOST_TAG: f"{socket.gethostname()}:{os.getpid()}"}
+            )

@@ -1,0 +1,171 @@
+"""Every parameter of the nodes about to run, checked before the first node (issue 15).
+
+Each node parses its parameters itself, so a typo used to surface only when that node ran:
+``slide_mask.method=foo`` after downsampling, ``search.metric=val_L2`` as a bare ``KeyError``
+after a trial had trained. :func:`check_pipeline_parameters` parses them all up front, the
+way the nodes will (the same dataclasses, plus what only training used to find out: the
+model's configuration, every search choice, the search metric), and reports every problem
+with its full dotted key (``tiles_256.training.model.lamda_L1``) in one error.
+``hooks.RunSafetyHooks`` calls it from ``before_pipeline_run``.
+
+:data:`NODE_PARAMETERS` maps each node function to its parameter arguments and the check of
+each; a new node that takes parameters adds a line here (``test_parameter_checks`` fails for
+a registered pipeline's node whose ``params:`` inputs have no check).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from kedro.pipeline import Pipeline
+
+from mrihisto_kedro.demo.generate import DemoParams
+from mrihisto_kedro.evaluation.synthesis import SynthesisParams
+from mrihisto_kedro.manifest import SplitFractions
+from mrihisto_kedro.msi.pairs import (
+    MsiRegistrationParams,
+    MsiTilingParams,
+    ReductionParams,
+    SpectraParams,
+)
+from mrihisto_kedro.nn.experiment import model_config
+from mrihisto_kedro.nn.training import VALIDATION_METRICS
+from mrihisto_kedro.params import ParameterError, parse_params
+from mrihisto_kedro.tracking.search import apply_choices
+
+from .data_engineering import nodes as de
+from .demo import nodes as demo
+from .evaluation import nodes as ev
+from .inference import nodes as inf
+from .missing_sequences import nodes as ms
+from .modelling import nodes as mo
+from .msi_data_engineering import nodes as msi
+from .registration import nodes as reg
+
+__all__ = ["NODE_PARAMETERS", "check_pipeline_parameters", "check_training"]
+
+Check = Callable[[Any, str], None]
+
+
+def parsed_as(cls: type) -> Check:
+    """A check that parses the value as ``cls`` (errors name the dotted key)."""
+
+    def check(values: Any, key: str) -> None:
+        parse_params(cls, values, key)
+
+    check.__qualname__ = f"parsed_as({cls.__name__})"
+    return check
+
+
+def check_training(values: Any, key: str) -> None:
+    """``<experiment>.training``: the dataclass, the model's config, the search's choices."""
+    p = parse_params(mo.TrainingParams, values, key)
+    try:
+        model_config(p.model_type, p.model)
+    except (ValueError, TypeError) as exc:
+        raise ParameterError(f"{key}.model: {exc}") from None
+    if not p.search.n_trials:
+        return
+    if p.search.metric not in VALIDATION_METRICS:
+        raise ParameterError(
+            f"{key}.search.metric: {p.search.metric!r} is not a validation metric; choose one "
+            f"of {', '.join(VALIDATION_METRICS)}"
+        )
+    for name, choices in p.search.space.items():
+        for choice in choices:
+            trial = apply_choices(p.model, {name: choice}, p.search.trial_overrides)
+            try:
+                model_config(p.model_type, trial)
+            except (ValueError, TypeError) as exc:
+                raise ParameterError(f"{key}.search.space.{name}: {choice!r}: {exc}") from None
+
+
+def _check_msi_demo(values: Any, key: str) -> None:
+    from mrihisto_kedro.demo.msi import MsiDemoParams
+
+    p = parse_params(msi.MsiDemoNodeParams, values, key)
+    parse_params(MsiDemoParams, p.simulation, f"{key}.simulation")
+
+
+_DE = parsed_as(de.DataEngineeringParams)
+_REG = parsed_as(reg.RegistrationPipelineParams)
+
+NODE_PARAMETERS: dict[Callable[..., Any], dict[str, Check]] = {
+    demo.make_demo: {"parameters": parsed_as(DemoParams)},
+    de.validate_manifest: {"parameters": _DE},
+    de.split_by_specimen: {"parameters": _DE},
+    de.downsample_slides: {"parameters": _DE},
+    de.extract_mri_slices: {"parameters": _DE},
+    de.tissue_masks: {"parameters": _DE},
+    de.qc_figures: {"parameters": _DE},
+    reg.register_pairs: {"parameters": _REG, "data_engineering": _DE},
+    reg.register_pairs_from_control_points: {"parameters": _REG, "data_engineering": _DE},
+    mo.build_pair_tiles: {"tiling": parsed_as(mo.PairTilingParams), "data_engineering": _DE},
+    mo.build_volume_tiles: {"tiling": parsed_as(mo.VolumeTilingParams)},
+    mo.train_experiment: {"training": check_training},
+    ev.evaluate_experiment: {"evaluation": parsed_as(ev.EvaluationParams)},
+    ev.synthesise_slides: {"synthesis": parsed_as(SynthesisParams), "data_engineering": _DE},
+    inf.synthesise_new_slide: {"inference": parsed_as(inf.InferenceParams)},
+    inf.translate_new_volume: {"inference_volume": parsed_as(inf.VolumeInferenceParams)},
+    ms.train_sequence_dcgan_node: {"dcgan": parsed_as(ms.DCGANTrainingParams)},
+    ms.synthesise_sequences: {"synthesis": parsed_as(ms.SynthesisParams)},
+    ms.sequence_table_node: {
+        "table": parsed_as(ms.SequenceTableParams),
+        "synthesis": parsed_as(ms.SynthesisParams),
+    },
+    msi.make_msi_demo: {"parameters": _check_msi_demo},
+    msi.assign_msi_splits: {"parameters": parsed_as(SplitFractions)},
+    msi.build_peak_stacks: {"parameters": parsed_as(SpectraParams)},
+    msi.reduce_peak_stacks: {"parameters": parsed_as(ReductionParams)},
+    msi.register_msi_pairs: {"parameters": parsed_as(MsiRegistrationParams)},
+    msi.build_msi_tiles: {
+        "parameters": parsed_as(MsiTilingParams),
+        "reduction": parsed_as(ReductionParams),
+    },
+}
+
+
+def _unwrapped(func: Callable[..., Any]) -> Callable[..., Any]:
+    """The function behind ``functools.partial`` / ``update_wrapper`` layers."""
+    while hasattr(func, "func"):
+        func = func.func
+    return func
+
+
+def parameter_inputs(pipeline: Pipeline) -> Iterable[tuple[str, str, str, Check | None]]:
+    """``(node name, argument, params dataset, check)`` of every ``params:`` input."""
+    for node in pipeline.nodes:
+        func = _unwrapped(node.func)
+        arguments = list(inspect.signature(func).parameters)
+        checks = NODE_PARAMETERS.get(func, {})
+        for argument, dataset in zip(arguments, node.inputs, strict=False):
+            if dataset.startswith("params:"):
+                yield node.name, argument, dataset, checks.get(argument)
+
+
+def check_pipeline_parameters(pipeline: Pipeline, load: Callable[[str], Any]) -> None:
+    """Check every parameter input of ``pipeline``'s nodes; raise one error listing all.
+
+    Args:
+        pipeline: the (filtered) pipeline about to run.
+        load: reads a ``params:...`` dataset (``catalog.load``).
+
+    Raises:
+        ParameterError: one line per bad parameter, each naming its full dotted key.
+    """
+    problems: dict[str, str] = {}
+    for _, _, dataset, check in parameter_inputs(pipeline):
+        if check is None or dataset in problems:
+            continue
+        key = dataset.removeprefix("params:")
+        try:
+            check(load(dataset), key)
+        except (ParameterError, ValueError, TypeError) as exc:
+            problems[dataset] = str(exc)
+    if problems:
+        lines = "\n".join(f"  - {message}" for message in dict.fromkeys(problems.values()))
+        raise ParameterError(
+            f"{len(problems)} parameter group(s) are invalid; nothing was run:\n{lines}"
+        )
