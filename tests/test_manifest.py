@@ -254,3 +254,43 @@ def test_implausible_slide_headers_are_refused_before_any_pixel(shared_data: Pat
     # a multi-file format keeps its pixels elsewhere: its index file's size is not judged
     small_index = SlideHeader("/in/a.mrxs", (0.25, 0.25), (100_000, 80_000), 2_000)
     assert limits.problems(small_index, "row 2") == []
+
+
+def test_blank_and_thin_mri_volumes_are_refused_naming_the_file(shared_data: Path) -> None:
+    """Issue 15: a constant volume failed after downsampling naming neither file nor pair; a
+    2-voxel-thin one failed inside ITK's smoothing in registration."""
+    import SimpleITK as sitk
+
+    from mrihisto_kedro.manifest import InputHeaders
+
+    t1 = sitk.ReadImage(
+        str(shared_data / "mri" / "icbm152_2009c_2mm" / "icbm152_2009c_sym_t1_2mm.nii.gz")
+    )
+    volumes = {
+        "t1.nii.gz": t1,
+        "blank.nii.gz": t1 * 0,
+        "thin.nii.gz": t1[:, :, 40:42],  # 2 voxels along z: axial fine, sagittal 2 px tall
+    }
+    headers = InputHeaders({}, {k: (lambda v=v: v) for k, v in volumes.items()})
+    assert headers.mri("t1.nii.gz").slice_shapes["sagittal"] == (t1.GetSize()[2], t1.GetSize()[1])
+    rows = manifest(
+        mri=["t1.nii.gz", "blank.nii.gz", "thin.nii.gz"],
+        plane=["sagittal", "sagittal", "sagittal"],
+        slice_index=[40, 40, 40],
+    )
+    with pytest.raises(ManifestError) as err:
+        validate_pairs(
+            rows,
+            SLIDES,
+            headers.slice_count,
+            set(volumes),
+            mri_header=headers.mri,
+        )
+    message = str(err.value)
+    assert "row 3 (pair_id='p2'): MRI blank.nii.gz has one intensity everywhere (0)" in message
+    assert "row 4 (pair_id='p3'): MRI thin.nii.gz gives sagittal slices of 2 x " in message
+    assert "need at least 16 px" in message and "row 2" not in message
+    axial = manifest(
+        mri=["t1.nii.gz"] * 2 + ["thin.nii.gz"], plane=["axial"] * 3, slice_index=[40, 41, 1]
+    )
+    validate_pairs(axial, SLIDES, headers.slice_count, set(volumes), mri_header=headers.mri)

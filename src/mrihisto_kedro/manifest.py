@@ -27,7 +27,13 @@ import numpy as np
 import pandas as pd
 import SimpleITK as sitk
 
-from mrihisto_kedro.imaging.mri import Plane, select_volume, slice_count, volume_count
+from mrihisto_kedro.imaging.mri import (
+    Plane,
+    extract_slice,
+    select_volume,
+    slice_count,
+    volume_count,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +60,10 @@ MPP_MISMATCH = 0.01
 
 
 PLAUSIBLE_SPACING_MM: tuple[float, float] = (0.01, 20.0)
+
+#: fewest pixels along either side of an MRI slice that masks and registration work on (a
+#: 2-voxel-thin volume failed deep inside ITK's smoothing; issue 15)
+MIN_SLICE_PX = 16
 """MRI voxel spacings accepted, in mm: from ex-vivo microscopy MRI (tens of µm) to thick clinical
 slices; 0 or 1000 is a broken header."""
 
@@ -66,11 +76,15 @@ class MriHeader:
         path: the user's file or DICOM folder, as errors should name it.
         volumes: number of 3-D volumes (1 for a 3-D file, the 4th size of a 4-D one).
         spacing_mm: voxel spacing of the first three axes in mm.
+        slice_shapes: ``{plane: (rows, cols)}`` of that plane's slices.
+        intensity_range: smallest and largest voxel value (of every volume).
     """
 
     path: str
     volumes: int
     spacing_mm: tuple[float, float, float]
+    slice_shapes: Mapping[str, tuple[int, int]] | None = None
+    intensity_range: tuple[float, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -192,7 +206,16 @@ class InputHeaders:
                 "mri must be a 3-D volume or a 4-D series of volumes"
             )
         spacing = tuple(float(v) for v in image.GetSpacing()[:3])
-        return MriHeader(self._source(name), volume_count(image), spacing)  # type: ignore[arg-type]
+        first = select_volume(image, 0)
+        shapes = {p.value: extract_slice(first, p, 0).GetSize()[::-1] for p in Plane}
+        voxels = sitk.GetArrayViewFromImage(image)  # a view: no copy (4-D too)
+        return MriHeader(
+            self._source(name),
+            volume_count(image),
+            spacing,  # type: ignore[arg-type]
+            shapes,  # type: ignore[arg-type]
+            (float(voxels.min()), float(voxels.max())),
+        )
 
     def slice_count(self, name: str, plane: str) -> int:
         """Slices of the MRI in ``plane`` (every volume of a 4-D file has the same)."""
@@ -393,6 +416,23 @@ def _check_mri(
         problems.append(
             f"{where}: MRI {header.path} has voxel spacing {spacing} mm, outside the plausible "
             f"{low:g}-{high:g} mm (a missing or broken header); fix the file's spacing"
+        )
+        mri_ok = False
+    if (
+        header.intensity_range is not None
+        and header.intensity_range[0] == header.intensity_range[1]
+    ):
+        problems.append(
+            f"{where}: MRI {header.path} has one intensity everywhere "
+            f"({header.intensity_range[0]:g}): it holds no image (an empty or failed export)"
+        )
+        mri_ok = False
+    plane = str(row.get("plane", "")).strip().lower()
+    shape = (header.slice_shapes or {}).get(plane)
+    if shape is not None and min(shape) < MIN_SLICE_PX:
+        problems.append(
+            f"{where}: MRI {header.path} gives {plane} slices of {shape[0]} x {shape[1]} px; "
+            f"masks and registration need at least {MIN_SLICE_PX} px along each side"
         )
         mri_ok = False
     if header.volumes > 1 and given is None:

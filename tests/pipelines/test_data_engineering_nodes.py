@@ -43,3 +43,40 @@ def test_slide_longer_than_the_mask_size_is_masked_on_a_thumbnail(tmp_path: Path
         full, full_spacing = _slide_mask_input(slide, 4096)
     assert full.shape[:2] == (height, width)
     assert full_spacing == pytest.approx((mpp / 1000, mpp / 1000), rel=1e-3)
+
+
+def test_blank_glass_stops_before_registration_naming_the_pair_and_file(tmp_path: Path) -> None:
+    """Issue 15: blank glass gave tissue fraction 0.0 without a word, and registration then
+    failed and took the good pairs' results with it."""
+    import pandas as pd
+    import SimpleITK as sitk
+
+    from mrihisto_kedro.pipelines.data_engineering.nodes import tissue_masks
+
+    mpp = 0.5 * 15
+    paths = {}
+    for pair_id, pixels in (
+        ("good", _tissue(600, 800)),
+        ("glass", np.full((600, 800, 3), 244, np.uint8)),
+    ):
+        paths[pair_id] = tmp_path / f"{pair_id}.tiff"
+        write_pyramidal_tiff(SlideImage(pixels, mpp=(mpp, mpp)), paths[pair_id])
+    y, x = np.mgrid[0:64, 0:80]
+    blob = (((y - 32) / 24.0) ** 2 + ((x - 40) / 30.0) ** 2 < 1).astype(np.float32)
+    mri = sitk.GetImageFromArray(blob)
+    mri.SetSpacing((0.4, 0.4))
+    pairs = pd.DataFrame(
+        {
+            "pair_id": ["good", "glass"],
+            "specimen_id": ["a", "b"],
+            "split": ["train", "test"],
+            "slide": ["case_07_gfap.svs", "case_08_gfap.svs"],
+        }
+    )
+    loaders = {k: (lambda p=p: open_slide(p)) for k, p in paths.items()}
+    with pytest.raises(ValueError) as refused:
+        tissue_masks(pairs, loaders, {"good": lambda: mri, "glass": lambda: mri}, {})
+    message = str(refused.value)
+    assert message.startswith("pair glass: slide case_08_gfap.svs shows tissue on 0.00 %")
+    assert "min_tissue_fraction = 0.001" in message
+    assert "pair good" not in message

@@ -710,6 +710,34 @@ def load_generator(
         raise ValueError(f"not an exported generator ({_GENERATOR_FORMAT})")
     if payload.get("format_version") != _FORMAT_VERSION:
         raise ValueError(f"generator format version {payload.get('format_version')!r} unsupported")
-    net = build_generator(**dict(payload["architecture"]))
+    architecture = dict(payload["architecture"])
+    _check_generator_size(architecture, payload["state_dict"])
+    net = build_generator(**architecture)
     net.load_state_dict(payload["state_dict"])
     return net.to(torch.device(device)).eval()
+
+
+MAX_GENERATOR_PARAMETERS = 1_000_000_000
+"""Largest generator :func:`load_generator` builds (unet_256 3 -> 3 has 54.4 M parameters)."""
+
+
+def _check_generator_size(architecture: Mapping[str, Any], state: Mapping[str, Any]) -> None:
+    """Refuse an architecture larger than the limit or than the weights the file holds.
+
+    The network is first built on PyTorch's ``meta`` device (shapes, no memory): a file whose
+    architecture said ``ngf=4096`` made the loader allocate 68 GB before any check (issue 15).
+    """
+    with torch.device("meta"):
+        shapes = build_generator(**architecture).state_dict()
+    needed = sum(t.numel() for t in shapes.values())
+    held = sum(t.numel() for t in state.values() if isinstance(t, torch.Tensor))
+    if needed > MAX_GENERATOR_PARAMETERS:
+        raise ValueError(
+            f"the generator's architecture {dict(architecture)} has {needed / 1e6:.0f} M "
+            f"parameters, above the {MAX_GENERATOR_PARAMETERS / 1e6:.0f} M this loader builds"
+        )
+    if needed != held:
+        raise ValueError(
+            f"the generator's architecture needs {needed} parameters but its state_dict holds "
+            f"{held}: the file's architecture and weights do not belong together"
+        )

@@ -60,6 +60,7 @@ class SlideMaskParams:
     max_size: int = 2048
     min_object_px: int = 64
     closing_radius_px: int = 2
+    min_tissue_fraction: float = 0.001  # below: blank glass or a failed scan, refused by name
 
 
 @dataclass(frozen=True)
@@ -289,7 +290,26 @@ def tissue_masks(
             }
         )
         slide.close()
-    return slide_masks, mri_masks, pd.DataFrame(rows)
+    report = pd.DataFrame(rows)
+    _refuse_blank_slides(report, pairs, p.slide_mask.min_tissue_fraction)
+    return slide_masks, mri_masks, report
+
+
+def _refuse_blank_slides(report: pd.DataFrame, pairs: pd.DataFrame, minimum: float) -> None:
+    """Stop, naming every pair whose slide shows (almost) no tissue, before registration."""
+    slides = pairs.set_index("pair_id")["slide"]
+    blank = report[report["slide_tissue_fraction"] < minimum]
+    if len(blank):
+        lines = "; ".join(
+            f"pair {r.pair_id}: slide {slides[r.pair_id]} shows tissue on "
+            f"{100 * r.slide_tissue_fraction:.2f} % of its downsampled image"
+            for r in blank.itertuples()
+        )
+        raise ValueError(
+            f"{lines} (below data_engineering.slide_mask.min_tissue_fraction = {minimum:g}): "
+            "blank glass or a failed scan; remove those rows from the pairs manifest (the "
+            "other pairs are fine) and run again"
+        )
 
 
 def qc_figures(
