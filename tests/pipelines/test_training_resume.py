@@ -75,6 +75,8 @@ def _tracking(tmp_path: Path):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)
+    while mlflow.active_run() is not None:  # one left open by an earlier in-process session
+        mlflow.end_run()
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     mlflow.create_experiment("resume", artifact_location=(tmp_path / "artifacts").as_uri())
     mlflow.set_experiment("resume")

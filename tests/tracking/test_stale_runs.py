@@ -15,8 +15,12 @@ from mrihisto_kedro.tracking.stale_runs import STALE_TAG, mark_stale_runs
 
 @pytest.fixture
 def client(tmp_path: Path):
+    while mlflow.active_run() is not None:  # one left open by an earlier in-process session
+        mlflow.end_run()
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     yield MlflowClient()
+    while mlflow.active_run() is not None:
+        mlflow.end_run()
     mlflow.set_tracking_uri(None)
 
 
