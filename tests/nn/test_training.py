@@ -27,6 +27,7 @@ from mrihisto_kedro.nn.models import (
 from mrihisto_kedro.nn.training import (
     CHECKPOINT_NAME,
     EpochReport,
+    checkpoint_bytes,
     evaluate,
     export_generator,
     gaussian_ssim,
@@ -189,6 +190,29 @@ def test_evaluate_metrics_and_units() -> None:
 
 
 # ---- the loop ------------------------------------------------------------------------------
+
+
+def test_a_full_disk_stops_training_before_its_first_epoch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The estimate bounds the real checkpoint; too little space is refused before any step."""
+    from collections import namedtuple
+
+    from mrihisto_kedro.durability import disk_space
+
+    model = Pix2Pix(Pix2PixConfig(**SMALL_D, n_epochs=1, n_epochs_decay=0))
+    train_loader, _ = _loaders()
+    estimate = checkpoint_bytes(model)
+    train(model, train_loader, checkpoint_dir=tmp_path / "ok", sample_every=0)
+    written = (tmp_path / "ok" / CHECKPOINT_NAME).stat().st_size
+    assert written <= estimate <= 3 * written + 2**20
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(disk_space.shutil, "disk_usage", lambda p: usage(2**40, 2**40, 1000))
+    steps = model.steps
+    with pytest.raises(OSError, match=r"cannot write .*last\.pt: a checkpoint beside the last"):
+        train(model, train_loader, checkpoint_dir=tmp_path / "full", sample_every=0)
+    assert model.steps == steps and not (tmp_path / "full" / CHECKPOINT_NAME).exists()
 
 
 def test_train_reports_history_lr_and_samples(tmp_path: Path) -> None:

@@ -18,7 +18,6 @@ import ctypes
 import ctypes.util
 import errno
 import os
-import shutil
 import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -26,6 +25,8 @@ from pathlib import Path
 import numpy as np
 import pyvips
 import tifffile
+
+from mrihisto_kedro.durability.disk_space import require_free_space
 
 __all__ = [
     "check_free_space",
@@ -74,14 +75,7 @@ def temp_file(folder: Path, target: Path, suffix: str) -> Path:
 
 def check_free_space(folder: Path, needed: int, target: Path, what: str) -> None:
     """Raise ``OSError(ENOSPC)`` naming ``target`` if ``folder`` has under ``needed`` bytes free."""
-    free = shutil.disk_usage(folder).free
-    if free < needed:
-        raise OSError(
-            errno.ENOSPC,
-            f"cannot write {target}: {what} needs {needed / 2**30:.2f} GiB in {folder}, only "
-            f"{free / 2**30:.2f} GiB free (set tmp_dir)",
-            str(folder),
-        )
+    require_free_space(folder, needed, target, what, hint="set tmp_dir")
 
 
 def release_free_memory() -> None:

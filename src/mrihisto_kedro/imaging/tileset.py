@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from mrihisto_kedro.durability.disk_space import require_free_space
 from mrihisto_kedro.imaging.atomic_io import replace_folder
 
 __all__ = [
@@ -335,6 +336,15 @@ class TileSetWriter:
         if n < 1:
             raise TileSetError(f"{folder}: a tile set needs at least one tile, got {n}")
         self._dest, self._tmp = _staging_folder(folder)
+        needed = sum(
+            n * int(np.prod(shape)) * np.dtype(dtype).itemsize
+            for shape, dtype in ([a] if b is None else [a, b])
+        )
+        try:  # the memmaps are sparse: a full disk would kill the run later with SIGBUS
+            require_free_space(self._dest.parent, needed, self._dest, f"its {n} tiles")
+        except OSError:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            raise
         self.a = np.lib.format.open_memmap(
             self._tmp / "a.npy", mode="w+", dtype=np.dtype(a[1]), shape=(n, *a[0])
         )

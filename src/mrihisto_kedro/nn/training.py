@@ -53,6 +53,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
+from mrihisto_kedro.durability.disk_space import require_free_space
 from mrihisto_kedro.nn.generators import build_generator
 from mrihisto_kedro.nn.models import TranslationModel
 from mrihisto_kedro.nn.safe_load import load_weights_only
@@ -427,6 +428,29 @@ def _restore_rng(state: Mapping[str, Any]) -> None:
     random.setstate((version, tuple(internal), gauss_next))
 
 
+def _tensor_bytes(value: Any) -> int:
+    if isinstance(value, torch.Tensor):
+        return value.numel() * value.element_size()
+    if isinstance(value, Mapping):
+        return sum(_tensor_bytes(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return sum(_tensor_bytes(v) for v in value)
+    return 0
+
+
+def checkpoint_bytes(model: TranslationModel) -> int:
+    """Bytes a checkpoint of ``model`` takes at most: its weights and Adam's two moments each.
+
+    Before the first step Adam holds no moments, so they are counted as twice the parameters;
+    the 1 MiB covers the history, random states and pickle framing.
+    """
+    state = model.state_dict()
+    weights = sum(
+        p.numel() * p.element_size() for net in model.nets.values() for p in net.parameters()
+    )
+    return _tensor_bytes(state) + 2 * weights + 2**20
+
+
 def save_checkpoint(payload: Mapping[str, Any], path: str | os.PathLike[str]) -> Path:
     """Write ``payload`` with ``torch.save`` atomically: temp file, fsync, ``os.replace``.
 
@@ -565,6 +589,10 @@ def train(
             log.info("resume=True but %s does not exist: starting a fresh run", ckpt_path)
         seed_everything(config.seed if seed is None else seed)
 
+    if ckpt_path is not None:  # a full disk stops the training before its first epoch
+        require_free_space(
+            ckpt_path.parent, checkpoint_bytes(model), ckpt_path, "a checkpoint beside the last"
+        )
     for epoch in range(start, total):
         epoch_started = time.perf_counter()
         _set_epoch(train_loader, epoch)
