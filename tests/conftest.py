@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -16,6 +21,46 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real sample data not found at {SHARED_DATA} (only present beside CI clones)")
     return SHARED_DATA
+
+
+def _refuses_writes(folder: Path) -> bool:
+    try:
+        fd, name = tempfile.mkstemp(dir=folder)
+    except OSError:
+        return True
+    os.close(fd)
+    os.unlink(name)
+    return False
+
+
+@pytest.fixture
+def refuse_writes() -> Iterator[Callable[[Path], None]]:
+    """Make a folder refuse every new file for the test, even to root; undone afterwards.
+
+    As root (as on these machines) ``chmod`` refuses nothing, so ``chattr +i`` (immutable:
+    "Operation not permitted" even to root, on ext4/xfs/btrfs); otherwise ``chmod 555``.
+    The test skips, saying why, where neither makes the folder refuse a real write.
+    """
+    made: list[tuple[Path, int]] = []
+
+    def refuse(folder: Path) -> None:
+        mode = folder.stat().st_mode
+        if os.geteuid() == 0 and shutil.which("chattr"):
+            done = subprocess.run(["chattr", "+i", str(folder)], capture_output=True, check=False)
+            if done.returncode == 0:
+                made.append((folder, -1))
+        else:
+            folder.chmod(0o555)
+            made.append((folder, mode))
+        if not _refuses_writes(folder):
+            pytest.skip(f"cannot make {folder} refuse writes here (chattr +i / chmod 555)")
+
+    yield refuse
+    for folder, mode in reversed(made):
+        if mode < 0:
+            subprocess.run(["chattr", "-i", str(folder)], check=False)
+        else:
+            folder.chmod(mode)
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:

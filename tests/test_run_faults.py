@@ -9,6 +9,8 @@ is killed there with SIGKILL:
   is refused, naming the first one's pid;
 * during the synthesis of ``inference``, after the first strip of the synthetic slide.
 
+A read-only (immutable) QC folder stops ``data_engineering`` before its first node.
+
 Each time the previous complete outputs are byte-identical afterwards, the same command then
 completes, its outputs are byte-identical to the first run's, and no temporary is left.
 """
@@ -23,6 +25,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -210,3 +213,22 @@ def test_kill_during_synthesis_keeps_the_previous_slide(project: Path) -> None:
     with sqlite3.connect(project / "mlflow.db") as db:
         statuses = [s for (s,) in db.execute("select status from runs")]
     assert "RUNNING" not in statuses and statuses.count("KILLED") == 1
+
+
+@pytest.mark.timeout(600)
+def test_a_read_only_reporting_folder_stops_the_run_before_its_first_node(
+    project: Path, refuse_writes: Callable[[Path], None]
+) -> None:
+    data = project / "data"
+    before = _snapshot(data, DATA_ENGINEERING)
+    reporting = data / "08_reporting" / "qc" / "data_engineering"
+    refuse_writes(reporting)
+
+    out = _kedro(project, "run", "--pipeline=data_engineering")
+    said = out.stdout + out.stderr
+    assert out.returncode != 0
+    assert "refuse writes, so the run was stopped before its first node" in said
+    assert f"{reporting.resolve()}: Operation not permitted (outputs: data_engineering_qc" in said
+    assert "Running node" not in said and "Completed" not in said
+    assert _snapshot(data, DATA_ENGINEERING) == before
+    assert stale_temporaries(data) == []

@@ -9,7 +9,10 @@
 2. removes stale temporaries of this project's own naming under the root, left by killed
    runs (:mod:`mrihisto_kedro.durability.temporaries`), logging what and how much;
 3. marks MLflow runs of this output root that are still RUNNING as KILLED: with the lock
-   held, no live process owns them (:mod:`mrihisto_kedro.tracking.stale_runs`).
+   held, no live process owns them (:mod:`mrihisto_kedro.tracking.stale_runs`);
+4. writes and removes a probe file in every folder the pipeline's outputs go to, and stops
+   the run naming each folder that refuses (:mod:`mrihisto_kedro.durability.writable`):
+   a read-only ``08_reporting`` was found only after every training had run.
 
 The lock is released when the pipeline ends or fails (and by the OS if the process dies).
 ``RunTagHooks`` (``trylast``: after kedro-mlflow opened its run) tags that run with the
@@ -29,6 +32,7 @@ from kedro.framework.hooks import hook_impl
 
 from mrihisto_kedro.durability.lock import OutputRootLock
 from mrihisto_kedro.durability.temporaries import remove_stale_temporaries
+from mrihisto_kedro.durability.writable import output_folders, require_writable
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +65,7 @@ class RunSafetyHooks:
 
     @hook_impl(tryfirst=True)
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Any, catalog: Any) -> None:
-        """Check every parameter, take the lock (or refuse the run), clean up after kills."""
+        """Check parameters, take the lock (or refuse), clean up after kills, probe outputs."""
         from mrihisto_kedro.pipelines.parameter_checks import check_pipeline_parameters
 
         self._release()  # a previous run in this process that failed before its first node
@@ -83,6 +87,11 @@ class RunSafetyHooks:
                 + (" ..." if len(removed) > 5 else ""),
             )
         self._mark_stale_runs()
+        try:
+            require_writable(output_folders(pipeline.all_outputs(), catalog))
+        except OSError:
+            self._release()  # Kedro calls no error hook for a failing before_pipeline_run
+            raise
 
     def _mark_stale_runs(self) -> None:
         if self._experiment is None:
