@@ -69,7 +69,7 @@ class RunSafetyHooks:
         from mrihisto_kedro.pipelines.parameter_checks import check_pipeline_parameters
 
         self._release()  # a previous run in this process that failed before its first node
-        check_pipeline_parameters(pipeline, catalog.load)
+        check_pipeline_parameters(pipeline, catalog.load, run_params.get("runtime_params"))
         if self._root is None:
             return
         pipelines = run_params.get("pipeline_names") or ["__default__"]

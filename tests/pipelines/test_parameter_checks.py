@@ -163,3 +163,48 @@ def test_kedro_run_with_a_bad_parameter_stops_before_any_work(tmp_path: Path) ->
     output = done.stdout + done.stderr
     assert "tiles_256.training.search.metric: 'val_L2' is not a validation metric" in output
     assert not (project / "data").exists()
+
+    # issue 16: an explicit value of a searched key is not silently replaced by the search
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "kedro",
+            "run",
+            "--pipeline=modelling",
+            "--namespaces=tiles_256",
+            "--params=tiles_256.training.model.gan_mode=lsgan",
+        ],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(project / "src"), "COLUMNS": "1000"},
+        check=False,
+    )
+    assert done.returncode != 0
+    output = done.stdout + done.stderr
+    assert (
+        "tiles_256.training.model.gan_mode='lsgan' is given on the command line, but "
+        "tiles_256.training.search.space.gan_mode searches ['vanilla', 'lsgan', 'wgangp']"
+    ) in output
+    assert not (project / "data").exists()
+
+
+def test_a_command_line_value_of_a_searched_key_is_a_conflict(parameters: dict[str, Any]) -> None:
+    pipeline = register_pipelines()["__default__"]
+    given = {"tiles_256": {"training": {"model": {"lr": 0.001, "ngf": 8}}}}
+    with pytest.raises(ParameterError) as error:
+        check_pipeline_parameters(pipeline, _loader(parameters), given)
+    text = str(error.value)
+    assert "tiles_256.training.model.lr=0.001 is given on the command line" in text
+    assert "searches [0.0002, 2e-05]" in text
+    assert '--params="tiles_256.training.search.space.lr=[0.001]"' in text
+    assert '--params="tiles_256.training.search.n_trials=0"' in text
+    assert "ngf" not in text  # not searched: the value is used as given
+    # either way out is accepted: a one-choice space, or no search
+    fixed = _with(parameters, "tiles_256.training.search.space.lr", [0.001])
+    check_pipeline_parameters(pipeline, _loader(fixed), given)
+    no_search = _with(parameters, "tiles_256.training.search.n_trials", 0)
+    check_pipeline_parameters(pipeline, _loader(no_search), given)
+    # a value given in the YAML only is the search's default, not a conflict
+    check_pipeline_parameters(pipeline, _loader(parameters), {"tiles_256": {"training": {}}})

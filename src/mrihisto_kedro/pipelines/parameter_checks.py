@@ -8,6 +8,12 @@ model's configuration, every search choice, the search metric), and reports ever
 with its full dotted key (``tiles_256.training.model.lamda_L1``) in one error.
 ``hooks.RunSafetyHooks`` calls it from ``before_pipeline_run``.
 
+A value given on the command line (``--params``) for a model key that the experiment's search
+also searches would be replaced by the search's best choice without a word (issue 16: a
+``gan_mode=lsgan`` override trained whatever the trials chose); :func:`search_conflicts`
+reports each such key with the two ways out (fix it for the search with a one-choice space,
+or train without a search), and the run stops before any work.
+
 :data:`NODE_PARAMETERS` maps each node function to its parameter arguments and the check of
 each; a new node that takes parameters adds a line here (``test_parameter_checks`` fails for
 a registered pipeline's node whose ``params:`` inputs have no check).
@@ -44,7 +50,12 @@ from .modelling import nodes as mo
 from .msi_data_engineering import nodes as msi
 from .registration import nodes as reg
 
-__all__ = ["NODE_PARAMETERS", "check_pipeline_parameters", "check_training"]
+__all__ = [
+    "NODE_PARAMETERS",
+    "check_pipeline_parameters",
+    "check_training",
+    "search_conflicts",
+]
 
 Check = Callable[[Any, str], None]
 
@@ -145,12 +156,56 @@ def parameter_inputs(pipeline: Pipeline) -> Iterable[tuple[str, str, str, Check 
                 yield node.name, argument, dataset, checks.get(argument)
 
 
-def check_pipeline_parameters(pipeline: Pipeline, load: Callable[[str], Any]) -> None:
+def _subtree(tree: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        if not isinstance(tree, dict) or part not in tree:
+            return None
+        tree = tree[part]
+    return tree
+
+
+def search_conflicts(key: str, training: Any, runtime_params: dict[str, Any] | None) -> list[str]:
+    """Model keys of ``<key>.model`` set on the command line that ``<key>.search`` searches.
+
+    Args:
+        key: dotted key of the training parameters, e.g. ``"tiles_256.training"``.
+        training: their values (as the node receives them).
+        runtime_params: Kedro's ``--params``, nested (``{"tiles_256": {"training": ...}}``).
+
+    Returns:
+        One message per conflict, naming both keys, the value and how to resolve it.
+    """
+    given = _subtree(runtime_params, f"{key}.model")
+    search = training.get("search") if isinstance(training, dict) else None
+    if not isinstance(given, dict) or not isinstance(search, dict):
+        return []
+    if not search.get("n_trials") or not isinstance(search.get("space"), dict):
+        return []
+    messages = []
+    for name, choices in search["space"].items():
+        if name in given and list(choices or []) != [given[name]]:
+            value = given[name]
+            messages.append(
+                f"{key}.model.{name}={value!r} is given on the command line, but "
+                f"{key}.search.space.{name} searches {list(choices)} and the search's best "
+                f"choice would replace it: keep it fixed during the search with "
+                f'--params="{key}.search.space.{name}=[{value}]", or train without a search '
+                f'with --params="{key}.search.n_trials=0"'
+            )
+    return messages
+
+
+def check_pipeline_parameters(
+    pipeline: Pipeline,
+    load: Callable[[str], Any],
+    runtime_params: dict[str, Any] | None = None,
+) -> None:
     """Check every parameter input of ``pipeline``'s nodes; raise one error listing all.
 
     Args:
         pipeline: the (filtered) pipeline about to run.
         load: reads a ``params:...`` dataset (``catalog.load``).
+        runtime_params: the run's ``--params`` (nested), for :func:`search_conflicts`.
 
     Raises:
         ParameterError: one line per bad parameter, each naming its full dotted key.
@@ -160,10 +215,14 @@ def check_pipeline_parameters(pipeline: Pipeline, load: Callable[[str], Any]) ->
         if check is None or dataset in problems:
             continue
         key = dataset.removeprefix("params:")
+        values = load(dataset)
         try:
-            check(load(dataset), key)
+            check(values, key)
         except (ParameterError, ValueError, TypeError) as exc:
             problems[dataset] = str(exc)
+            continue
+        if check is check_training and (conflicts := search_conflicts(key, values, runtime_params)):
+            problems[dataset] = "\n  - ".join(conflicts)
     if problems:
         lines = "\n".join(f"  - {message}" for message in dict.fromkeys(problems.values()))
         raise ParameterError(

@@ -3,7 +3,9 @@
 Run one experiment with one parameter overridden::
 
     kedro run --pipeline=modelling --namespaces=tiles_256 \
-        --params="tiles_256.training.model.gan_mode=lsgan"
+        --params="tiles_256.training.model.gan_mode=lsgan,tiles_256.training.search.n_trials=0"
+
+(a searched key given alone is refused before any work: the search would replace it).
 """
 
 from kedro.pipeline import Node, Pipeline
