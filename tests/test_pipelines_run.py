@@ -558,3 +558,11 @@ def test_cli_runs_one_experiment_with_overridden_parameters(demo_project: Path) 
     )
     assert runs.loc[0, "params.gan_mode"] == "lsgan"
     assert float(runs.loc[0, "params.lr"]) == pytest.approx(1e-4)
+    # issue 16: the whole command and the epochs the run trained
+    command = f"kedro run --pipeline=modelling --namespaces=tiles_256 --params={overrides}"
+    assert runs.loc[0, "tags.mrihisto.kedro_command"] == command
+    assert runs.loc[0, "params.total_epochs"] == "1"
+    run = mlflow.get_run(runs.loc[0, "run_id"])
+    while "mlflow.parentRunId" in run.data.tags:  # up to kedro-mlflow's pipeline run
+        run = mlflow.get_run(run.data.tags["mlflow.parentRunId"])
+    assert run.data.tags["kedro_command"] == command

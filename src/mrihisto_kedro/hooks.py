@@ -16,8 +16,10 @@
 
 The lock is released when the pipeline ends or fails (and by the OS if the process dies).
 ``RunTagHooks`` (``trylast``: after kedro-mlflow opened its run) tags that run with the
-output root and host; training runs nested under it inherit the tags, which is how step 3
-knows which runs belong to this root.
+output root, host and the whole ``kedro run`` command (kedro-mlflow's ``kedro_command`` drops
+``--namespaces``, ``--params`` and ``--env``: :mod:`mrihisto_kedro.tracking.kedro_command`);
+training runs nested under it inherit the tags, which is how step 3 knows which runs belong
+to this root.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ logger = logging.getLogger(__name__)
 
 ROOT_TAG = "mrihisto.output_root"
 HOST_TAG = "mrihisto.host"
+COMMAND_TAG = "mrihisto.kedro_command"
 
 
 class RunSafetyHooks:
@@ -132,14 +135,22 @@ class RunTagHooks:
         self._safety = safety
 
     @hook_impl(trylast=True)
-    def before_pipeline_run(self) -> None:
+    def before_pipeline_run(self, run_params: dict[str, Any]) -> None:
         """Tag the active MLflow run, if kedro-mlflow opened one."""
         root = self._safety._root
         if root is None:
             return
         import mlflow
 
+        from mrihisto_kedro.tracking.kedro_command import kedro_command
+
         if mlflow.active_run() is not None:
+            command = kedro_command(run_params)
             mlflow.set_tags(
-                {ROOT_TAG: str(root), HOST_TAG: f"{socket.gethostname()}:{os.getpid()}"}
+                {
+                    ROOT_TAG: str(root),
+                    HOST_TAG: f"{socket.gethostname()}:{os.getpid()}",
+                    COMMAND_TAG: command,
+                    "kedro_command": command,
+                }
             )

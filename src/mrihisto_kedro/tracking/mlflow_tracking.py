@@ -45,7 +45,8 @@ def training_run(
 
     Parameters are logged flattened (``model.lr``) and, for the paper's search space, also
     under their short names (``gan_mode``, ``lr``, ``beta1``, ``lambda_L1``) so runs of all
-    experiments compare in one table.
+    experiments compare in one table, with ``total_epochs`` (``n_epochs + n_epochs_decay``:
+    the epochs the run trains, where ``n_epochs`` is only those at the initial lr).
 
     ``run_id`` continues that run (a training resumed from its checkpoint logs its remaining
     epochs into the run it started; the run is tagged ``resumed``). A run id the tracking store
@@ -68,6 +69,10 @@ def training_run(
             for k, v in flat.items()
             if k.split(".")[-1] in ("gan_mode", "lr", "beta1", "lambda_L1", "n_epochs")
         }
+        if isinstance(flat.get("model.n_epochs"), int):  # n_epochs alone misleads (15 of 30)
+            short["total_epochs"] = flat["model.n_epochs"] + int(
+                flat.get("model.n_epochs_decay") or 0
+            )
         log_params_once({**flat, **short})
         yield run.info.run_id
 
