@@ -11,7 +11,10 @@ used, torch, the CPU's SIMD level and native bf16, threads;
 :func:`~mrihisto_kedro.nn.device.describe_numerics`):
 precision ``auto`` trains in bf16 on CPUs with native bf16 and in fp32 elsewhere, so tables
 made on different machines differ unless ``precision: fp32`` is pinned. The markdown lists it
-under the table, once per distinct setting, with the experiments it applies to.
+under the table, once per distinct setting, with the experiments it applies to. ``flag`` is
+empty, or why the experiment's numbers on that split are not a result (a degenerate generator:
+:mod:`~mrihisto_kedro.evaluation.degenerate`); the markdown marks the column ``FLAGGED`` and
+says why under the table.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ TABLE_COLUMNS: tuple[str, ...] = (
     "n_slides",
     "note",
     "trained_with",
+    "flag",
 )
 
 #: pytorch-fid's advice: below this many samples the covariance is rank-deficient and FID is
@@ -282,6 +286,9 @@ def render_markdown(table: pd.DataFrame, title: str) -> str:
     )
     columns = list(dict.fromkeys(t["column"]))
     pivot = pivot.reindex(columns=columns)
+    flags = _column_flags(t)
+    pivot.columns = [f"{c} (FLAGGED)" if c in flags else c for c in columns]
+    columns = list(pivot.columns)
     order = {m: i for i, m in enumerate(("FID", "KID", "LPIPS", "L1", "SSIM", "PSNR", "MI"))}
     pivot = pivot.sort_index(key=lambda idx: idx.map(lambda v: order.get(v, 99)), level=0)
     header = "| metric | comparison | " + " | ".join(columns) + " |"
@@ -296,8 +303,17 @@ def render_markdown(table: pd.DataFrame, title: str) -> str:
         "FID, KID, LPIPS and L1; higher for SSIM, PSNR and MI against the target.",
     ]
     lines += [f"- {n}" for n in notes]
+    lines += [f"- FLAGGED {column}: {reason}" for column, reason in flags.items()]
     lines += _trained_with_lines(t)
     return "\n".join(lines) + "\n"
+
+
+def _column_flags(table: pd.DataFrame) -> dict[str, str]:
+    """``experiment / split`` -> its flag, for the columns that have one."""
+    if "flag" not in table.columns:
+        return {}
+    flagged = table[table["flag"].map(lambda v: isinstance(v, str) and bool(v))]
+    return dict(zip(flagged["column"], flagged["flag"], strict=True))
 
 
 def _trained_with_lines(table: pd.DataFrame) -> list[str]:

@@ -15,6 +15,7 @@ import SimpleITK as sitk
 from matplotlib.figure import Figure
 
 from mrihisto_kedro.evaluation.backends import WeightPaths, load_backends
+from mrihisto_kedro.evaluation.degenerate import check_degenerate
 from mrihisto_kedro.evaluation.synthesis import (
     SynthesisParams,
     SyntheticSlideJob,
@@ -59,6 +60,9 @@ class EvaluationParams:
         n_figure_tiles: tiles per split in the panel figure.
         set_metrics: compute FID and KID (Inception features); ``False``: no FID/KID rows
             (paper 003's MSI table needs MI and SSIM only).
+        min_spread_ratio: a split whose generated images vary less than this fraction of
+            the real ones (inside an image, or between inputs) is flagged degenerate
+            (:mod:`mrihisto_kedro.evaluation.degenerate`), in (0, 1].
     """
 
     tiles: TileEvaluationParams = field(default_factory=TileEvaluationParams)
@@ -69,6 +73,11 @@ class EvaluationParams:
     weights: WeightPaths = field(default_factory=WeightPaths)
     n_figure_tiles: int = 4
     set_metrics: bool = True
+    min_spread_ratio: float = 0.25
+
+    def __post_init__(self) -> None:
+        if not 0 < self.min_spread_ratio <= 1:
+            raise ValueError(f"min_spread_ratio must be in (0, 1], got {self.min_spread_ratio}")
 
 
 def _log_to_training_run(summary: pd.DataFrame, table: pd.DataFrame, markdown: str) -> None:
@@ -88,6 +97,22 @@ def _log_to_training_run(summary: pd.DataFrame, table: pd.DataFrame, markdown: s
         if isinstance(row.value, float) and math.isfinite(row.value):
             key = f"eval.{row.split}.{row.comparison}.{row.metric}"
             client.log_metric(run_id, key, float(row.value))
+
+
+def _flag_degenerate(experiment: str, flags: dict[str, str], summary: pd.DataFrame) -> None:
+    """One warning naming the experiment, and the tag ``mrihisto.degenerate`` on its run."""
+    flagged = {split: reason for split, reason in flags.items() if reason}
+    if not flagged:
+        return
+    text = "; ".join(f"{split}: {reason}" for split, reason in flagged.items())
+    logger.warning("%s is flagged in Table 1: %s", experiment, text)
+    if not summary.empty and "run_id" in summary.columns and not pd.isna(summary.loc[0, "run_id"]):
+        try:
+            mlflow.tracking.MlflowClient().set_tag(
+                str(summary.loc[0, "run_id"]), "mrihisto.degenerate", text[:5000]
+            )
+        except mlflow.exceptions.MlflowException:
+            logger.warning("the training run of %s is not in the tracking store", experiment)
 
 
 def _trained_with(summary: pd.DataFrame) -> str:
@@ -117,12 +142,14 @@ def evaluate_experiment(
     labels = comparison_names(p.tiles)
     pairs = [(labels[0], "g", "b"), (labels[1], "g", "a"), (labels[2], "b", "a")]
     per_tile_frames, table_frames, evaluated = [], [], []
+    flags: dict[str, str] = {}
     for split in p.tiles.splits:
         data = evaluate_split(tileset, generator, split, p.tiles)
         if data is None:
             logger.info("%s: no %s tiles to evaluate", experiment, split)
             continue
         evaluated.append(data)
+        flags[split] = check_degenerate(data.generated, data.b, p.min_spread_ratio).reason
         per_tile = tile_metrics(data, p.tiles, backends)
         per_tile_frames.append(per_tile)
         table_frames.append(
@@ -163,6 +190,8 @@ def evaluate_experiment(
         )
     table = pd.concat(table_frames, ignore_index=True).reindex(columns=list(TABLE_COLUMNS))
     table["trained_with"] = _trained_with(training_summary)
+    table["flag"] = table["split"].map(flags).fillna("")
+    _flag_degenerate(experiment, flags, training_summary)
     markdown = render_markdown(table, f"{experiment}: evaluation")
     _log_to_training_run(training_summary, table, markdown)
     figure = tile_panels(evaluated, p.n_figure_tiles, experiment)

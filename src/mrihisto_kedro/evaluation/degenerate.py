@@ -1,0 +1,135 @@
+"""Degenerate generators: outputs that do not vary like the real images do (issue 16).
+
+A model that collapsed is a defect, not a table row: the demo's ``whole_slide_4096`` drew the
+same uniform grey square for every input (test PSNR 9 dB) and its column stood in Table 1 beside
+the others. Two spreads of a set of images ``(N, H, W, C)`` in [0, 1] tell such a model from one
+that learned (:func:`output_spread`):
+
+* ``within``: the mean over images of the pixel standard deviation inside each image (per
+  channel, averaged): about 0 for a constant image, whatever its colour;
+* ``between``: the mean absolute difference between the images of different inputs (each image
+  against the next one of the set): about 0 for a model that draws one image for every input.
+
+:func:`check_degenerate` compares the generated images' spreads with the real targets' on the
+same tiles; a ratio below ``min_ratio`` (a parameter, ``evaluation.<experiment>.min_spread_ratio``,
+0.25 by default) flags the experiment, with the numbers, in the log, Table 1 and MLflow.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["DegeneracyCheck", "OutputSpread", "check_degenerate", "output_spread"]
+
+
+@dataclass(frozen=True)
+class OutputSpread:
+    """How much a set of images varies.
+
+    Attributes:
+        within: mean over images of the per-channel pixel standard deviation, averaged over
+            channels (intensity units of [0, 1]).
+        between: mean absolute difference between image ``i`` and image ``i + 1`` (the set's
+            order, wrapping round); ``nan`` for a single image.
+    """
+
+    within: float
+    between: float
+
+
+def output_spread(images: np.ndarray) -> OutputSpread:
+    """:class:`OutputSpread` of ``images``, float ``(N, H, W, C)`` in [0, 1].
+
+    Memory: one image at a time beyond the input (float64 reductions per image).
+    """
+    if images.ndim != 4 or images.shape[0] < 1:
+        raise ValueError(f"expected images (N, H, W, C) with N >= 1, got {images.shape}")
+    n = images.shape[0]
+    channels = images.shape[-1]
+    within = float(  # float64: a float32 std of a constant image is about 1e-5, not 0
+        np.mean(
+            [images[i].reshape(-1, channels).std(axis=0, dtype=np.float64).mean() for i in range(n)]
+        )
+    )
+    if n < 2:
+        return OutputSpread(within, float("nan"))
+    between = float(
+        np.mean(
+            [np.abs(images[i].astype(np.float64) - images[(i + 1) % n]).mean() for i in range(n)]
+        )
+    )
+    return OutputSpread(within, between)
+
+
+@dataclass(frozen=True)
+class DegeneracyCheck:
+    """Generated against real spreads on the same tiles, and the verdict.
+
+    Attributes:
+        generated: spread of the generated images.
+        real: spread of the real targets.
+        within_ratio: ``generated.within / real.within``.
+        between_ratio: ``generated.between / real.between`` (``nan`` for one tile).
+        min_ratio: the threshold below which a ratio flags the model.
+        reason: empty when the model passes, else one sentence with the numbers.
+    """
+
+    generated: OutputSpread
+    real: OutputSpread
+    within_ratio: float
+    between_ratio: float
+    min_ratio: float
+    reason: str
+
+    @property
+    def degenerate(self) -> bool:
+        """Whether either spread ratio is below ``min_ratio``."""
+        return bool(self.reason)
+
+
+def _ratio(generated: float, real: float) -> float:
+    if not np.isfinite(generated) or not np.isfinite(real):
+        return float("nan")
+    return generated / real if real > 0 else float("inf")
+
+
+def check_degenerate(
+    generated: np.ndarray, real: np.ndarray, min_ratio: float = 0.25
+) -> DegeneracyCheck:
+    """Flag generated images that vary far less than the real ones, inside or between images.
+
+    Args:
+        generated: generator outputs ``(N, H, W, C)`` in [0, 1].
+        real: the real targets of the same inputs, same shape.
+        min_ratio: a spread ratio (generated / real) below this flags the model, in (0, 1].
+
+    Returns:
+        The spreads, both ratios and ``reason`` (empty when neither ratio is below).
+    """
+    if generated.shape != real.shape:
+        raise ValueError(f"generated {generated.shape} and real {real.shape} differ in shape")
+    if not 0 < min_ratio <= 1:
+        raise ValueError(f"min_ratio must be in (0, 1], got {min_ratio}")
+    g, r = output_spread(generated), output_spread(real)
+    within, between = _ratio(g.within, r.within), _ratio(g.between, r.between)
+    problems = []
+    if within < min_ratio:
+        problems.append(
+            f"its images vary {within:.2f}x as much inside an image as the real ones "
+            f"(pixel std {g.within:.4f} vs {r.within:.4f})"
+        )
+    if between < min_ratio:
+        problems.append(
+            f"its images for different inputs differ {between:.2f}x as much as the real ones "
+            f"(mean |difference| {g.between:.4f} vs {r.between:.4f})"
+        )
+    reason = ""
+    if problems:
+        reason = (
+            "degenerate output: "
+            + "; ".join(problems)
+            + f" (threshold {min_ratio:g}): a collapsed model, not a result"
+        )
+    return DegeneracyCheck(g, r, within, between, min_ratio, reason)
