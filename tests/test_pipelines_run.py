@@ -231,10 +231,17 @@ def test_every_demo_model_trains_in_pinned_fp32_and_says_so(demo_project: Path) 
 
 
 def test_training_beats_untrained_and_trivial_baselines(demo_project: Path) -> None:
-    for experiment in ("tiles_256", "unet_baseline"):
+    for experiment in ("tiles_256", "tiles_1024", "whole_slide_4096", "unet_baseline"):
         s = _summary(demo_project, experiment)
         assert s["val_L1"] < 0.5 * s["untrained_val_L1"], (experiment, dict(s))
         assert s["val_L1"] < s["mean_colour_val_L1"], (experiment, dict(s))
+    # SSIM inside the tissue against the mean colour: whole_slide_4096 draws the section
+    # (measured 0.72 vs 0.53). The tile models' hallucinated texture is not the real one's
+    # (the demo's cells are random, not predictable from the MRI), which SSIM punishes more
+    # than no texture: measured tiles_256 0.51 vs 0.59, tiles_1024 0.65 vs 0.64, unet_baseline
+    # 0.62 vs 0.59; not asserted (the closing note of issue 16 has the numbers)
+    s = _summary(demo_project, "whole_slide_4096")
+    assert s["val_SSIM_fg"] > s["mean_colour_val_SSIM_fg"] + 0.1, dict(s)
     # CycleGAN T1 -> T2 on the real ICBM152 pair (validation slab)
     s = _summary(demo_project, "t1_to_t2")
     assert s["val_L1"] < s["identity_val_L1"] and s["val_L1"] < s["inverted_val_L1"]
@@ -328,17 +335,13 @@ def test_evaluation_writes_table_1_and_the_baseline_table(demo_project: Path) ->
         "trained_with",
         "flag",
     ]
-    # issue 16: a degenerate model is flagged, not reported as a result. Measured here: the
-    # demo's whole_slide_4096 (8 epochs on 5 images) varies 0.18-0.20x as much inside an image
-    # and 0.06x between inputs as the real slides; every other model 0.41-1.29x (threshold 0.25)
+    # issue 16: a degenerate model would be flagged, not reported as a result. Measured: with
+    # 8 epochs (40 iterations) whole_slide_4096 drew one grey square (output spread 0.18-0.20x
+    # the real slides' inside an image, 0.06x between inputs: flagged); with 60 epochs every
+    # model's spread is 0.41-1.29x (threshold 0.25) and none is flagged
     flagged = table[table["flag"].fillna("") != ""]
-    assert set(flagged["experiment"]) == {"whole_slide_4096"}, flagged.drop_duplicates("flag")
-    assert set(flagged["split"]) == {"train", "test"}
-    assert flagged["flag"].str.startswith("degenerate output: ").all()
-    markdown = (reporting / "metrics_table.md").read_text()
-    assert "| whole_slide_4096 / test (FLAGGED) |" in markdown
-    assert "- FLAGGED whole_slide_4096 / test: degenerate output: " in markdown
-    assert "tiles_256 / test (FLAGGED)" not in markdown
+    assert flagged.empty, flagged.drop_duplicates("flag")[["experiment", "split", "flag"]]
+    assert "FLAGGED" not in (reporting / "metrics_table.md").read_text()
     assert set(table["experiment"]) == {
         "whole_slide_4096",
         "tiles_1024",

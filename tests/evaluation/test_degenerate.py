@@ -111,3 +111,18 @@ def test_the_evaluation_node_flags_a_constant_generator(
     assert "| flat_model / train (FLAGGED) | flat_model / test (FLAGGED) |" in text
     assert "- FLAGGED flat_model / test (FLAGGED): degenerate output" not in text
     assert "- FLAGGED flat_model / test: degenerate output: its images vary 0.00x" in text
+
+
+def test_a_model_no_better_than_a_trivial_baseline_is_flagged() -> None:
+    from mrihisto_kedro.evaluation.degenerate import baseline_shortfall
+
+    # the demo's whole_slide_4096 after 8 epochs (40 iterations), as measured
+    grey = {"val_L1": 0.681, "mean_colour_val_L1": 0.211, "untrained_val_L1": 0.753}
+    assert baseline_shortfall(grey) == (
+        "no better than a trivial baseline on validation L1: the mean training colour "
+        "everywhere (0.681 vs 0.211)"
+    )
+    assert baseline_shortfall({**grey, "val_L1": 0.057}) == ""
+    t1_to_t2 = {"val_L1": 0.2, "identity_val_L1": 0.5, "inverted_val_L1": 0.15}
+    assert baseline_shortfall(t1_to_t2).endswith("the intensity-inverted input (0.200 vs 0.150)")
+    assert baseline_shortfall({"val_L1": float("nan"), "mean_colour_val_L1": 0.2}) == ""

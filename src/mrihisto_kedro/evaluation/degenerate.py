@@ -13,6 +13,8 @@ that learned (:func:`output_spread`):
 :func:`check_degenerate` compares the generated images' spreads with the real targets' on the
 same tiles; a ratio below ``min_ratio`` (a parameter, ``evaluation.<experiment>.min_spread_ratio``,
 0.25 by default) flags the experiment, with the numbers, in the log, Table 1 and MLflow.
+:func:`baseline_shortfall` flags, the same way, a model whose validation L1 is not below that
+of a trivial baseline of its training summary (mean colour; identity and inverted input).
 """
 
 from __future__ import annotations
@@ -21,7 +23,20 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["DegeneracyCheck", "OutputSpread", "check_degenerate", "output_spread"]
+__all__ = [
+    "DegeneracyCheck",
+    "OutputSpread",
+    "baseline_shortfall",
+    "check_degenerate",
+    "output_spread",
+]
+
+#: the trivial baselines of a training summary, by column prefix (``<prefix>_val_L1``)
+TRIVIAL_BASELINES: tuple[tuple[str, str], ...] = (
+    ("mean_colour", "the mean training colour everywhere"),
+    ("identity", "the input itself"),
+    ("inverted", "the intensity-inverted input"),
+)
 
 
 @dataclass(frozen=True)
@@ -133,3 +148,23 @@ def check_degenerate(
             + f" (threshold {min_ratio:g}): a collapsed model, not a result"
         )
     return DegeneracyCheck(g, r, within, between, min_ratio, reason)
+
+
+def baseline_shortfall(summary: dict[str, object]) -> str:
+    """Why a trained model does not beat its trivial baselines on validation L1 ("" if it does).
+
+    Args:
+        summary: one training summary row (``val_L1``, ``<baseline>_val_L1`` for the
+            baselines of :data:`TRIVIAL_BASELINES` that apply; L1 in [-1, 1] units).
+    """
+    model = summary.get("val_L1")
+    if not isinstance(model, int | float) or not np.isfinite(model):
+        return ""
+    lost = []
+    for prefix, what in TRIVIAL_BASELINES:
+        value = summary.get(f"{prefix}_val_L1")
+        if isinstance(value, int | float) and np.isfinite(value) and model >= value:
+            lost.append(f"{what} ({model:.3f} vs {value:.3f})")
+    if not lost:
+        return ""
+    return "no better than a trivial baseline on validation L1: " + "; ".join(lost)

@@ -177,18 +177,27 @@ def run_training(
         "n_train": len(train_loader.dataset),
         "n_val": len(val_loader.dataset),
         "untrained": untrained,
-        "mean_colour": mean_colour_baseline(tileset, val_name, data.b_range),
+        "mean_colour": mean_colour_baseline(tileset, val_name, data.b_range, val_loader),
         "input": input_baselines(val_loader),
     }
     return model, result, info
 
 
 def mean_colour_baseline(
-    tileset: TileSet, val_split: str, b_range: tuple[float, float] | None = None
+    tileset: TileSet,
+    val_split: str,
+    b_range: tuple[float, float] | None = None,
+    val_loader: DataLoader | None = None,
 ) -> dict[str, float]:
-    """L1 (in [0, 1] image units) of predicting the mean training B value per channel.
+    """Metrics of predicting the mean training B value per channel everywhere.
 
-    The trivial baseline the issue asks a trained generator to beat.
+    The trivial baseline of histology synthesis that a trained generator must beat.
+
+    Returns:
+        ``val_L1_01`` (in [0, 1] units) and ``val_L1`` (in [-1, 1] units) over the whole
+        validation tiles; with ``val_loader``, also ``val_SSIM`` and ``val_SSIM_fg`` (SSIM
+        inside the input's foreground) on the images the model is validated on, in the
+        units of :func:`mrihisto_kedro.nn.training.evaluate`.
     """
     train_b = tileset.split("train").b
     val_b = tileset.split(val_split).b
@@ -198,7 +207,31 @@ def mean_colour_baseline(
     mean = np.asarray(train_b, dtype=np.float64).reshape(-1, train_b.shape[-1]).mean(axis=0)
     val = np.asarray(val_b, dtype=np.float64)
     l1 = float(np.abs(val - mean).mean() / (hi - lo))
-    return {"val_L1_01": l1, "val_L1": 2.0 * l1}
+    out = {"val_L1_01": l1, "val_L1": 2.0 * l1}
+    if val_loader is not None:
+        out.update(_constant_ssim(val_loader, (mean - lo) / (hi - lo)))
+    return out
+
+
+@torch.no_grad()
+def _constant_ssim(loader: DataLoader, colour01: np.ndarray) -> dict[str, float]:
+    """Whole-image and foreground SSIM of the constant image ``colour01`` (C,) against B."""
+    colour = torch.as_tensor(colour01, dtype=torch.float64).view(1, -1, 1, 1)
+    ssim_sum = fg_sum = 0.0
+    n_images = n_fg = 0
+    for batch in loader:
+        a, b = batch["A"].double(), batch["B"].double()
+        b01 = ((b + 1) / 2).clamp(0, 1)
+        pred = colour.expand_as(b01).contiguous()
+        ssim_sum += float(gaussian_ssim(pred, b01, data_range=1.0).sum())
+        fg = gaussian_ssim(pred, b01, data_range=1.0, mask=input_foreground(a))
+        fg_sum += float(fg.nansum())
+        n_fg += int((~fg.isnan()).sum())
+        n_images += b.shape[0]
+    return {
+        "val_SSIM": ssim_sum / n_images if n_images else float("nan"),
+        "val_SSIM_fg": fg_sum / n_fg if n_fg else float("nan"),
+    }
 
 
 @torch.no_grad()

@@ -15,7 +15,7 @@ import SimpleITK as sitk
 from matplotlib.figure import Figure
 
 from mrihisto_kedro.evaluation.backends import WeightPaths, load_backends
-from mrihisto_kedro.evaluation.degenerate import check_degenerate
+from mrihisto_kedro.evaluation.degenerate import baseline_shortfall, check_degenerate
 from mrihisto_kedro.evaluation.synthesis import (
     SynthesisParams,
     SyntheticSlideJob,
@@ -190,6 +190,12 @@ def evaluate_experiment(
         )
     table = pd.concat(table_frames, ignore_index=True).reindex(columns=list(TABLE_COLUMNS))
     table["trained_with"] = _trained_with(training_summary)
+    if not training_summary.empty and (
+        shortfall := baseline_shortfall(training_summary.iloc[0].to_dict())
+    ):
+        flags = {
+            split: "; ".join(filter(None, (reason, shortfall))) for split, reason in flags.items()
+        }
     table["flag"] = table["split"].map(flags).fillna("")
     _flag_degenerate(experiment, flags, training_summary)
     markdown = render_markdown(table, f"{experiment}: evaluation")

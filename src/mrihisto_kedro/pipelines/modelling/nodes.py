@@ -398,6 +398,8 @@ def _summary(
         "untrained_val_SSIM": info["untrained"]["val_SSIM"],
         "untrained_val_SSIM_fg": info["untrained"]["val_SSIM_fg"],
         "mean_colour_val_L1": info["mean_colour"]["val_L1"],
+        "mean_colour_val_SSIM": info["mean_colour"].get("val_SSIM"),
+        "mean_colour_val_SSIM_fg": info["mean_colour"].get("val_SSIM_fg"),
     }
     for name, metrics in info["input"].items():
         summary[f"{name}_val_L1"] = metrics["val_L1"]
