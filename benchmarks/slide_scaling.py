@@ -110,11 +110,12 @@ dice = float(report["dice_after"].iloc[0])
 del aligned, aligned_masks, figures
 stage_done("registration", t)
 t = time.perf_counter()
-job = build_pair_tiles(
-    pairs, {"p": lambda: sitk.ReadImage(str(work / "aligned.mha"))},
+job = build_pair_tiles(  # the mosaic's registration is flagged (see above): tiled anyway
+    pairs, report, {"p": lambda: sitk.ReadImage(str(work / "aligned.mha"))},
     {"p": lambda: sitk.ReadImage(str(work / "aligned_mask.mha"))},
     {"p": lambda: open_slide(work / "down.tiff")}, {"p": lambda: slide_masks["p"]},
-    {"kind": "tiles", "tile_size": 128, "min_tissue_fraction": 0.25}, de,
+    {"kind": "tiles", "tile_size": 128, "min_tissue_fraction": 0.25,
+     "include_flagged_pairs": True}, de,
 )
 job.write(work / "tiles")
 n_tiles = len(load_tileset(work / "tiles"))

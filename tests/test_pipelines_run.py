@@ -167,6 +167,80 @@ def test_registration_recovers_the_demo_ground_truth(demo_project: Path) -> None
         again = sitk.Resample(mri, aligned, tfm, sitk.sitkLinear, 0.0, sitk.sitkFloat32)
         assert np.allclose(sitk.GetArrayFromImage(again), sitk.GetArrayFromImage(aligned))
         assert (data / "08_reporting" / "qc" / "registration" / f"{row.pair_id}.png").is_file()
+    # issue 16: structure agreement inside the tissue; the demo's pairs all pass QC
+    assert report["structure_after"].min() > 0.9 and not report["flagged"].any()
+
+
+def test_a_wrong_pairing_passes_dice_but_is_flagged_and_not_tiled(
+    demo_project: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 16: a slide registered to another specimen's MRI (pair_04's anatomy, not a mirror
+    of pair_01's) reaches Dice above the 0.85 gate; the structure check flags it and tiling
+    leaves it out, by name. Measured: right pairs 0.94-0.96, this pairing 0.60."""
+    import logging
+
+    from kedro.config import OmegaConfigLoader
+
+    from mrihisto_kedro.imaging.slides import open_slide
+    from mrihisto_kedro.pipelines.modelling.nodes import build_pair_tiles
+    from mrihisto_kedro.pipelines.registration.nodes import register_pairs
+
+    data = demo_project / "data"
+
+    def image(folder: str, pair: str):
+        return lambda: sitk.ReadImage(str(data / folder / f"{pair}.mha"))
+
+    # "pair_x" is pair_01's slide with pair_04's MRI slice: what a wrong manifest row gives
+    mri_of = {"pair_01": "pair_01", "pair_02": "pair_02", "pair_x": "pair_04"}
+    slide_of = {"pair_01": "pair_01", "pair_02": "pair_02", "pair_x": "pair_01"}
+    pairs = pd.DataFrame(
+        {"pair_id": list(mri_of), "specimen_id": ["s1", "s2", "s1"], "split": "train"}
+    )
+    mask_report = pd.read_csv(data / "08_reporting" / "data_engineering_report.csv")
+    mask_report = mask_report[mask_report["pair_id"].isin(["pair_01", "pair_02"])]
+    x_row = mask_report[mask_report["pair_id"] == "pair_01"].assign(pair_id="pair_x")
+    slides = {
+        k: (lambda v=v: open_slide(data / "02_intermediate" / "downsampled_slides" / f"{v}.tiff"))
+        for k, v in slide_of.items()
+    }
+    _, aligned, aligned_masks, report, _ = register_pairs(
+        pairs,
+        slides,
+        {k: image("02_intermediate/mri_slices", v) for k, v in mri_of.items()},
+        {k: image("03_primary/slide_masks", v) for k, v in slide_of.items()},
+        {k: image("03_primary/mri_masks", v) for k, v in mri_of.items()},
+        pd.DataFrame(),
+        pd.concat([mask_report, x_row], ignore_index=True),
+        OmegaConfigLoader(str(demo_project / "conf"), base_env="base", default_run_env="local")[
+            "parameters"
+        ]["registration"],
+        {},
+    )
+    report = report.set_index("pair_id")
+    assert (report["dice_after"] > 0.85).all()  # Dice alone passes the wrong pairing
+    assert (
+        report.loc["pair_x", "structure_after"]
+        < 0.7
+        < report["structure_after"].drop("pair_x").min()
+    )
+    assert report["flagged"].tolist() == [False, False, True]
+    assert "structure agreement" in report.loc["pair_x", "flag_reason"]
+    with caplog.at_level(logging.WARNING):
+        job = build_pair_tiles(
+            pairs,
+            report.reset_index(),
+            {k: (lambda v=v: v) for k, v in aligned.items()},
+            {k: (lambda v=v: v) for k, v in aligned_masks.items()},
+            slides,
+            {k: image("03_primary/slide_masks", v) for k, v in slide_of.items()},
+            {"kind": "tiles", "tile_size": 64},
+            {},
+        )
+    assert len(job.loaders) == 2
+    assert (
+        "excluded 1 of 3 pairs from tiling (flagged or not converged in registration: pair_x)"
+        in caplog.text
+    )
 
 
 def test_control_point_mode_runs_on_the_demo_clicks(demo_project: Path) -> None:

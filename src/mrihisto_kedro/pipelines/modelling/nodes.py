@@ -16,6 +16,7 @@ import SimpleITK as sitk
 import torch
 
 from mrihisto_kedro.imaging.level_array import LevelArray
+from mrihisto_kedro.imaging.registration_qc import select_registered_pairs
 from mrihisto_kedro.imaging.slabs import (
     brain_slices,
     slab_splits,
@@ -66,7 +67,11 @@ class TileKind(StrEnum):
 
 @dataclass(frozen=True)
 class PairTilingParams:
-    """``<experiment>.tiling`` for MRI -> histology experiments."""
+    """``<experiment>.tiling`` for MRI -> histology experiments.
+
+    ``include_flagged_pairs``: also tile the pairs whose registration was flagged by QC or
+    did not converge (``registration_report.csv``); by default they are left out, by name.
+    """
 
     kind: TileKind = TileKind.TILES
     tile_size: int = 256
@@ -74,6 +79,7 @@ class PairTilingParams:
     min_tissue_fraction: float = 0.5
     output_size: int | None = None
     load_size: int = 256  # whole views only
+    include_flagged_pairs: bool = False
 
 
 @dataclass(frozen=True)
@@ -114,6 +120,7 @@ def _tissue_on_grid(mask: sitk.Image, reference: sitk.Image) -> np.ndarray:
 
 def build_pair_tiles(
     pairs: pd.DataFrame,
+    registration_report: pd.DataFrame,
     aligned_mri: dict[str, Loader],
     aligned_mri_masks: dict[str, Loader],
     downsampled_slides: dict[str, Loader],
@@ -123,11 +130,13 @@ def build_pair_tiles(
 ) -> TileSet | PairTilesJob:
     """Paired MRI/histology tiles (or whole views) of every registered pair, split by specimen.
 
+    Pairs flagged by registration QC are left out (``tiling.include_flagged_pairs``).
     Tissue = the slide's tissue mask AND the registered MRI's coverage. Tiles are a
     :class:`PairTilesJob` that the tile-set dataset writes one pair at a time (bounded by one
     pair's grid, not by the whole set); whole views (one small image per pair) a TileSet.
     """
     p = parse_params(PairTilingParams, tiling, "tiling")
+    pairs = select_registered_pairs(pairs, registration_report, p.include_flagged_pairs)
     factor = float(data_engineering.get("downsample_factor", 15.0))
     loaders = [
         partial(

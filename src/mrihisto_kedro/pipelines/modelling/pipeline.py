@@ -17,6 +17,7 @@ from .nodes import build_pair_tiles, build_volume_tiles, train_experiment
 PAIR_EXPERIMENTS = ("whole_slide_4096", "tiles_1024", "tiles_256")
 _SHARED_PAIR_INPUTS = {
     "pairs_with_splits",
+    "registration_report",
     "aligned_mri",
     "aligned_mri_masks",
     "downsampled_slides",
@@ -40,6 +41,7 @@ def _pair_experiment(name: str) -> Pipeline:
                 build_pair_tiles,
                 [
                     "pairs_with_splits",
+                    "registration_report",
                     "aligned_mri",
                     "aligned_mri_masks",
                     "downsampled_slides",

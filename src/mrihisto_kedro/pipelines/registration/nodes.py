@@ -46,6 +46,8 @@ REPORT_COLUMNS = (
     "seconds",
     "converged",
     "flagged",
+    "flag_reason",
+    "structure_after",
 )
 
 
@@ -74,6 +76,25 @@ class RegistrationPipelineParams:
 
 def _params(parameters: dict[str, Any]) -> RegistrationPipelineParams:
     return parse_params(RegistrationPipelineParams, parameters, "registration")
+
+
+def _qc_problems(pair_id: str, scores: dict[str, Any], p: RegistrationPipelineParams) -> str:
+    """Why a registered pair fails QC ("" when it passes): Dice, structure, convergence."""
+    problems = []
+    if not scores["dice_after"] >= p.scoring.dice_threshold:
+        problems.append(
+            f"Dice after registration {scores['dice_after']:.3f} is below "
+            f"{p.scoring.dice_threshold:g}"
+        )
+    if not scores["structure_after"] >= p.scoring.min_structure:
+        problems.append(
+            f"structure agreement {scores['structure_after']:.3f} is below "
+            f"{p.scoring.min_structure:g} (about 0.5: the MRI's structure does not match the "
+            "section's; a wrong pairing?)"
+        )
+    if not scores["converged"]:
+        problems.append("the optimiser stopped at its iteration limit")
+    return "; ".join(problems)
 
 
 def _aligned_outputs(
@@ -162,15 +183,9 @@ def _register_all(
             control_points=points,
             ground_truth_2x3=gt,
         )
-        flagged = result.scores["dice_after"] < p.scoring.dice_threshold
+        flagged = _qc_problems(row.pair_id, result.scores, p)
         if flagged:
-            logger.warning(
-                "pair %s: Dice after registration %.3f is below the threshold %.2f; check its "
-                "QC figure",
-                row.pair_id,
-                result.scores["dice_after"],
-                p.scoring.dice_threshold,
-            )
+            logger.warning("pair %s: %s; check its QC figure", row.pair_id, flagged)
         logger.info(
             "pair %s: Dice %.3f -> %.3f, TRE %.2f px, %.1f s",
             row.pair_id,
@@ -191,7 +206,9 @@ def _register_all(
                 "split": row.split,
                 **result.scores,
                 "flagged": bool(flagged),
+                "flag_reason": flagged,
                 "dice_threshold": p.scoring.dice_threshold,
+                "min_structure": p.scoring.min_structure,
             }
         )
     report = pd.DataFrame(rows)
