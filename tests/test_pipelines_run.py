@@ -168,7 +168,8 @@ def test_registration_recovers_the_demo_ground_truth(demo_project: Path) -> None
         assert np.allclose(sitk.GetArrayFromImage(again), sitk.GetArrayFromImage(aligned))
         assert (data / "08_reporting" / "qc" / "registration" / f"{row.pair_id}.png").is_file()
     # issue 16: structure agreement inside the tissue; the demo's pairs all pass QC
-    assert report["structure_after"].min() > 0.9 and not report["flagged"].any()
+    assert report["structure_after"].min() > 0.9 and report["converged"].all()
+    assert not report["flagged"].any(), report[report["flagged"]]
 
 
 def test_a_wrong_pairing_passes_dice_but_is_flagged_and_not_tiled(
@@ -406,7 +407,21 @@ def test_evaluation_writes_table_1_and_the_baseline_table(demo_project: Path) ->
         "note",
         "trained_with",
         "flag",
+        "model",
     ]
+    # issue 16: each row names the model it measured (generator digest, MLflow training run)
+    from mrihisto_kedro.nn.training import generator_digest
+
+    for experiment in ("tiles_1024", "t1_to_t2", "msi_unet"):
+        payload = torch.load(
+            demo_project / "data" / "06_models" / experiment / "generator.pt", weights_only=True
+        )
+        run_id = _summary(demo_project, experiment)["run_id"]
+        expected = f"generator {generator_digest(payload)}, MLflow run {run_id}"
+        assert set(table.loc[table["experiment"] == experiment, "model"]) == {expected}
+        assert (
+            f"- Measured {experiment}: {expected}" in (reporting / "metrics_table.md").read_text()
+        )
     # issue 16: a degenerate model would be flagged, not reported as a result. Measured: with
     # 8 epochs (40 iterations) whole_slide_4096 drew one grey square (output spread 0.18-0.20x
     # the real slides' inside an image, 0.06x between inputs: flagged); with 60 epochs every

@@ -15,7 +15,7 @@ from mrihisto_kedro.evaluation.degenerate import check_degenerate, output_spread
 from mrihisto_kedro.evaluation.table import render_markdown
 from mrihisto_kedro.imaging.tileset import TileSet
 from mrihisto_kedro.nn.models import Pix2Pix, Pix2PixConfig
-from mrihisto_kedro.nn.training import export_generator
+from mrihisto_kedro.nn.training import export_generator, generator_digest
 from mrihisto_kedro.pipelines.evaluation.nodes import evaluate_experiment
 
 
@@ -111,6 +111,24 @@ def test_the_evaluation_node_flags_a_constant_generator(
     assert "| flat_model / train (FLAGGED) | flat_model / test (FLAGGED) |" in text
     assert "- FLAGGED flat_model / test (FLAGGED): degenerate output" not in text
     assert "- FLAGGED flat_model / test: degenerate output: its images vary 0.00x" in text
+    # the table names the model it measured (no training run known here)
+    payload = _constant_payload()
+    assert set(table["model"]) == {f"generator {generator_digest(payload)}"}
+    assert f"- Measured flat_model: generator {generator_digest(payload)}" in text
+
+
+def test_the_generator_digest_follows_the_weights_not_the_file(tmp_path) -> None:
+    payload = _constant_payload()
+    torch.save(payload, tmp_path / "g.pt")
+    again = torch.load(tmp_path / "g.pt", weights_only=True)
+    assert generator_digest(again) == generator_digest(payload)
+    assert len(generator_digest(payload)) == 16
+    changed = {**payload, "state_dict": dict(payload["state_dict"])}
+    name = next(iter(changed["state_dict"]))
+    changed["state_dict"][name] = changed["state_dict"][name] + 1e-6  # any retraining step
+    assert generator_digest(changed) != generator_digest(payload)
+    wider = {**payload, "architecture": {**payload["architecture"], "ngf": 9}}
+    assert generator_digest(wider) != generator_digest(payload)
 
 
 def test_a_model_no_better_than_a_trivial_baseline_is_flagged() -> None:

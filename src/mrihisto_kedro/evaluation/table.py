@@ -14,7 +14,9 @@ made on different machines differ unless ``precision: fp32`` is pinned. The mark
 under the table, once per distinct setting, with the experiments it applies to. ``flag`` is
 empty, or why the experiment's numbers on that split are not a result (a degenerate generator:
 :mod:`~mrihisto_kedro.evaluation.degenerate`); the markdown marks the column ``FLAGGED`` and
-says why under the table.
+says why under the table. ``model`` names what was measured (``generator <digest>, MLflow run
+<id>``: :func:`~mrihisto_kedro.nn.training.generator_digest`), listed under the table once per
+experiment, so a table can be told from one measured on a model retrained since.
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ TABLE_COLUMNS: tuple[str, ...] = (
     "note",
     "trained_with",
     "flag",
+    "model",
 )
 
 #: pytorch-fid's advice: below this many samples the covariance is rank-deficient and FID is
@@ -305,7 +308,17 @@ def render_markdown(table: pd.DataFrame, title: str) -> str:
     lines += [f"- {n}" for n in notes]
     lines += [f"- FLAGGED {column}: {reason}" for column, reason in flags.items()]
     lines += _trained_with_lines(t)
+    lines += _model_lines(t)
     return "\n".join(lines) + "\n"
+
+
+def _model_lines(table: pd.DataFrame) -> list[str]:
+    """``Measured <experiment>: <model>`` once per experiment whose model is recorded."""
+    if "model" not in table.columns:
+        return []
+    known = table[table["model"].map(lambda v: isinstance(v, str) and bool(v))]
+    models = dict(zip(known["experiment"], known["model"], strict=True))
+    return [f"- Measured {experiment}: {model}" for experiment, model in models.items()]
 
 
 def _column_flags(table: pd.DataFrame) -> dict[str, str]:

@@ -36,6 +36,8 @@ Pure PyTorch + numpy (no Kedro, no MLflow).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import random
@@ -66,6 +68,7 @@ __all__ = [
     "evaluate",
     "export_generator",
     "gaussian_ssim",
+    "generator_digest",
     "input_foreground",
     "load_checkpoint",
     "load_generator",
@@ -715,6 +718,21 @@ def export_generator(
         "config": model.config.to_dict(),
         "input_spec": dict(input_spec) if input_spec is not None else None,
     }
+
+
+def generator_digest(payload: Mapping[str, Any]) -> str:
+    """A fingerprint of an exported generator: the weights and architecture it computes with.
+
+    SHA-256 (first 16 hex digits) over the ``architecture`` (sorted JSON) and every
+    ``state_dict`` tensor's name, dtype, shape and bytes, in name order; equal for the same
+    network whatever file or process holds it, different after any retraining.
+    """
+    digest = hashlib.sha256(json.dumps(payload.get("architecture"), sort_keys=True).encode())
+    for name in sorted(payload["state_dict"]):
+        tensor = payload["state_dict"][name].detach().to("cpu").contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()[:16]
 
 
 def load_generator(

@@ -40,6 +40,7 @@ from mrihisto_kedro.evaluation.tiles import (
 )
 from mrihisto_kedro.imaging.tileset import TileSet
 from mrihisto_kedro.nn.inference import load_predictor
+from mrihisto_kedro.nn.training import generator_digest
 from mrihisto_kedro.params import parse_params
 from mrihisto_kedro.pipelines.modelling.msi import MSI_EXPERIMENTS
 from mrihisto_kedro.reporting.evaluation_figures import tile_panels, whole_slide_panels
@@ -93,6 +94,8 @@ def _log_to_training_run(summary: pd.DataFrame, table: pd.DataFrame, markdown: s
         return
     client.log_text(run_id, markdown, "evaluation/metrics_table.md")
     client.log_text(run_id, table.to_csv(index=False), "evaluation/metrics_table.csv")
+    if "model" in table.columns and len(table):
+        client.set_tag(run_id, "mrihisto.evaluated_model", str(table["model"].iloc[0]))
     for row in table.itertuples():
         if isinstance(row.value, float) and math.isfinite(row.value):
             key = f"eval.{row.split}.{row.comparison}.{row.metric}"
@@ -113,6 +116,14 @@ def _flag_degenerate(experiment: str, flags: dict[str, str], summary: pd.DataFra
             )
         except mlflow.exceptions.MlflowException:
             logger.warning("the training run of %s is not in the tracking store", experiment)
+
+
+def _measured_model(generator: dict[str, Any], summary: pd.DataFrame) -> str:
+    """``generator <digest>[, MLflow run <id>]``: which trained model a table measured."""
+    text = f"generator {generator_digest(generator)}"
+    if not summary.empty and "run_id" in summary.columns and not pd.isna(summary.loc[0, "run_id"]):
+        text += f", MLflow run {summary.loc[0, 'run_id']}"
+    return text
 
 
 def _trained_with(summary: pd.DataFrame) -> str:
@@ -197,6 +208,7 @@ def evaluate_experiment(
             split: "; ".join(filter(None, (reason, shortfall))) for split, reason in flags.items()
         }
     table["flag"] = table["split"].map(flags).fillna("")
+    table["model"] = _measured_model(generator, training_summary)
     _flag_degenerate(experiment, flags, training_summary)
     markdown = render_markdown(table, f"{experiment}: evaluation")
     _log_to_training_run(training_summary, table, markdown)
