@@ -731,7 +731,7 @@ def generator_digest(payload: Mapping[str, Any]) -> str:
     for name in sorted(payload["state_dict"]):
         tensor = payload["state_dict"][name].detach().to("cpu").contiguous()
         digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
-        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()[:16]
 
 
