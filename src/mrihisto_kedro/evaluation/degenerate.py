@@ -19,6 +19,7 @@ of a trivial baseline of its training summary (mean colour; identity and inverte
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,6 +29,7 @@ __all__ = [
     "OutputSpread",
     "baseline_shortfall",
     "check_degenerate",
+    "experiment_flags",
     "output_spread",
 ]
 
@@ -168,3 +170,28 @@ def baseline_shortfall(summary: dict[str, object]) -> str:
     if not lost:
         return ""
     return "no better than a trivial baseline on validation L1: " + "; ".join(lost)
+
+
+def experiment_flags(
+    splits: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    summary: Mapping[str, object] | None,
+    min_ratio: float = 0.25,
+) -> dict[str, str]:
+    """Why each evaluated split of an experiment is not a result ("" where it is).
+
+    Args:
+        splits: split name -> ``(generated, real)`` images ``(N, H, W, C)`` in [0, 1].
+        summary: the experiment's training summary row (``None``: no baseline check).
+        min_ratio: as :func:`check_degenerate`.
+
+    Returns:
+        split -> the :func:`check_degenerate` reason and the :func:`baseline_shortfall`
+        (which concerns the model, so every split), joined by "; ".
+    """
+    shortfall = baseline_shortfall(dict(summary)) if summary is not None else ""
+    return {
+        split: "; ".join(
+            filter(None, (check_degenerate(generated, real, min_ratio).reason, shortfall))
+        )
+        for split, (generated, real) in splits.items()
+    }

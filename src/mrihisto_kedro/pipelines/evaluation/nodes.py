@@ -15,7 +15,7 @@ import SimpleITK as sitk
 from matplotlib.figure import Figure
 
 from mrihisto_kedro.evaluation.backends import WeightPaths, load_backends
-from mrihisto_kedro.evaluation.degenerate import baseline_shortfall, check_degenerate
+from mrihisto_kedro.evaluation.degenerate import experiment_flags
 from mrihisto_kedro.evaluation.synthesis import (
     SynthesisParams,
     SyntheticSlideJob,
@@ -153,14 +153,12 @@ def evaluate_experiment(
     labels = comparison_names(p.tiles)
     pairs = [(labels[0], "g", "b"), (labels[1], "g", "a"), (labels[2], "b", "a")]
     per_tile_frames, table_frames, evaluated = [], [], []
-    flags: dict[str, str] = {}
     for split in p.tiles.splits:
         data = evaluate_split(tileset, generator, split, p.tiles)
         if data is None:
             logger.info("%s: no %s tiles to evaluate", experiment, split)
             continue
         evaluated.append(data)
-        flags[split] = check_degenerate(data.generated, data.b, p.min_spread_ratio).reason
         per_tile = tile_metrics(data, p.tiles, backends)
         per_tile_frames.append(per_tile)
         table_frames.append(
@@ -201,12 +199,11 @@ def evaluate_experiment(
         )
     table = pd.concat(table_frames, ignore_index=True).reindex(columns=list(TABLE_COLUMNS))
     table["trained_with"] = _trained_with(training_summary)
-    if not training_summary.empty and (
-        shortfall := baseline_shortfall(training_summary.iloc[0].to_dict())
-    ):
-        flags = {
-            split: "; ".join(filter(None, (reason, shortfall))) for split, reason in flags.items()
-        }
+    flags = experiment_flags(
+        {d.split: (d.generated, d.b) for d in evaluated},
+        None if training_summary.empty else training_summary.iloc[0].to_dict(),
+        p.min_spread_ratio,
+    )
     table["flag"] = table["split"].map(flags).fillna("")
     table["model"] = _measured_model(generator, training_summary)
     _flag_degenerate(experiment, flags, training_summary)
