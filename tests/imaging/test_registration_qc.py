@@ -9,7 +9,11 @@ import pandas as pd
 import pytest
 from scipy import ndimage
 
-from mrihisto_kedro.imaging.registration_qc import gradient_agreement, select_registered_pairs
+from mrihisto_kedro.imaging.registration_qc import (
+    gradient_agreement,
+    qc_problems,
+    select_registered_pairs,
+)
 
 
 @pytest.fixture(scope="module")
@@ -64,3 +68,16 @@ def test_only_pairs_that_passed_qc_are_tiled(caplog: pytest.LogCaptureFixture) -
         select_registered_pairs(pairs.iloc[1:3], report)
     with pytest.raises(ValueError, match="pair_09 have no row in the registration report"):
         select_registered_pairs(pd.DataFrame({"pair_id": ["pair_09"]}), report)
+
+
+def test_the_qc_verdict_names_each_failed_check() -> None:
+    good = {"dice_after": 0.97, "structure_after": 0.95, "converged": True}
+    assert qc_problems(good, 0.85, 0.8) == ""
+    wrong = {**good, "structure_after": 0.602}
+    assert qc_problems(wrong, 0.85, 0.8).startswith("structure agreement 0.602 is below 0.8")
+    bad = {"dice_after": 0.5, "structure_after": float("nan"), "converged": False}
+    assert (
+        qc_problems(bad, 0.85, 0.8).split("; ")[0] == "Dice after registration 0.500 is below 0.85"
+    )
+    assert "nan is below 0.8" in qc_problems(bad, 0.85, 0.8)
+    assert qc_problems(bad, 0.85, 0.8).endswith("the optimiser stopped at its iteration limit")

@@ -143,46 +143,26 @@ def test_kedro_run_with_a_bad_parameter_stops_before_any_work(tmp_path: Path) ->
         project,
         ignore=shutil.ignore_patterns("data", ".git", "mlflow.db", "*.egg-info", "__pycache__"),
     )
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "kedro",
-            "run",
-            "--pipeline=modelling",
-            "--namespaces=tiles_256",
-            "--params=tiles_256.training.search.metric=val_L2",
-        ],
-        cwd=project,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(project / "src")},
-        check=False,
-    )
-    assert done.returncode != 0
-    output = done.stdout + done.stderr
+
+    def refused(params: str) -> str:  # what `kedro run` printed; it must have failed
+        done = subprocess.run(
+            [sys.executable, "-m", "kedro", "run", "--pipeline=modelling"]
+            + ["--namespaces=tiles_256", f"--params={params}"],
+            cwd=project,
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(project / "src"), "COLUMNS": "1000"},
+            check=False,
+        )
+        assert done.returncode != 0
+        return done.stdout + done.stderr
+
+    output = refused("tiles_256.training.search.metric=val_L2")
     assert "tiles_256.training.search.metric: 'val_L2' is not a validation metric" in output
     assert not (project / "data").exists()
 
     # issue 16: an explicit value of a searched key is not silently replaced by the search
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "kedro",
-            "run",
-            "--pipeline=modelling",
-            "--namespaces=tiles_256",
-            "--params=tiles_256.training.model.gan_mode=lsgan",
-        ],
-        cwd=project,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(project / "src"), "COLUMNS": "1000"},
-        check=False,
-    )
-    assert done.returncode != 0
-    output = done.stdout + done.stderr
+    output = refused("tiles_256.training.model.gan_mode=lsgan")
     assert (
         "tiles_256.training.model.gan_mode='lsgan' is given on the command line, but "
         "tiles_256.training.search.space.gan_mode searches ['vanilla', 'lsgan', 'wgangp']"

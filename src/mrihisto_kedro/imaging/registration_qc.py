@@ -14,6 +14,7 @@ matter in T1 and pale white matter in GFAP optical density, agrees as well as a 
 images are first smoothed to the MRI's resolution, so histology's cell-level texture does not
 count. Unrelated structure scores about 0.5 (random directions), perfectly parallel edges 1.
 
+:func:`qc_problems` gives a registered pair's verdict (Dice, structure, convergence);
 :func:`select_registered_pairs` keeps the pairs that passed QC (and converged) for tiling.
 """
 
@@ -25,7 +26,7 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
-__all__ = ["gradient_agreement", "select_registered_pairs"]
+__all__ = ["gradient_agreement", "qc_problems", "select_registered_pairs"]
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +66,33 @@ def gradient_agreement(
         weight > 0, (fx * mx + fy * my) ** 2 / np.where(weight > 0, weight, 1), 0
     )
     return float(weighted_cos2.sum() / total)
+
+
+def qc_problems(scores: dict[str, object], dice_threshold: float, min_structure: float) -> str:
+    """Why a registered pair fails QC ("" when it passes).
+
+    Args:
+        scores: the pair's report row (``dice_after``, ``structure_after``, ``converged``).
+        dice_threshold: Dice after registration below this fails.
+        min_structure: :func:`gradient_agreement` after registration below this fails (a
+            ``nan``, no structure to compare, fails too).
+
+    Returns:
+        The failed checks with their values, joined by "; ".
+    """
+    problems = []
+    dice_after = float(scores["dice_after"])  # type: ignore[arg-type]
+    structure = float(scores["structure_after"])  # type: ignore[arg-type]
+    if not dice_after >= dice_threshold:
+        problems.append(f"Dice after registration {dice_after:.3f} is below {dice_threshold:g}")
+    if not structure >= min_structure:
+        problems.append(
+            f"structure agreement {structure:.3f} is below {min_structure:g} (about 0.5: the "
+            "MRI's structure does not match the section's; a wrong pairing?)"
+        )
+    if not scores["converged"]:
+        problems.append("the optimiser stopped at its iteration limit")
+    return "; ".join(problems)
 
 
 def select_registered_pairs(

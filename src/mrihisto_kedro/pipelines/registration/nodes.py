@@ -27,6 +27,7 @@ from mrihisto_kedro.imaging.registration import (
     TissueChannel,
     resample_moving,
 )
+from mrihisto_kedro.imaging.registration_qc import qc_problems
 from mrihisto_kedro.params import parse_params
 
 logger = logging.getLogger(__name__)
@@ -76,25 +77,6 @@ class RegistrationPipelineParams:
 
 def _params(parameters: dict[str, Any]) -> RegistrationPipelineParams:
     return parse_params(RegistrationPipelineParams, parameters, "registration")
-
-
-def _qc_problems(pair_id: str, scores: dict[str, Any], p: RegistrationPipelineParams) -> str:
-    """Why a registered pair fails QC ("" when it passes): Dice, structure, convergence."""
-    problems = []
-    if not scores["dice_after"] >= p.scoring.dice_threshold:
-        problems.append(
-            f"Dice after registration {scores['dice_after']:.3f} is below "
-            f"{p.scoring.dice_threshold:g}"
-        )
-    if not scores["structure_after"] >= p.scoring.min_structure:
-        problems.append(
-            f"structure agreement {scores['structure_after']:.3f} is below "
-            f"{p.scoring.min_structure:g} (about 0.5: the MRI's structure does not match the "
-            "section's; a wrong pairing?)"
-        )
-    if not scores["converged"]:
-        problems.append("the optimiser stopped at its iteration limit")
-    return "; ".join(problems)
 
 
 def _aligned_outputs(
@@ -183,7 +165,7 @@ def _register_all(
             control_points=points,
             ground_truth_2x3=gt,
         )
-        flagged = _qc_problems(row.pair_id, result.scores, p)
+        flagged = qc_problems(result.scores, p.scoring.dice_threshold, p.scoring.min_structure)
         if flagged:
             logger.warning("pair %s: %s; check its QC figure", row.pair_id, flagged)
         logger.info(
