@@ -7,7 +7,13 @@ import pytest
 import SimpleITK as sitk
 
 from mrihisto_kedro.demo.icbm152 import read_icbm152_pair
-from mrihisto_kedro.imaging.slabs import brain_slices, slab_splits, volume_pair_tiles
+from mrihisto_kedro.imaging.slabs import (
+    brain_slices,
+    interleaved_splits,
+    slab_splits,
+    volume_pair_tiles,
+    volume_splits,
+)
 
 
 def test_slabs_are_contiguous_disjoint_and_gapped() -> None:
@@ -26,6 +32,48 @@ def test_slabs_without_val_and_errors() -> None:
         slab_splits(list(range(20)), (0.5, 0.1, 0.1), gap=2)
     with pytest.raises(ValueError, match="too few"):
         slab_splits(list(range(3)), (0.4, 0.3, 0.3), gap=2)
+
+
+def _min_distance(a: list[int], b: list[int]) -> int:
+    return min(abs(x - y) for x in a for y in b)
+
+
+def test_interleaved_blocks_spread_every_split_along_the_axis() -> None:
+    # the demo's 87 brain slices of ICBM152 at 2 mm (0..86), its parameters
+    splits = interleaved_splits(list(range(87)), (0.7, 0.1, 0.2), block=8, gap=3)
+    train, val, test = splits["train"], splits["val"], splits["test"]
+    assert len(set(train) | set(val) | set(test)) == len(train) + len(val) + len(test)
+    assert (len(train), len(val), len(test)) == (45, 8, 16)
+    # val and test keep whole blocks; the gaps come out of the training side
+    assert val == list(range(40, 48)) and test == [*range(16, 24), *range(64, 72)]
+    for a, b in ((train, val), (train, test), (val, test)):
+        assert _min_distance(a, b) >= 4
+    # every split has slices from the lower and the upper half of the head, and training
+    # surrounds each held-out block (no extrapolation to an end of the head)
+    for values in (train, val + test):
+        assert min(values) < 43 < max(values)
+    assert min(train) < min(val + test) and max(train) > max(val + test)
+
+
+def test_interleaved_gap_zero_errors_and_layout_dispatch() -> None:
+    splits = interleaved_splits(list(range(30)), (0.5, 0.0, 0.5), block=5, gap=0)
+    assert splits["val"] == [] and sorted(splits["train"] + splits["test"]) == list(range(30))
+    assert len(splits["train"]) == len(splits["test"]) == 15
+    with pytest.raises(ValueError, match="too few"):
+        interleaved_splits(list(range(10)), (0.7, 0.1, 0.2), block=8, gap=1)
+    with pytest.raises(ValueError, match="uses up a whole"):
+        interleaved_splits(list(range(30)), (0.6, 0.2, 0.2), block=3, gap=3)
+    with pytest.raises(ValueError, match="sum to 1"):
+        interleaved_splits(list(range(30)), (0.6, 0.2, 0.3), block=3, gap=1)
+    indices = list(range(50))
+    assert volume_splits(indices, "slabs", (0.7, 0.1, 0.2), 4, 8) == slab_splits(
+        indices, (0.7, 0.1, 0.2), 4
+    )
+    assert volume_splits(indices, "interleaved", (0.7, 0.1, 0.2), 2, 8) == interleaved_splits(
+        indices, (0.7, 0.1, 0.2), 8, 2
+    )
+    with pytest.raises(ValueError, match="layout|is not a valid"):
+        volume_splits(indices, "random", (0.7, 0.1, 0.2), 2, 8)
 
 
 def test_icbm152_pair_slices_are_voxel_aligned_and_split_by_slab() -> None:

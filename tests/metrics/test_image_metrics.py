@@ -6,7 +6,7 @@ from scipy import ndimage
 from skimage import data
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from mrihisto_kedro.metrics.image_metrics import l1, psnr, ssim
+from mrihisto_kedro.metrics.image_metrics import l1, masked_l1, masked_ssim, psnr, ssim
 
 
 def _reference_ssim(a, b, data_range, channel_axis=None):
@@ -115,3 +115,34 @@ def test_l1_hand_computation():
     a8 = np.array([[0, 255]], dtype=np.uint8)
     b8 = np.array([[255, 0]], dtype=np.uint8)  # no uint8 wrap-around
     assert l1(a8, b8, data_range=255) == pytest.approx(1.0)
+
+
+def test_masked_ssim_and_l1_match_skimage_map_inside_the_mask(camera_pair):
+    cam, noisy, blurred = camera_pair
+    mask = cam > 100  # the bright half of the camera scene
+    for other in (noisy, blurred):
+        _, full_map = structural_similarity(
+            cam,
+            other,
+            gaussian_weights=True,
+            sigma=1.5,
+            use_sample_covariance=False,
+            data_range=255,
+            full=True,
+        )
+        expected = full_map[5:-5, 5:-5][mask[5:-5, 5:-5]].mean()
+        assert masked_ssim(cam, other, mask, data_range=255) == pytest.approx(expected, abs=1e-6)
+        assert masked_l1(cam, other, mask, data_range=255) == pytest.approx(
+            np.abs(cam - other)[mask].mean() / 255
+        )
+    everywhere = np.ones_like(mask)
+    assert masked_ssim(cam, noisy, everywhere, data_range=255) == pytest.approx(
+        ssim(cam, noisy, data_range=255), abs=1e-12
+    )
+    # a mask only on the 5-px border has no full window: nan, not a number from padding
+    border = np.zeros_like(mask)
+    border[:5] = True
+    assert math.isnan(masked_ssim(cam, noisy, border, data_range=255))
+    assert math.isnan(masked_l1(cam, noisy, np.zeros_like(mask), data_range=255))
+    with pytest.raises(ValueError, match="mask must have"):
+        masked_l1(cam, noisy, mask[:10], data_range=255)

@@ -388,3 +388,26 @@ def test_load_state_dict_refuses_other_configs() -> None:
     with _bf16_warning():
         bf16 = Pix2Pix(Pix2PixConfig(**{**SMALL_D, "precision": "bf16"}))
     bf16.load_state_dict(state)
+
+
+def test_cyclegan_resize_conv_upsampling_is_exported_and_rebuilt() -> None:
+    from mrihisto_kedro.nn.training import export_generator, generator_digest, load_generator
+
+    cfg = dict(generator="resnet_6blocks", ngf=4, ndf=4, device="cpu", seed=0)
+    model = CycleGAN(CycleGANConfig(**cfg, upsampling="resize_conv"))
+    payload = export_generator(model)
+    assert payload["architecture"]["upsampling"] == "resize_conv"
+    rebuilt = load_generator(payload)
+    x = torch.rand(1, 1, 32, 32) * 2 - 1
+    model.nets["G_A"].eval()
+    with torch.no_grad():
+        # (the trained copy may run channels_last: float rounding only)
+        torch.testing.assert_close(rebuilt(x), model.nets["G_A"](x), rtol=1e-4, atol=1e-5)
+    # the reference default leaves the exported architecture (and so its digest) as it was
+    reference = export_generator(CycleGAN(CycleGANConfig(**cfg)))
+    assert "upsampling" not in reference["architecture"]
+    assert generator_digest(reference) != generator_digest(payload)
+    with pytest.raises(ValueError, match="applies to the ResNet generators"):
+        CycleGANConfig(generator="unet_128", upsampling="resize_conv")
+    with pytest.raises(ValueError, match="upsampling"):
+        CycleGANConfig(upsampling="bilinear")

@@ -7,7 +7,7 @@ All images here are single-channel axial slices, float32 in [0, 1], shaped ``(N,
 **Methods** (:class:`Method`), each producing one T2 slice per test slice:
 
 - ``pix2pix``, ``cyclegan``: exported T1 -> T2 generators run on the test T1 slices;
-- ``dcgan``: an unconditional DCGAN trained on the T2 slices of the training slab; as many
+- ``dcgan``: an unconditional DCGAN trained on the T2 slices of the training split; as many
   samples as test slices, drawn with a fixed seed. A sample is *not* paired with a test slice;
 - ``identity_t1`` (the T1 slice itself) and ``inverted_t1`` (``1 - T1``; by default only inside
   the head, background kept at 0: :class:`InversionKind`): the trivial baselines a T1 -> T2
@@ -26,8 +26,14 @@ All images here are single-channel axial slices, float32 in [0, 1], shaped ``(N,
   ``generated_vs_t1``, and the real pair ``t2_vs_t1``), mean with a bootstrap interval over
   slices. For ``dcgan`` and ``dcgan+style`` they are *not applicable* (no paired target) and
   reported as such;
+- per-slice ``L1`` and ``SSIM`` inside the head only (``generated_vs_t2_in_head``;
+  :func:`head_mask` of the real T1), where the contrast is and the background is not;
+  :func:`verdicts` then names, per metric and region, the better trivial baseline and the
+  models that beat it;
 - ``FID`` and ``KID`` of the method's slices against the real test T2 slices (Inception pool3;
   far below 2048 samples, so biased: the note says so);
+- ``checkerboard``: each slice's spectral power near the Nyquist frequency as a multiple of the
+  real T2 slices' (:func:`~mrihisto_kedro.metrics.spectral.nyquist_fraction`; 1 = as real);
 - ``D_accuracy``: the trained DCGAN discriminator's accuracy on the held-out real test T2 slices
   (label real) and the method's slices (label fake), pooled, and ``D_fake_detected``: the
   fraction of the method's slices called fake. Seed 002's "accuracy" of 87-96 % is most
@@ -53,6 +59,7 @@ from matplotlib.figure import Figure
 from scipy import ndimage
 
 from mrihisto_kedro.evaluation.backends import WeightPaths
+from mrihisto_kedro.evaluation.baselines import baseline_verdicts, region_metrics
 from mrihisto_kedro.evaluation.table import (
     TABLE_COLUMNS,
     missing_rows,
@@ -68,6 +75,7 @@ from mrihisto_kedro.evaluation.tiles import (
     to_rgb,
 )
 from mrihisto_kedro.imaging.tileset import TileSet
+from mrihisto_kedro.metrics.spectral import NYQUIST_BAND, nyquist_fraction
 from mrihisto_kedro.nn.dcgan import DCGAN, DCGANConfig, train_dcgan
 from mrihisto_kedro.nn.style_transfer import (
     PoolingKind,
@@ -79,6 +87,7 @@ from mrihisto_kedro.nn.style_transfer import (
 
 __all__ = [
     "CONDITIONAL",
+    "IN_HEAD",
     "REFINABLE",
     "STYLE_SUFFIX",
     "DiscriminatorNorm",
@@ -94,6 +103,7 @@ __all__ = [
     "discriminator_probabilities",
     "example_figure",
     "head_mask",
+    "verdicts",
     "method_order",
     "refine_outputs",
     "refinement_markdown",
@@ -111,8 +121,15 @@ __all__ = [
 STYLE_SUFFIX = "+style"
 TARGET, INPUT = "t2", "t1"
 GEN_VS_TARGET = f"generated_vs_{TARGET}"
+#: the same comparison inside the head (:func:`head_mask` of the real T1)
+IN_HEAD = f"{GEN_VS_TARGET}_in_head"
 PAIRED_METRICS: tuple[str, ...] = ("L1", "PSNR", "SSIM", "MI")
 D_METRICS: tuple[str, ...] = ("D_accuracy", "D_fake_detected")
+CHECKERBOARD_NOTE = (
+    f"checkerboard: the slice's power within {NYQUIST_BAND} cycles/px of the Nyquist frequency, "
+    "as a multiple of the real test T2 slices' mean (1 = as real; lower is better; "
+    "transposed convolutions print a 2-px pattern: mrihisto_kedro.metrics.spectral)"
+)
 
 
 class Method(StrEnum):
@@ -278,7 +295,7 @@ def train_sequence_dcgan(
     """Train the DCGAN on T2 slices ``(N, H, W)`` in [0, 1], resized to ``config.image_size``.
 
     Args:
-        t2_slices: the training slab's T2 slices.
+        t2_slices: the training split's T2 slices.
         config: DCGAN options (``image_size`` is the side it trains at).
         callback: ``callback(epoch, epoch_means, model)`` after each epoch (e.g. MLflow).
 
@@ -685,6 +702,7 @@ def sequence_table(
     backends: FeatureBackends,
     params: SequenceTableParams,
     train_t2: np.ndarray | None = None,
+    head_level: float = 0.1,
 ) -> pd.DataFrame:
     """The metric table of every method (long format, see the module docstring).
 
@@ -696,7 +714,8 @@ def sequence_table(
         params: options.
         train_t2: the DCGAN's training slices ``(M, H, W)``; when given, the fraction of them
             its discriminator calls real is printed in the ``D_accuracy`` note (a reference:
-            held-out slabs hold other anatomy than the training slab).
+            held-out slices hold other anatomy than the training slices).
+        head_level: T1 level of :func:`head_mask` (image units) for the in-head rows.
 
     Returns:
         Rows in :data:`~mrihisto_kedro.evaluation.table.TABLE_COLUMNS` order, methods in
@@ -718,6 +737,8 @@ def sequence_table(
         p_train = discriminator_probabilities(dcgan, train_t2, params.discriminator_norm)
         train_as_real = float((p_train > params.threshold).mean())
     d_note = _d_note(float(real_correct.mean()), n, params, train_as_real)
+    head = head_mask(slices.t1, head_level)
+    real_nyquist = float(nyquist_fraction(slices.t2).mean())
     frames: list[pd.DataFrame] = []
     boot = {"n_boot": params.n_boot, "alpha": params.alpha, "seed": params.seed}
     for method in method_order():
@@ -741,6 +762,12 @@ def sequence_table(
                     per_tile, method, mi_bins=params.mi_bins, mi_base=params.mi_base, **boot
                 )
             )
+            in_head = _per_slice(
+                slide_ids, split, IN_HEAD, region_metrics(generated, slices.t2, head)
+            )
+            head_rows = summarise_tiles(in_head, method, **boot)
+            head_rows["note"] = f"inside the head (T1 > {head_level:g}, holes filled)"
+            frames.append(head_rows)
         else:
             note = "not applicable: the unconditional DCGAN's samples have no paired real T2 slice"
             metrics = (*PAIRED_METRICS, "LPIPS") if backends.lpips else PAIRED_METRICS
@@ -767,27 +794,35 @@ def sequence_table(
             discriminator_probabilities(dcgan, generated, params.discriminator_norm)
             <= params.threshold
         ).astype(float)
-        per_slice = pd.concat(
-            [
-                pd.DataFrame(
-                    {
-                        "pair_id": slide_ids,
-                        "split": split,
-                        "comparison": GEN_VS_TARGET,
-                        "metric": metric,
-                        "value": values,
-                    }
-                )
-                for metric, values in (
-                    ("D_accuracy", (real_correct + fake_correct) / 2.0),
-                    ("D_fake_detected", fake_correct),
-                )
-            ],
-            ignore_index=True,
+        per_slice = _per_slice(
+            slide_ids,
+            split,
+            GEN_VS_TARGET,
+            {
+                "D_accuracy": (real_correct + fake_correct) / 2.0,
+                "D_fake_detected": fake_correct,
+            },
         )
+        if real_nyquist > 0:
+            per_slice = pd.concat(
+                [
+                    per_slice,
+                    _per_slice(
+                        slide_ids,
+                        split,
+                        GEN_VS_TARGET,
+                        {"checkerboard": nyquist_fraction(generated) / real_nyquist},
+                    ),
+                ],
+                ignore_index=True,
+            )
         d_rows = summarise_tiles(per_slice, method, **boot)
-        d_rows["note"] = np.where(
-            d_rows["metric"] == "D_accuracy", d_note, "fraction of the method's slices called fake"
+        d_rows["note"] = d_rows["metric"].map(
+            {
+                "D_accuracy": d_note,
+                "D_fake_detected": "fraction of the method's slices called fake",
+                "checkerboard": CHECKERBOARD_NOTE,
+            }
         )
         frames.append(d_rows)
     table = pd.concat(frames, ignore_index=True).reindex(columns=list(TABLE_COLUMNS))
@@ -807,6 +842,37 @@ def sequence_table(
         )
     )
     return table
+
+
+def _per_slice(
+    slide_ids: np.ndarray, split: str, comparison: str, values: Mapping[str, np.ndarray]
+) -> pd.DataFrame:
+    """Long per-slice rows (``pair_id, split, comparison, metric, value``) for summarising."""
+    return pd.concat(
+        [
+            pd.DataFrame(
+                {
+                    "pair_id": slide_ids,
+                    "split": split,
+                    "comparison": comparison,
+                    "metric": metric,
+                    "value": vals,
+                }
+            )
+            for metric, vals in values.items()
+        ],
+        ignore_index=True,
+    )
+
+
+def verdicts(table: pd.DataFrame) -> pd.DataFrame:
+    """Which trivial baseline is best per metric, whole slice and inside the head, and which
+    T1 -> T2 methods beat it (:func:`~mrihisto_kedro.evaluation.baselines.baseline_verdicts`)."""
+    trained = [m for m in method_order() if _base(m) in (Method.PIX2PIX, Method.CYCLEGAN)]
+    checks = [(c, m) for c in (GEN_VS_TARGET, IN_HEAD) for m in ("L1", "SSIM")]
+    return baseline_verdicts(
+        table, [Method.IDENTITY_T1.value, Method.INVERTED_T1.value], trained, checks
+    )
 
 
 def refinement_summary(history: pd.DataFrame) -> pd.DataFrame:

@@ -21,7 +21,7 @@ import math
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["l1", "psnr", "ssim", "check_data_range"]
+__all__ = ["l1", "masked_l1", "masked_ssim", "psnr", "ssim", "check_data_range"]
 
 SSIM_SIGMA = 1.5
 SSIM_TRUNCATE = 3.5
@@ -116,6 +116,12 @@ def psnr(a: np.ndarray, b: np.ndarray, *, data_range: float) -> float:
 
 
 def _ssim_2d(x: np.ndarray, y: np.ndarray, data_range: float) -> float:
+    ssim_map, radius = _ssim_map(x, y, data_range)
+    return float(ssim_map[radius:-radius, radius:-radius].mean(dtype=np.float64))
+
+
+def _ssim_map(x: np.ndarray, y: np.ndarray, data_range: float) -> tuple[np.ndarray, int]:
+    """The SSIM map ``(H, W)`` (borders included) and the window radius to crop."""
     radius = int(SSIM_TRUNCATE * SSIM_SIGMA + 0.5)
     win_size = 2 * radius + 1
     if min(x.shape) < win_size:
@@ -137,8 +143,7 @@ def _ssim_2d(x: np.ndarray, y: np.ndarray, data_range: float) -> float:
     c2 = (SSIM_K2 * data_range) ** 2
     num = (2 * ux * uy + c1) * (2 * vxy + c2)
     den = (ux**2 + uy**2 + c1) * (vx + vy + c2)
-    ssim_map = num / den
-    return float(ssim_map[radius:-radius, radius:-radius].mean(dtype=np.float64))
+    return num / den, radius
 
 
 def ssim(
@@ -185,3 +190,49 @@ def ssim(
     ys = np.moveaxis(y, axis, 0)
     per_channel = np.array([_ssim_2d(xc, yc, dr) for xc, yc in zip(xs, ys, strict=True)])
     return float(per_channel.mean())
+
+
+def _check_mask(mask: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    m = np.asarray(mask, dtype=bool)
+    if m.shape != shape:
+        raise ValueError(f"mask must have the images' shape {shape}, got {m.shape}")
+    return m
+
+
+def masked_l1(a: np.ndarray, b: np.ndarray, mask: np.ndarray, *, data_range: float) -> float:
+    """:func:`l1` over the pixels where ``mask`` is true (``nan`` for an empty mask).
+
+    Args:
+        a, b: grey images ``(H, W)`` (any real dtype, within a span of ``data_range``).
+        mask: ``(H, W)`` bool, e.g. the head of an MRI slice.
+        data_range: positive span of possible values (keyword only, required).
+    """
+    x, y = _as_float_pair(a, b, data_range)
+    m = _check_mask(mask, x.shape)
+    if not m.any():
+        return math.nan
+    return float(np.abs(x - y)[m].mean() / float(data_range))
+
+
+def masked_ssim(a: np.ndarray, b: np.ndarray, mask: np.ndarray, *, data_range: float) -> float:
+    """Mean of the SSIM map (:func:`ssim`'s settings) over the pixels where ``mask`` is true.
+
+    The map is the one whose border-cropped mean is :func:`ssim` (equal to
+    ``skimage.metrics.structural_similarity(..., full=True)[1]``); the mean is taken over the
+    mask inside the 5-pixel crop, so each value still sees its full 11 x 11 window. ``nan``
+    when the mask has no pixel inside the crop.
+
+    Args:
+        a, b: grey images ``(H, W)``, H and W at least 11.
+        mask: ``(H, W)`` bool.
+        data_range: positive span of possible values (keyword only, required).
+    """
+    x, y = _as_float_pair(a, b, data_range)
+    if x.ndim != 2:
+        raise ValueError(f"expected 2-D (H, W) images, got shape {x.shape}")
+    m = _check_mask(mask, x.shape)
+    ssim_map, r = _ssim_map(x, y, float(data_range))
+    inner = m[r:-r, r:-r]
+    if not inner.any():
+        return math.nan
+    return float(ssim_map[r:-r, r:-r][inner].mean(dtype=np.float64))

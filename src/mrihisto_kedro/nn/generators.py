@@ -16,6 +16,13 @@ effect on the parameter counts with batch norm:
 - ``final_activation``: ``tanh`` (reference, outputs in [-1, 1]), ``sigmoid`` (the U-Net
   regression baseline of seed 003, outputs in [0, 1]) or ``none``.
 - Convolutions followed by ``norm="none"`` keep their bias (see :func:`layers.uses_bias`).
+- ``upsampling`` (ResNet generators): ``transpose`` (reference: ConvTranspose 3x3, stride 2)
+  or ``resize_conv`` (nearest-neighbour 2x, reflect pad 1, Conv 3x3: Odena et al. 2016,
+  "Deconvolution and checkerboard artifacts"). A 3x3 kernel at stride 2 overlaps unevenly:
+  output pixels alternately receive 4, 2 and 1 kernel taps, which prints a 2-px checkerboard
+  that training must learn to cancel; resizing first gives every output pixel the same 9 taps.
+  Same parameter count; the state_dict keys keep their indices (the resize-conv is one
+  ``Sequential`` at the transposed convolution's place), the weight shapes differ.
 
 Pure PyTorch (no Kedro).
 """
@@ -43,6 +50,7 @@ __all__ = [
     "GeneratorKind",
     "PadMode",
     "PaddingType",
+    "Upsampling",
     "ResnetBlock",
     "ResnetGenerator",
     "UnetGenerator",
@@ -89,6 +97,32 @@ class PaddingType(StrEnum):
     REFLECT = "reflect"
     REPLICATE = "replicate"
     ZERO = "zero"
+
+
+class Upsampling(StrEnum):
+    """How the ResNet generator doubles the resolution (see the module docstring)."""
+
+    TRANSPOSE = "transpose"  # ConvTranspose2d 3x3 / 2 (reference)
+    RESIZE_CONV = "resize_conv"  # nearest 2x -> ReflectionPad2d(1) -> Conv2d 3x3
+
+
+def _up_layer(channels_in: int, channels_out: int, kind: Upsampling, bias: bool) -> nn.Module:
+    """One 2x up-sampling convolution, ``(N, Cin, H, W) -> (N, Cout, 2H, 2W)``."""
+    if kind is Upsampling.TRANSPOSE:
+        return nn.ConvTranspose2d(
+            channels_in,
+            channels_out,
+            kernel_size=3,
+            stride=2,
+            padding=1,
+            output_padding=1,
+            bias=bias,
+        )
+    return nn.Sequential(
+        nn.Upsample(scale_factor=2, mode="nearest"),
+        nn.ReflectionPad2d(1),
+        nn.Conv2d(channels_in, channels_out, kernel_size=3, padding=0, bias=bias),
+    )
 
 
 _UNET_DEPTHS: dict[GeneratorKind, int] = {GeneratorKind.UNET_256: 8, GeneratorKind.UNET_128: 7}
@@ -438,6 +472,7 @@ class ResnetGenerator(nn.Module):
         *,
         final_activation: FinalActivation | str = FinalActivation.TANH,
         input_padding: PadMode | str = PadMode.REFLECT,
+        upsampling: Upsampling | str = Upsampling.TRANSPOSE,
     ) -> None:
         """Build the generator (weights are PyTorch defaults; see :func:`build_generator`).
 
@@ -451,8 +486,10 @@ class ResnetGenerator(nn.Module):
             padding_type: padding inside the residual blocks.
             final_activation: output activation.
             input_padding: how inputs are padded to a multiple of 4.
+            upsampling: ``transpose`` (reference) or ``resize_conv`` (no checkerboard).
         """
         super().__init__()
+        up = parse_option(Upsampling, upsampling, name="upsampling")
         if n_blocks < 0:
             raise ValueError(f"n_blocks must be >= 0, got {n_blocks}")
         if in_channels < 1 or out_channels < 1 or ngf < 1:
@@ -493,15 +530,7 @@ class ResnetGenerator(nn.Module):
         for i in range(_RESNET_DOWNSAMPLINGS):
             mult = 2 ** (_RESNET_DOWNSAMPLINGS - i)
             layers += [
-                nn.ConvTranspose2d(
-                    ngf * mult,
-                    ngf * mult // 2,
-                    kernel_size=3,
-                    stride=2,
-                    padding=1,
-                    output_padding=1,
-                    bias=use_bias,
-                ),
+                _up_layer(ngf * mult, ngf * mult // 2, up, use_bias),
                 norm_layer(norm, ngf * mult // 2),
                 nn.ReLU(True),
             ]
@@ -538,6 +567,7 @@ def build_generator(
     final_activation: FinalActivation | str = FinalActivation.TANH,
     input_padding: PadMode | str = PadMode.REFLECT,
     padding_type: PaddingType | str = PaddingType.REFLECT,
+    upsampling: Upsampling | str = Upsampling.TRANSPOSE,
     generator: torch.Generator | None = None,
 ) -> nn.Module:
     """Build and initialise a generator, like the reference ``define_G`` (without device moves).
@@ -557,12 +587,17 @@ def build_generator(
         final_activation: output activation (tanh, sigmoid, none).
         input_padding: padding of inputs whose size is not a multiple the network accepts.
         padding_type: padding inside ResNet blocks (ResNet kinds only).
+        upsampling: ``transpose`` or ``resize_conv`` (ResNet kinds only; the U-Net's skip
+            levels keep the reference's transposed convolutions).
         generator: optional random source for the initial weights.
 
     Returns:
         The initialised generator, mapping (N, in_channels, H, W) to (N, out_channels, H, W).
     """
     kind = parse_option(GeneratorKind, kind, name="generator kind")
+    upsampling = parse_option(Upsampling, upsampling, name="upsampling")
+    if upsampling is not Upsampling.TRANSPOSE and kind not in _RESNET_BLOCKS:
+        raise ValueError(f"upsampling={upsampling.value!r} applies to ResNet generators only")
     net: nn.Module
     if kind in _RESNET_BLOCKS:
         if num_downs is not None:
@@ -577,6 +612,7 @@ def build_generator(
             padding_type=padding_type,
             final_activation=final_activation,
             input_padding=input_padding,
+            upsampling=upsampling,
         )
     else:
         if kind is GeneratorKind.UNET:

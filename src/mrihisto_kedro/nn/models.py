@@ -67,7 +67,12 @@ from mrihisto_kedro.nn.device import (
     use_channels_last,
 )
 from mrihisto_kedro.nn.discriminators import DiscriminatorKind, build_discriminator
-from mrihisto_kedro.nn.generators import FinalActivation, GeneratorKind, build_generator
+from mrihisto_kedro.nn.generators import (
+    FinalActivation,
+    GeneratorKind,
+    Upsampling,
+    build_generator,
+)
 from mrihisto_kedro.nn.image_pool import ImagePool
 from mrihisto_kedro.nn.layers import InitKind, NormKind, parse_option
 from mrihisto_kedro.nn.losses import GANLoss, GANMode, gradient_penalty
@@ -89,6 +94,7 @@ __all__ = [
 ]
 
 _UNET_FIXED_DEPTH = {GeneratorKind.UNET_256: 8, GeneratorKind.UNET_128: 7}
+_RESNET_KINDS = (GeneratorKind.RESNET_6BLOCKS, GeneratorKind.RESNET_9BLOCKS)
 _RESNET_KINDS = (GeneratorKind.RESNET_6BLOCKS, GeneratorKind.RESNET_9BLOCKS)
 _MIN_UNET_DOWNS = 5
 # config fields that may differ between a checkpoint and the model it is loaded into
@@ -199,6 +205,7 @@ class _ConfigMixin:
         "gan_mode": GANMode,
         "lr_policy": LRPolicy,
         "precision": Precision,
+        "upsampling": Upsampling,
     }
 
     def _normalise_enums(self) -> None:
@@ -365,6 +372,8 @@ class CycleGANConfig(_ConfigMixin):
             when ``in_channels == out_channels``.
         lambda_gp: gradient penalty weight (``wgangp`` only).
         pool_size: image pool capacity per discriminator (50; 0 disables the pools).
+        upsampling: ``transpose`` (reference) or ``resize_conv`` (ResNet generators; no
+            checkerboard artefacts: :class:`~mrihisto_kedro.nn.generators.Upsampling`).
         lr, beta1, beta2, n_epochs, n_epochs_decay, epoch_count, lr_policy: as
             :class:`Pix2PixConfig`.
         device, precision, channels_last, seed: as :class:`Pix2PixConfig`.
@@ -388,6 +397,7 @@ class CycleGANConfig(_ConfigMixin):
     lambda_identity: float = 0.5
     lambda_gp: float = 10.0
     pool_size: int = 50
+    upsampling: Upsampling = Upsampling.TRANSPOSE
     lr: float = 2e-4
     beta1: float = 0.5
     beta2: float = 0.999
@@ -407,6 +417,11 @@ class CycleGANConfig(_ConfigMixin):
         for name in ("lambda_A", "lambda_B", "lambda_identity"):
             _check_float(name, getattr(self, name), 0.0)
         _check_int("pool_size", self.pool_size, 0)
+        if self.upsampling is not Upsampling.TRANSPOSE and self.generator not in _RESNET_KINDS:
+            raise ValueError(
+                f"upsampling={self.upsampling.value!r} applies to the ResNet generators "
+                f"(resnet_6blocks, resnet_9blocks), not {self.generator.value!r}"
+            )
 
 
 @dataclass(frozen=True)
@@ -520,6 +535,7 @@ class TranslationModel(abc.ABC):
             init=c.init,
             init_gain=c.init_gain,
             final_activation=self.generator_activation,
+            upsampling=self.upsampling,
             generator=self._init_rng,
         )
 
@@ -588,7 +604,17 @@ class TranslationModel(abc.ABC):
             "use_dropout": c.dropout,
             "num_downs": c.num_downs,
             "final_activation": self.generator_activation.value,
+            **(
+                {"upsampling": self.upsampling.value}
+                if self.upsampling is not Upsampling.TRANSPOSE
+                else {}
+            ),
         }
+
+    @property
+    def upsampling(self) -> Upsampling:
+        """The ResNet generators' up-sampling (the reference's ``transpose`` unless set)."""
+        return getattr(self.config, "upsampling", Upsampling.TRANSPOSE)
 
     @property
     def output_range(self) -> tuple[float, float]:

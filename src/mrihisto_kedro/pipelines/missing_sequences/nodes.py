@@ -16,6 +16,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from mrihisto_kedro.evaluation.backends import load_backends
+from mrihisto_kedro.evaluation.baselines import verdict_markdown
 from mrihisto_kedro.evaluation.sequences import (
     Method,
     SequenceTableParams,
@@ -29,6 +30,7 @@ from mrihisto_kedro.evaluation.sequences import (
     synthesis_to_tileset,
     synthesise,
     train_sequence_dcgan,
+    verdicts,
 )
 from mrihisto_kedro.evaluation.table import render_markdown
 from mrihisto_kedro.imaging.tileset import TileSet
@@ -46,7 +48,7 @@ class DCGANTrainingParams:
     """``missing_sequences.dcgan``.
 
     Attributes:
-        split: the slices it learns from (``train``: the T2 of the training slab).
+        split: the slices it learns from (``train``: the T2 of the training slices).
         model: :class:`~mrihisto_kedro.nn.dcgan.DCGANConfig` keys (``image_size`` 64 or 128:
             the slices are resized to it; ``epochs``, ``batch_size``, ``lr``, ``lr_D``, ...).
     """
@@ -155,11 +157,17 @@ def sequence_table_node(
     dcgan = DCGAN.from_state_dict(dcgan_state, device=str(select_device(p.device)))
     backends = load_backends(p.weights, device=p.device)
     train = split_slices(tileset, str(dcgan_state.get("training_split", "train")))
-    rows = sequence_table(result, dcgan, backends, p, train_t2=train.t2)
+    rows = sequence_table(result, dcgan, backends, p, train_t2=train.t2, head_level=s.head_level)
     title = (
-        f"Missing sequences (seed 002): synthetic vs real T2 on the {s.split} slab of ICBM152 "
-        f"({len(slices)} slices)"
+        f"Missing sequences (seed 002): synthetic vs real T2 on the {s.split} slices of "
+        f"ICBM152 ({len(slices)} slices)"
     )
-    markdown = render_markdown(rows, title) + "\n" + refinement_markdown(refinement_history)
+    markdown = "\n".join(
+        (
+            render_markdown(rows, title),
+            verdict_markdown(verdicts(rows)),
+            refinement_markdown(refinement_history),
+        )
+    )
     figure = example_figure(result, p.n_figure_slices, title)
     return rows, markdown, figure

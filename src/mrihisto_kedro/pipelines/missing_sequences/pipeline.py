@@ -1,6 +1,6 @@
 """missing_sequences pipeline: seed 002's missing-sequence table on the real ICBM152 T1/T2 pair.
 
-One Kedro namespace, ``missing_sequences``, over the ``t1_to_t2`` tile set (slab-split axial
+One Kedro namespace, ``missing_sequences``, over the ``t1_to_t2`` tile set (block-split axial
 slices, A = T1, B = T2) and two trained T1 -> T2 generators of the modelling pipeline
 (``t1_to_t2``: CycleGAN, ``t1_to_t2_pix2pix``: pix2pix)::
 
@@ -8,8 +8,8 @@ slices, A = T1, B = T2) and two trained T1 -> T2 generators of the modelling pip
     kedro run --pipeline=missing_sequences \\
         --params="missing_sequences.synthesis.refinement.transfer.steps=20"
 
-Nodes: ``train_dcgan`` (T2 slices of the training slab) -> ``synthesise`` (every method on the
-test slab, with and without style refinement) -> ``table`` (long metric table, markdown, figure).
+Nodes: ``train_dcgan`` (T2 slices of the training split) -> ``synthesise`` (every method on the
+test slices, with and without style refinement) -> ``table`` (long metric table, markdown, figure).
 """
 
 from kedro.pipeline import Node, Pipeline

@@ -18,9 +18,10 @@ import torch
 from mrihisto_kedro.imaging.level_array import LevelArray
 from mrihisto_kedro.imaging.registration_qc import select_registered_pairs
 from mrihisto_kedro.imaging.slabs import (
+    SliceLayout,
     brain_slices,
-    slab_splits,
     volume_pair_tiles,
+    volume_splits,
     volume_tiles_input_spec,
 )
 from mrihisto_kedro.imaging.slides import Slide
@@ -84,12 +85,19 @@ class PairTilingParams:
 
 @dataclass(frozen=True)
 class VolumeTilingParams:
-    """``<experiment>.tiling`` for volume-pair experiments (T1 -> T2 on one template)."""
+    """``<experiment>.tiling`` for volume-pair experiments (T1 -> T2 on one template).
+
+    ``layout``: ``interleaved`` (blocks of ``block`` slices spread along the axis) or ``slabs``
+    (one contiguous slab per split); ``gap`` slices are dropped wherever two splits meet
+    (:mod:`mrihisto_kedro.imaging.slabs`).
+    """
 
     plane: str = "axial"
     min_brain_fraction: float = 0.15
     fractions: tuple[float, float, float] = (0.7, 0.1, 0.2)
-    gap: int = 4
+    layout: SliceLayout = SliceLayout.INTERLEAVED
+    block: int = 8
+    gap: int = 3
     pad_to: int = 128
 
 
@@ -202,14 +210,25 @@ def _level0_mpp(slide: Slide, factor: float) -> tuple[float, float]:
 def build_volume_tiles(
     volume_a: sitk.Image, volume_b: sitk.Image, tiling: dict[str, Any]
 ) -> TileSet:
-    """Slices of two voxel-aligned volumes in contiguous train/val/test slabs with gaps."""
+    """Slices of two voxel-aligned volumes dealt to train/val/test in blocks, with gaps."""
     p = parse_params(VolumeTilingParams, tiling, "tiling")
     indices = brain_slices(volume_a, p.plane, p.min_brain_fraction)
-    splits = slab_splits(indices, p.fractions, p.gap)
-    logger.info("slabs: %s", {k: (v[0], v[-1]) for k, v in splits.items() if v})
+    splits = volume_splits(indices, p.layout, p.fractions, p.gap, p.block)
+    logger.info("%s slices: %s", p.layout, {k: _runs(v) for k, v in splits.items() if v})
     tiles = volume_pair_tiles(volume_a, volume_b, p.plane, splits, pad_to=p.pad_to)
     tiles.attrs["input_spec"] = volume_tiles_input_spec(volume_a, p.plane, p.pad_to).to_dict()
     return tiles
+
+
+def _runs(indices: list[int]) -> str:
+    """``[0, 1, 2, 7, 8]`` -> ``"0-2, 7-8"``."""
+    runs: list[list[int]] = []
+    for i in indices:
+        if runs and i == runs[-1][1] + 1:
+            runs[-1][1] = i
+        else:
+            runs.append([i, i])
+    return ", ".join(f"{a}-{b}" if a != b else str(a) for a, b in runs)
 
 
 def _search_tileset(tileset: TileSet, p: TrainingParams) -> tuple[TileSet, dict[str, Any]]:
