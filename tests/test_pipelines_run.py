@@ -422,6 +422,9 @@ def test_evaluation_writes_table_1_and_the_baseline_table(demo_project: Path) ->
         assert (
             f"- Measured {experiment}: {expected}" in (reporting / "metrics_table.md").read_text()
         )
+        # the training summary records the same digest, so the fresh table is not stale
+        assert _summary(demo_project, experiment)["generator"] == generator_digest(payload)
+    assert "**STALE**" not in (reporting / "metrics_table.md").read_text()
     # issue 16: a degenerate model would be flagged, not reported as a result. Measured: with
     # 8 epochs (40 iterations) whole_slide_4096 drew one grey square (output spread 0.18-0.20x
     # the real slides' inside an image, 0.06x between inputs: flagged); with 60 epochs every
@@ -680,3 +683,23 @@ def test_cli_runs_one_experiment_with_overridden_parameters(demo_project: Path) 
     while "mlflow.parentRunId" in run.data.tags:  # up to kedro-mlflow's pipeline run
         run = mlflow.get_run(run.data.tags["mlflow.parentRunId"])
     assert run.data.tags["kedro_command"] == command
+    # issue 16: Table 1 still holds the old tiles_256 numbers; it says so, and how to rebuild
+    table_md = demo_project / "data" / "08_reporting" / "metrics_table.md"
+    notice = [line for line in table_md.read_text().splitlines() if "**STALE**" in line]
+    assert len(notice) == 1 and "the columns of tiles_256 describe a model" in notice[0]
+    assert f"the current one is {summary.loc[0, 'generator']}" in notice[0]
+    rebuild = notice[0].split("`")[1]
+    assert rebuild == "kedro run --pipeline=evaluation --from-nodes=tiles_256.evaluate"
+    result = subprocess.run(
+        [sys.executable, "-m", *rebuild.split()],
+        cwd=demo_project,
+        env={**os.environ, "KEDRO_DISABLE_TELEMETRY": "1"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    text = table_md.read_text()
+    assert "**STALE**" not in text
+    assert f"- Measured tiles_256: generator {summary.loc[0, 'generator']}, MLflow run " in text

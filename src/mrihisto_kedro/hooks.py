@@ -20,6 +20,11 @@ output root, host and the whole ``kedro run`` command (kedro-mlflow's ``kedro_co
 ``--namespaces``, ``--params`` and ``--env``: :mod:`mrihisto_kedro.tracking.kedro_command`);
 training runs nested under it inherit the tags, which is how step 3 knows which runs belong
 to this root.
+
+``StaleTableHooks`` (after a run, finished or failed, before the lock is released) marks the
+metric tables whose columns measured a generator that has been retrained since
+(:mod:`mrihisto_kedro.evaluation.staleness`): retraining one experiment does not re-run the
+evaluation, and its old numbers must not read as the new model's.
 """
 
 from __future__ import annotations
@@ -34,7 +39,11 @@ from kedro.framework.hooks import hook_impl
 
 from mrihisto_kedro.durability.lock import OutputRootLock
 from mrihisto_kedro.durability.temporaries import remove_stale_temporaries
-from mrihisto_kedro.durability.writable import output_folders, require_writable
+from mrihisto_kedro.durability.writable import (
+    local_dataset_path,
+    output_folders,
+    require_writable,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -154,3 +163,75 @@ class RunTagHooks:
                     "kedro_command": command,
                 }
             )
+
+
+#: (long table, its markdown) pairs of the evaluation pipeline, each row naming its model
+METRIC_TABLES = (
+    ("metrics_table", "metrics_table_md"),
+    ("baseline_table", "baseline_table_md"),
+    ("msi_table", "msi_table_md"),
+)
+
+
+class StaleTableHooks:
+    """Mark tables measured on a model retrained since (``tryfirst``: under the run's lock)."""
+
+    @hook_impl(tryfirst=True)
+    def after_pipeline_run(self, catalog: Any) -> None:
+        """After a finished run: mark (or unmark) every metric table."""
+        mark_stale_tables(catalog)
+
+    @hook_impl(tryfirst=True)
+    def on_pipeline_error(self, catalog: Any) -> None:
+        """After a failed run: a training may have finished before the failure."""
+        mark_stale_tables(catalog)
+
+
+def _current_digests(catalog: Any, experiments: set[str]) -> dict[str, str]:
+    """``experiment -> generator digest`` from each training summary that records one."""
+    out = {}
+    for experiment in sorted(experiments):
+        name = f"{experiment}.training_summary"
+        if catalog.get(name) is None or not catalog.exists(name):
+            continue
+        summary = catalog.load(name)
+        if (
+            "generator" in summary.columns
+            and len(summary)
+            and isinstance(summary["generator"].iloc[0], str)
+        ):
+            out[experiment] = summary["generator"].iloc[0]
+    return out
+
+
+def mark_stale_tables(catalog: Any) -> dict[str, dict[str, str]]:
+    """Rewrite each metric table's markdown with (or without) its stale notice.
+
+    Returns:
+        ``markdown dataset -> {experiment: reason}`` for the tables found stale.
+    """
+    from mrihisto_kedro.datasets.atomic import write_text_atomically
+    from mrihisto_kedro.evaluation.staleness import mark_stale, rebuild_command, stale_experiments
+
+    found = {}
+    for table_name, md_name in METRIC_TABLES:
+        if catalog.get(table_name) is None or not catalog.exists(table_name):
+            continue
+        path = local_dataset_path(catalog.get(md_name))
+        if path is None or not path.is_file():
+            continue
+        table = catalog.load(table_name)
+        stale = stale_experiments(table, _current_digests(catalog, set(table["experiment"])))
+        text = path.read_text(encoding="utf-8")
+        marked = mark_stale(text, stale)
+        if marked != text:
+            write_text_atomically(marked, path)
+        if stale:
+            found[md_name] = stale
+            logger.warning(
+                "%s describes retrained model(s) %s (marked STALE); rebuild with: %s",
+                path,
+                ", ".join(sorted(stale)),
+                rebuild_command(sorted(stale)),
+            )
+    return found

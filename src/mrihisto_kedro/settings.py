@@ -4,10 +4,11 @@ https://docs.kedro.org/en/stable/configure/configuration_basics/#configuration""
 
 # Instantiated project hooks: one run per output root (a lock), stale temporaries removed
 # and stale MLflow runs marked before any node (src/mrihisto_kedro/hooks.py).
-from mrihisto_kedro.hooks import RunSafetyHooks, RunTagHooks  # noqa: E402
+# Metric tables measured on a model retrained since are marked STALE after each run.
+from mrihisto_kedro.hooks import RunSafetyHooks, RunTagHooks, StaleTableHooks  # noqa: E402
 
 _SAFETY = RunSafetyHooks()
-HOOKS = (_SAFETY, RunTagHooks(_SAFETY))
+HOOKS = (_SAFETY, RunTagHooks(_SAFETY), StaleTableHooks())
 
 # Installed plugins for which to disable hook auto-registration.
 # DISABLE_HOOKS_FOR_PLUGINS = ("kedro-viz",)

@@ -27,3 +27,19 @@ def write_csv_atomically(table: pd.DataFrame, path: str | os.PathLike[str]) -> P
         Path(tmp).unlink(missing_ok=True)
         raise
     return dest
+
+
+def write_text_atomically(text: str, path: str | os.PathLike[str]) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` the way :func:`write_csv_atomically` writes a table."""
+    dest = Path(path)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, dest)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return dest

@@ -23,7 +23,12 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["OutputFolderNotWritableError", "output_folders", "require_writable"]
+__all__ = [
+    "OutputFolderNotWritableError",
+    "local_dataset_path",
+    "output_folders",
+    "require_writable",
+]
 
 _PATH_KEYS = ("filepath", "path")
 
@@ -45,7 +50,9 @@ def _nearest_existing(path: Path) -> Path:
     return path
 
 
-def _dataset_target(dataset: Any) -> Path | None:
+def local_dataset_path(dataset: Any) -> Path | None:
+    """The local file or folder a Kedro dataset reads and writes (``None``: memory, object
+    store, or a dataset without a ``filepath``/``path``)."""
     describe = getattr(dataset, "_describe", None)
     if describe is None:
         return None
@@ -78,7 +85,7 @@ def output_folders(outputs: Iterable[str], catalog: Any) -> dict[Path, list[str]
             dataset = get(name)
         except Exception:  # noqa: BLE001 - unknown names are Kedro's to report
             continue
-        target = _dataset_target(dataset) if dataset is not None else None
+        target = local_dataset_path(dataset) if dataset is not None else None
         if target is None:
             continue
         target = target.absolute()

@@ -44,7 +44,7 @@ from mrihisto_kedro.nn.device import describe_numerics
 from mrihisto_kedro.nn.experiment import DataParams, ModelType, run_training
 from mrihisto_kedro.nn.input_spec import InputSpec
 from mrihisto_kedro.nn.models import TranslationModel
-from mrihisto_kedro.nn.training import TrainingResult, export_generator
+from mrihisto_kedro.nn.training import TrainingResult, export_generator, generator_digest
 from mrihisto_kedro.params import parse_params
 from mrihisto_kedro.tracking.mlflow_tracking import (
     EpochLogger,
@@ -392,6 +392,7 @@ def _final_training(
         lo, hi = resolve_range(p.data.a_range, tileset.a.dtype)
         a = torch.from_numpy(np.asarray(tileset.a[:1], dtype=np.float32)).permute(0, 3, 1, 2)
         payload = export_generator(model, _input_spec(tileset, p))
+        summary["generator"] = generator_digest(payload)  # what the tables must have measured
         log_generator(payload, (a - lo) / (hi - lo) * 2.0 - 1.0)
     return payload, pd.DataFrame(result.history), summary
 
