@@ -62,6 +62,34 @@ def test_no_tissue_is_a_clear_error() -> None:
         paired_tiles([pair], TilingParams(tile_size=32, min_tissue_fraction=0.5))
 
 
+def test_pairs_without_tiles_are_named_in_one_warning(
+    tmp_path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    from mrihisto_kedro.imaging.tiling import PairTilesJob
+
+    faint = _pair("faint", "train")
+    faint.tissue[:] = False
+    faint.tissue[:5, :5] = True  # 0.2 % of the grid
+    small = _pair("small", "test", h=20, w=40)
+    pairs = [_pair("a", "train"), faint, small]
+    params = TilingParams(tile_size=32, min_tissue_fraction=0.5)
+    with caplog.at_level(logging.WARNING, logger="mrihisto_kedro.imaging.tiling"):
+        tiles = paired_tiles(pairs, params)
+    assert set(tiles.manifest["pair_id"]) == {"a"}
+    expected = (
+        "2 of 3 pairs gave no tile and are not in the tile set: faint (tissue covers 0.2% of "
+        "its grid; no 32 px window reaches min_tissue_fraction 0.5); small (its 40 x 20 px "
+        "grid is smaller than the 32 px tile)"
+    )
+    assert caplog.messages == [expected]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="mrihisto_kedro.imaging.tiling"):
+        PairTilesJob([lambda p=p: (p, (0.5, 0.5)) for p in pairs], params).write(tmp_path / "t")
+    assert caplog.messages == [expected]
+
+
 def test_whole_views_pad_to_square() -> None:
     views = whole_views([_pair("a", "train", h=50, w=100)], load_size=32)
     assert views.a.shape == (1, 32, 32, 1) and views.b.shape == (1, 32, 32, 3)

@@ -117,13 +117,16 @@ def paired_tiles(pairs: list[AlignedPair], params: TilingParams) -> TileSet:
         specimen_id, split, x, y, size, scale, tissue_fraction``; ``x, y, size`` in level-0
         pixels; ``scale`` = level-0 pixels per stored pixel).
     """
-    rows, a_tiles, b_tiles = [], [], []
+    rows, a_tiles, b_tiles, empty = [], [], [], []
     for pair in pairs:
         plan = plan_tiles(pair, params)
         rows += tile_rows(pair, params, plan)
+        if not plan:
+            empty.append(why_no_tiles(pair, params))
         for a, b in cut_tiles(pair, params, plan):
             a_tiles.append(a)
             b_tiles.append(b)
+    warn_pairs_without_tiles(empty, len(pairs))
     if not rows:
         raise _no_tiles(params, len(pairs))
     return TileSet(
@@ -138,6 +141,30 @@ def _no_tiles(params: TilingParams, n_pairs: int) -> ValueError:
         f"no tile of {params.tile_size} px has tissue fraction >= "
         f"{params.min_tissue_fraction} in {n_pairs} pair(s)"
     )
+
+
+def why_no_tiles(pair: AlignedPair, params: TilingParams) -> str:
+    """``"<pair_id> (<reason>)"`` for a pair whose plan is empty (see :func:`plan_tiles`)."""
+    h, w = pair.mri.shape
+    if min(h, w) < params.tile_size:
+        return (
+            f"{pair.pair_id} (its {w} x {h} px grid is smaller than the {params.tile_size} px tile)"
+        )
+    return (
+        f"{pair.pair_id} (tissue covers {pair.tissue.mean():.1%} of its grid; no "
+        f"{params.tile_size} px window reaches min_tissue_fraction {params.min_tissue_fraction})"
+    )
+
+
+def warn_pairs_without_tiles(reasons: list[str], n_pairs: int) -> None:
+    """One warning naming every pair that gave no tile (it is then absent from the tile set)."""
+    if reasons:
+        logger.warning(
+            "%d of %d pairs gave no tile and are not in the tile set: %s",
+            len(reasons),
+            n_pairs,
+            "; ".join(reasons),
+        )
 
 
 def plan_tiles(pair: AlignedPair, params: TilingParams) -> list[tuple[int, int, float]]:
@@ -211,13 +238,16 @@ class PairTilesJob:
 
     def write(self, folder: str | os.PathLike[str]) -> Path:
         """Plan, write and commit the tile set at ``folder``; return it."""
-        plans, rows, level0_mpp = [], [], {}
+        plans, rows, level0_mpp, empty = [], [], {}, []
         for load in self.loaders:
             pair, mpp = load()
             plans.append(plan_tiles(pair, self.params))
             rows += tile_rows(pair, self.params, plans[-1])
             level0_mpp[pair.pair_id] = mpp
+            if not plans[-1]:
+                empty.append(why_no_tiles(pair, self.params))
             del pair
+        warn_pairs_without_tiles(empty, len(self.loaders))
         if not rows:
             raise _no_tiles(self.params, len(self.loaders))
         manifest = pd.DataFrame(rows)
