@@ -482,13 +482,24 @@ def test_evaluation_writes_table_1_and_the_baseline_table(demo_project: Path) ->
     # intervals over specimens
     msi = pd.read_csv(reporting / "msi_table.csv")
     assert set(msi["experiment"]) == {"msi_to_he_black", "msi_to_he_white", "msi_unet"}
-    assert set(msi["metric"]) == {"MI", "SSIM"} and set(msi["split"]) == {"test"}
+    assert set(msi["metric"]) == {"MI", "SSIM", "LPIPS"} and set(msi["split"]) == {"test"}
     assert (msi["n_tiles"] > 50).all() and (msi["n_slides"] == 2).all()
     assert (msi["value"] > 0).all()
     assert (msi["ci_low"] <= msi["value"] + 1e-9).all()
     assert (msi["value"] <= msi["ci_high"] + 1e-9).all()
     assert (msi["ci_high"] > msi["ci_low"]).all()
     assert "msi_to_he_white / test" in (reporting / "msi_table.md").read_text()
+    # issue 16's decision: the measured direction is the result. LPIPS puts both pix2pix
+    # models nearer the H&E than the U-Net (measured 0.137 / 0.115 vs 0.192 at 70 epochs; at
+    # 20 epochs it did not: 0.219 / 0.223), while MI and SSIM reward the U-Net's conditional
+    # mean (MI 0.261 / 0.270 vs 0.312): the table says both, and the paper's claim
+    v = msi.set_index(["experiment", "metric"])["value"]
+    for pix2pix in ("msi_to_he_black", "msi_to_he_white"):
+        assert v[(pix2pix, "LPIPS")] < v[("msi_unet", "LPIPS")], dict(v)
+        assert v[(pix2pix, "MI")] < v[("msi_unet", "MI")], dict(v)
+    msi_md = (reporting / "msi_table.md").read_text()
+    assert "Paper 003 reports pix2pix" in msi_md and "Why it does not reproduce here" in msi_md
+    assert "MI (higher is better) pix2pix" in msi_md and "LPIPS (lower is better)" in msi_md
     for experiment in ("msi_to_he_black", "msi_to_he_white", "msi_unet"):
         summary = pd.read_csv(reporting / experiment / "training_summary.csv").iloc[0]
         assert summary["val_split"] == "val"

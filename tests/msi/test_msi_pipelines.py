@@ -325,22 +325,17 @@ def test_trainings_ran_and_learned(msi_project: dict, test_split_metrics: dict) 
         assert m["MI"] > 0.05 and m["SSIM"] > 0.0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "paper 003's direction (pix2pix > U-Net on MI) does not hold on the simulated demo: "
-        "on the 2 test specimens (82 tiles) these tiny trainings give pix2pix black/white MI "
-        "0.190/0.183 vs U-Net 0.301 nats. Trained to a plateau it still does not: on a "
-        "15-specimen demo, pix2pix for 20/100/300 epochs MI 0.285/0.327/0.323 vs the U-Net's "
-        "0.385 (SSIM 0.23/0.40/0.41 vs 0.45), while LPIPS turns to pix2pix (0.245/0.135/0.072 vs "
-        "0.201). The simulated MSI carries only 10 µm stain densities: the U-Net's conditional "
-        "mean (MSE) is what MI and SSIM reward; pix2pix's texture is uncorrelated with the real"
-    ),
-)
-def test_pix2pix_beats_the_unet_on_mutual_information(test_split_metrics: dict) -> None:
+def test_the_unet_is_nearer_on_mutual_information_as_measured(test_split_metrics: dict) -> None:
+    """Issue 16's decision on paper 003's "pix2pix beats the U-Net on MI": the measured direction
+    is the result. On the 2 test specimens (82 tiles) these tiny trainings give pix2pix black /
+    white MI 0.190 / 0.183 vs the U-Net's 0.301 nats; trained to a plateau it still does not
+    turn (15-specimen demo, 20 / 100 / 300 epochs: 0.285 / 0.327 / 0.323 vs 0.385), while LPIPS
+    does (the default run's test: 0.137 / 0.115 vs 0.192, ``tests/test_pipelines_run.py``). The
+    simulated MSI carries only 10 µm stain densities: MI rewards the regression's conditional
+    mean (docs/evaluation.md, the MSI table's notes)."""
     unet = test_split_metrics["U-Net (black)"]["MI"]
-    assert test_split_metrics["pix2pix (black)"]["MI"] > unet
-    assert test_split_metrics["pix2pix (white)"]["MI"] > unet
+    assert test_split_metrics["pix2pix (black)"]["MI"] < unet
+    assert test_split_metrics["pix2pix (white)"]["MI"] < unet
 
 
 # ----------------------------------------------------------------------------------------------

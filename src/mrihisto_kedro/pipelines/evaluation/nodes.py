@@ -16,6 +16,7 @@ from matplotlib.figure import Figure
 
 from mrihisto_kedro.evaluation.backends import WeightPaths, load_backends
 from mrihisto_kedro.evaluation.degenerate import experiment_flags
+from mrihisto_kedro.evaluation.paper003 import claim_lines
 from mrihisto_kedro.evaluation.synthesis import (
     SynthesisParams,
     SyntheticSlideJob,
@@ -218,14 +219,17 @@ MSI_TABLE_EXPERIMENTS: tuple[str, ...] = tuple(MSI_EXPERIMENTS)
 
 
 def _mi_ssim(
-    table: pd.DataFrame, experiments: tuple[str, ...], splits: tuple[str, ...]
+    table: pd.DataFrame,
+    experiments: tuple[str, ...],
+    splits: tuple[str, ...],
+    metrics: tuple[str, ...] = ("MI", "SSIM"),
 ) -> pd.DataFrame:
-    """MI and SSIM of generated vs real histology for ``experiments`` (empty unless all are
-    present)."""
+    """``metrics`` (MI and SSIM) of generated vs real histology for ``experiments`` (empty
+    unless all are present)."""
     rows = table[
         table["experiment"].isin(experiments)
         & table["split"].isin(splits)
-        & table["metric"].isin(["MI", "SSIM"])
+        & table["metric"].isin(list(metrics))
         & (table["comparison"] == "generated_vs_histology")
     ].reset_index(drop=True)
     if not set(experiments) <= set(table["experiment"]):
@@ -251,11 +255,14 @@ def combine_tables(
     )
     baseline = _mi_ssim(table, ("tiles_256", "unet_baseline"), ("train", "test"))
     baseline_md = render_markdown(baseline, "pix2pix vs U-Net regression (paper 003): MI and SSIM")
-    msi_table = _mi_ssim(table, MSI_TABLE_EXPERIMENTS, ("test",))
+    msi_table = _mi_ssim(table, MSI_TABLE_EXPERIMENTS, ("test",), ("MI", "SSIM", "LPIPS"))
     msi_md = render_markdown(
         msi_table,
         "Paper 003: MSI -> H&E, pix2pix (black / white padding) vs U-Net, test split",
     )
+    claim = claim_lines(msi_table)
+    if claim:
+        msi_md += "\n## Paper 003's claim and what was measured\n\n" + "\n".join(claim) + "\n"
     return table, markdown, baseline, baseline_md, msi_table, msi_md
 
 
