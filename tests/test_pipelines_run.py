@@ -651,24 +651,20 @@ def test_cli_runs_one_experiment_with_overridden_parameters(demo_project: Path) 
             "tiles_256.training.model.n_epochs_decay=0",
         ]
     )
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "kedro",
-            "run",
-            "--pipeline=modelling",
-            "--namespaces=tiles_256",
-            f"--params={overrides}",
-        ],
-        cwd=demo_project,
-        env={**os.environ, "KEDRO_DISABLE_TELEMETRY": "1"},
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+
+    def kedro(*args: str) -> None:
+        result = subprocess.run(
+            [sys.executable, "-m", "kedro", *args],
+            cwd=demo_project,
+            env={**os.environ, "KEDRO_DISABLE_TELEMETRY": "1"},
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+
+    kedro("run", "--pipeline=modelling", "--namespaces=tiles_256", f"--params={overrides}")
     assert other.stat().st_mtime_ns == before  # other experiments did not run
     summary = pd.read_csv(
         demo_project / "data" / "08_reporting" / "tiles_256" / "training_summary.csv"
@@ -701,16 +697,8 @@ def test_cli_runs_one_experiment_with_overridden_parameters(demo_project: Path) 
     assert f"the current one is {summary.loc[0, 'generator']}" in notice[0]
     rebuild = notice[0].split("`")[1]
     assert rebuild == "kedro run --pipeline=evaluation --from-nodes=tiles_256.evaluate"
-    result = subprocess.run(
-        [sys.executable, "-m", *rebuild.split()],
-        cwd=demo_project,
-        env={**os.environ, "KEDRO_DISABLE_TELEMETRY": "1"},
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert rebuild.startswith("kedro ")
+    kedro(*rebuild.split()[1:])
     text = table_md.read_text()
     assert "**STALE**" not in text
     assert f"- Measured tiles_256: generator {summary.loc[0, 'generator']}, MLflow run " in text
