@@ -188,10 +188,13 @@ class StaleTableHooks:
 
 
 def _current_digests(catalog: Any, experiments: set[str]) -> dict[str, str]:
-    """``experiment -> generator digest`` from each training summary that records one."""
+    """``experiment -> generator digest`` from each training summary that records one (an
+    evaluation entry of another experiment's model, ``msi_unet_whole``, reads that one's)."""
+    from mrihisto_kedro.pipelines.evaluation.pipeline import MEASURED_MODEL
+
     out = {}
     for experiment in sorted(experiments):
-        name = f"{experiment}.training_summary"
+        name = f"{MEASURED_MODEL.get(experiment, experiment)}.training_summary"
         if catalog.get(name) is None or not catalog.exists(name):
             continue
         summary = catalog.load(name)
@@ -212,6 +215,7 @@ def mark_stale_tables(catalog: Any) -> dict[str, dict[str, str]]:
     """
     from mrihisto_kedro.datasets.atomic import write_text_atomically
     from mrihisto_kedro.evaluation.staleness import mark_stale, rebuild_command, stale_experiments
+    from mrihisto_kedro.pipelines.evaluation.pipeline import evaluate_node
 
     found = {}
     for table_name, md_name in METRIC_TABLES:
@@ -222,8 +226,9 @@ def mark_stale_tables(catalog: Any) -> dict[str, dict[str, str]]:
             continue
         table = catalog.load(table_name)
         stale = stale_experiments(table, _current_digests(catalog, set(table["experiment"])))
+        nodes = {e: evaluate_node(e) for e in stale}
         text = path.read_text(encoding="utf-8")
-        marked = mark_stale(text, stale)
+        marked = mark_stale(text, stale, nodes)
         if marked != text:
             write_text_atomically(marked, path)
         if stale:
@@ -232,6 +237,6 @@ def mark_stale_tables(catalog: Any) -> dict[str, dict[str, str]]:
                 "%s describes retrained model(s) %s (marked STALE); rebuild with: %s",
                 path,
                 ", ".join(sorted(stale)),
-                rebuild_command(sorted(stale)),
+                rebuild_command(sorted(stale), nodes),
             )
     return found

@@ -50,3 +50,44 @@ def test_claim_lines_state_each_metric_as_measured() -> None:
     partial = claim_lines(table[~((table.experiment == "msi_unet") & (table.metric == "SSIM"))])
     assert "SSIM" not in partial[1] and "MI (" in partial[1]
     assert claim_lines(table[table.experiment != "msi_unet"]) == []
+
+
+def test_the_msi_table_adds_the_whole_specimen_design_when_it_was_evaluated() -> None:
+    """``combine_tables``: the tile table with its claim, then the whole-view design (pix2pix
+    trained on whole views vs the patch-trained U-Net applied to them) with its own claim."""
+    from mrihisto_kedro.evaluation.paper003 import WHOLE_DESIGN_CLAIM
+    from mrihisto_kedro.pipelines.evaluation.nodes import combine_tables
+
+    values = {
+        (e, m): v
+        for e, base in (("msi_to_he_black", 0.2), ("msi_to_he_white", 0.21), ("msi_unet", 0.3))
+        for m, v in (("MI", base), ("SSIM", base + 0.1), ("LPIPS", 0.5 - base))
+    }
+    tiles = _rows(values).assign(ci_low=0.0, ci_high=1.0, n_tiles=82, n_slides=2, note="")
+    whole = _rows(
+        {
+            ("msi_to_he_whole", "MI"): 0.259,
+            ("msi_unet_whole", "MI"): 0.290,
+            ("msi_to_he_whole", "SSIM"): 0.262,
+            ("msi_unet_whole", "SSIM"): 0.318,
+            ("msi_to_he_whole", "LPIPS"): 0.592,
+            ("msi_unet_whole", "LPIPS"): 0.603,
+        }
+    ).assign(ci_low=0.0, ci_high=1.0, n_tiles=2, n_slides=2, note="")
+    *_, msi_table, msi_md = combine_tables(tiles)
+    assert set(msi_table["experiment"]) == {"msi_to_he_black", "msi_to_he_white", "msi_unet"}
+    assert "whole specimen" not in msi_md
+    *_, msi_table, msi_md = combine_tables(tiles, whole)
+    assert set(msi_table["experiment"]) == {
+        "msi_to_he_black",
+        "msi_to_he_white",
+        "msi_unet",
+        "msi_to_he_whole",
+        "msi_unet_whole",
+    }
+    tile_part, whole_part = msi_md.split("## Paper 003's own design: whole specimen views")
+    assert "msi_to_he_whole" not in tile_part and "msi_unet / test" in tile_part
+    assert "| msi_to_he_whole / test | msi_unet_whole / test |" in whole_part
+    assert f"- {WHOLE_DESIGN_CLAIM}" in whole_part
+    assert "MI (higher is better) pix2pix 0.259 vs U-Net 0.290: the U-Net is better" in whole_part
+    assert "LPIPS (lower is better) pix2pix 0.592 vs U-Net 0.603: pix2pix is better" in whole_part

@@ -65,6 +65,32 @@ def test_stale_experiments_compare_the_measured_and_the_current_digest() -> None
     )
 
 
+def test_the_rebuild_command_names_the_evaluation_nodes_of_the_pipeline() -> None:
+    """MSI entries are grouped under ``msi_to_he``; each named node exists in the pipeline."""
+    from mrihisto_kedro.pipelines.evaluation.pipeline import (
+        MEASURED_MODEL,
+        create_pipeline,
+        evaluate_node,
+    )
+
+    entries = ["tiles_256", "msi_unet", "msi_unet_whole"]
+    nodes = {e: evaluate_node(e) for e in entries}
+    command = rebuild_command(entries, nodes)
+    assert command == (
+        "kedro run --pipeline=evaluation --from-nodes=tiles_256.evaluate,"
+        "msi_to_he.msi_unet.evaluate,msi_to_he.msi_unet_whole.evaluate"
+    )
+    pipeline = create_pipeline()
+    names = {n.name for n in pipeline.nodes}
+    assert set(nodes.values()) <= names
+    # the whole-view entry measures msi_unet's model: its generator and training summary
+    node = next(n for n in pipeline.nodes if n.name == nodes["msi_unet_whole"])
+    assert MEASURED_MODEL == {"msi_unet_whole": "msi_unet"}
+    assert {"msi_unet.generator", "msi_unet.training_summary", "msi_to_he_whole.tileset"} <= set(
+        node.inputs
+    )
+
+
 def test_mark_stale_inserts_replaces_and_removes_one_notice() -> None:
     markdown = render_markdown(_table({"tiles_256": f"generator {OLD}"}), "Table 1")
     marked = mark_stale(markdown, {"tiles_256": "measured generator x, the current one is y"})
@@ -115,3 +141,28 @@ def test_the_hook_marks_a_retrained_experiment_and_unmarks_it_once_re_measured(
     assert catalog.load("metrics_table_md") == markdown
     # tables that were never written are skipped without error
     hooks.after_pipeline_run(catalog=_catalog(tmp_path / "elsewhere"))
+
+
+def test_a_whole_view_entry_is_judged_by_the_model_it_measured(tmp_path: Path) -> None:
+    """``mark_stale_tables`` (the after-run hook) on real CSV/text datasets: ``msi_unet_whole``
+    measured ``msi_unet``'s generator, so a retrained ``msi_unet`` makes both columns stale."""
+    from mrihisto_kedro.hooks import mark_stale_tables
+
+    table = _table({"msi_unet": f"generator {OLD}", "msi_unet_whole": f"generator {OLD}"})
+    catalog = DataCatalog(
+        {
+            "msi_table": CSVDataset(filepath=str(tmp_path / "msi_table.csv")),
+            "msi_table_md": TextDataset(filepath=str(tmp_path / "msi_table.md")),
+            "msi_unet.training_summary": CSVDataset(filepath=str(tmp_path / "summary.csv")),
+        }
+    )
+    catalog.save("msi_table", table)
+    catalog.save("msi_table_md", render_markdown(table, "Paper 003"))
+    catalog.save("msi_unet.training_summary", pd.DataFrame({"generator": [NEW]}))
+    found = mark_stale_tables(catalog)
+    assert set(found["msi_table_md"]) == {"msi_unet", "msi_unet_whole"}
+    text = (tmp_path / "msi_table.md").read_text()
+    assert "--from-nodes=msi_to_he.msi_unet.evaluate,msi_to_he.msi_unet_whole.evaluate`" in text
+    catalog.save("msi_unet.training_summary", pd.DataFrame({"generator": [OLD]}))
+    assert mark_stale_tables(catalog) == {}
+    assert "**STALE**" not in (tmp_path / "msi_table.md").read_text()

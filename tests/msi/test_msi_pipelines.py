@@ -46,6 +46,7 @@ from mrihisto_kedro.msi.pairs import (
     ReductionParams,
     SpectraParams,
 )
+from mrihisto_kedro.msi.whole_views import MsiWholeViewParams
 from mrihisto_kedro.pipelines import msi_data_engineering
 from mrihisto_kedro.pipelines.modelling.msi import MSI_GROUP, create_msi_experiments
 
@@ -63,6 +64,8 @@ TINY = {
     "msi_to_he_white.training.model.n_epochs": 5,
     "msi_to_he_white.training.model.n_epochs_decay": 3,
     "msi_unet.training.model.n_epochs": 8,
+    "msi_to_he_whole.training.model.n_epochs": 10,
+    "msi_to_he_whole.training.model.n_epochs_decay": 5,
 }
 #: acceptance thresholds of the registration against the demo's known affine (10 µm MSI pixels)
 MAX_MEDIAN_TRE_UM = 5.0
@@ -183,7 +186,8 @@ def test_msi_parameters_parse() -> None:
     registration = parse_params(MsiRegistrationParams, de["registration"], "registration")
     assert registration.optimiser == MSI_OPTIMISER  # the YAML states the measured defaults
     parse_params(MsiTilingParams, de["tiling"], "tiling")
-    for name in ("msi_to_he_black", "msi_to_he_white", "msi_unet"):
+    assert parse_params(MsiWholeViewParams, de["whole_views"], "whole_views").size == 128
+    for name in ("msi_to_he_black", "msi_to_he_white", "msi_unet", "msi_to_he_whole"):
         training = parse_params(TrainingParams, params[name]["training"], name)
         assert training.name == name
         config = model_config(training.model_type, training.model)
@@ -224,6 +228,29 @@ def test_tile_sets_are_split_by_specimen(msi_project: dict) -> None:
         black.manifest.drop(columns="padding"), white.manifest.drop(columns="padding")
     )
     np.testing.assert_array_equal(black.b, white.b)
+
+
+def test_whole_specimen_views_are_one_per_specimen(msi_project: dict) -> None:
+    """Paper 003's own design: each specimen's whole 2 µm grid (512 px of H&E at 0.499 µm =
+    128 grid px, square already: kept as it is), black padding and off-MSI H&E included."""
+    project = msi_project["project"]
+    views = load_tileset(project / "data" / "05_model_input" / "msi_to_he_whole" / "tileset")
+    black = _tiles(project, "black").manifest
+    m = views.manifest
+    assert len(views) == N_SPECIMENS and views.a.shape == (N_SPECIMENS, 128, 128, 3)
+    assert m["pair_id"].is_unique
+    splits = black.drop_duplicates("pair_id").set_index("pair_id")["split"]
+    assert m.set_index("pair_id")["split"].to_dict() == splits.to_dict()
+    assert (m["x"] == 0).all() and (m["y"] == 0).all() and (m["size"] == 512).all()
+    assert (m["scale"] == 4).all() and m["mpp"].to_numpy() == pytest.approx(0.499 * 4)
+    assert ((m["msi_fraction"] > 0.5) & (m["msi_fraction"] < 0.9)).all()
+    registered = project / "data" / "03_primary" / "msi" / "registered_black"
+    first = sitk.GetArrayFromImage(sitk.ReadImage(str(registered / f"{m.loc[0, 'pair_id']}.mha")))
+    np.testing.assert_array_equal(views.a[0], first)  # the registered MSI itself, unresized
+    payload = torch.load(
+        project / "data" / "06_models" / "msi_to_he_whole" / "generator.pt", weights_only=True
+    )
+    assert payload["input_spec"]["pixel_size_um"] == pytest.approx([0.499 * 4] * 2)
 
 
 def test_black_and_white_padding(msi_project: dict) -> None:
@@ -317,7 +344,9 @@ def test_trainings_ran_and_learned(msi_project: dict, test_split_metrics: dict) 
         assert summary["val_L1"] < summary["mean_colour_val_L1"], dict(summary)
     mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
     runs = mlflow.search_runs(experiment_names=["mrihisto_kedro"], output_format="pandas")
-    assert {"msi_to_he_black", "msi_to_he_white", "msi_unet"} <= set(runs["tags.mlflow.runName"])
+    assert {"msi_to_he_black", "msi_to_he_white", "msi_unet", "msi_to_he_whole"} <= set(
+        runs["tags.mlflow.runName"]
+    )
     pix = runs[runs["tags.mlflow.runName"] == "msi_to_he_black"].iloc[0]
     assert float(pix["params.lr"]) == pytest.approx(2e-5)
     assert float(pix["params.lambda_L1"]) == pytest.approx(200.0)

@@ -35,10 +35,13 @@ def measured_digests(table: pd.DataFrame) -> dict[str, str]:
     return out
 
 
-def rebuild_command(experiments: list[str]) -> str:
-    """The ``kedro run`` that re-measures ``experiments`` and rebuilds the tables after them."""
-    nodes = ",".join(f"{e}.evaluate" for e in experiments)
-    return f"kedro run --pipeline=evaluation --from-nodes={nodes}"
+def rebuild_command(experiments: list[str], nodes: Mapping[str, str] | None = None) -> str:
+    """The ``kedro run`` that re-measures ``experiments`` and rebuilds the tables after them.
+
+    ``nodes``: experiment -> the name of its evaluation node, where it is not
+    ``<experiment>.evaluate`` (``msi_to_he.msi_unet.evaluate``)."""
+    names = ",".join((nodes or {}).get(e, f"{e}.evaluate") for e in experiments)
+    return f"kedro run --pipeline=evaluation --from-nodes={names}"
 
 
 def stale_experiments(table: pd.DataFrame, current: Mapping[str, str]) -> dict[str, str]:
@@ -60,8 +63,12 @@ def stale_experiments(table: pd.DataFrame, current: Mapping[str, str]) -> dict[s
     }
 
 
-def mark_stale(markdown: str, stale: Mapping[str, str]) -> str:
+def mark_stale(
+    markdown: str, stale: Mapping[str, str], nodes: Mapping[str, str] | None = None
+) -> str:
     """``markdown`` with a stale notice under its first line (a previous notice replaced).
+
+    ``nodes``: as :func:`rebuild_command`.
 
     With ``stale`` empty the notice is removed: the text is the table as it was written.
     """
@@ -78,6 +85,6 @@ def mark_stale(markdown: str, stale: Mapping[str, str]) -> str:
     details = "; ".join(f"{e}: {stale[e]}" for e in names)
     notice = (
         f"{STALE_MARK}: the columns of {', '.join(names)} describe a model that has been "
-        f"retrained since ({details}). Rebuild them with `{rebuild_command(names)}`."
+        f"retrained since ({details}). Rebuild them with `{rebuild_command(names, nodes)}`."
     )
     return "\n".join([*lines[:1], "", notice, *lines[1:]]) + "\n"

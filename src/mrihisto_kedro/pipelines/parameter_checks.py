@@ -36,6 +36,7 @@ from mrihisto_kedro.msi.pairs import (
     ReductionParams,
     SpectraParams,
 )
+from mrihisto_kedro.msi.whole_views import MsiWholeViewParams
 from mrihisto_kedro.nn.experiment import model_config
 from mrihisto_kedro.nn.training import VALIDATION_METRICS
 from mrihisto_kedro.params import ParameterError, parse_params
@@ -133,6 +134,10 @@ NODE_PARAMETERS: dict[Callable[..., Any], dict[str, Check]] = {
     msi.register_msi_pairs: {"parameters": parsed_as(MsiRegistrationParams)},
     msi.build_msi_tiles: {
         "parameters": parsed_as(MsiTilingParams),
+        "reduction": parsed_as(ReductionParams),
+    },
+    msi.build_msi_whole_views: {
+        "parameters": parsed_as(MsiWholeViewParams),
         "reduction": parsed_as(ReductionParams),
     },
 }

@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 
 from mrihisto_kedro.evaluation.backends import WeightPaths, load_backends
 from mrihisto_kedro.evaluation.degenerate import experiment_flags
-from mrihisto_kedro.evaluation.paper003 import claim_lines
+from mrihisto_kedro.evaluation.paper003 import WHOLE_DESIGN_CLAIM, claim_lines
 from mrihisto_kedro.evaluation.synthesis import (
     SynthesisParams,
     SyntheticSlideJob,
@@ -43,7 +43,6 @@ from mrihisto_kedro.imaging.tileset import TileSet
 from mrihisto_kedro.nn.inference import load_predictor
 from mrihisto_kedro.nn.training import generator_digest
 from mrihisto_kedro.params import parse_params
-from mrihisto_kedro.pipelines.modelling.msi import MSI_EXPERIMENTS
 from mrihisto_kedro.reporting.evaluation_figures import tile_panels, whole_slide_panels
 
 logger = logging.getLogger(__name__)
@@ -82,8 +81,21 @@ class EvaluationParams:
             raise ValueError(f"min_spread_ratio must be in (0, 1], got {self.min_spread_ratio}")
 
 
-def _log_to_training_run(summary: pd.DataFrame, table: pd.DataFrame, markdown: str) -> None:
-    """Attach the experiment's metric table to its MLflow training run (when one is known)."""
+def _entry(experiment: str, summary: pd.DataFrame) -> str:
+    """``""`` when ``experiment`` evaluates its own training, else ``"<experiment>."``: the
+    prefix of what it logs to the other experiment's run (``msi_unet_whole`` on ``msi_unet``'s)."""
+    if summary.empty or "experiment" not in summary.columns:
+        return ""
+    return "" if str(summary.loc[0, "experiment"]) == experiment else f"{experiment}."
+
+
+def _log_to_training_run(
+    summary: pd.DataFrame, table: pd.DataFrame, markdown: str, entry: str = ""
+) -> None:
+    """Attach the experiment's metric table to its MLflow training run (when one is known).
+
+    ``entry`` (``"msi_unet_whole."``) prefixes the artifacts, tags and metrics of an
+    evaluation of another experiment's model, so that they do not replace its own."""
     if summary.empty or "run_id" not in summary.columns or pd.isna(summary.loc[0, "run_id"]):
         return
     run_id = str(summary.loc[0, "run_id"])
@@ -93,18 +105,22 @@ def _log_to_training_run(summary: pd.DataFrame, table: pd.DataFrame, markdown: s
     except mlflow.exceptions.MlflowException:
         logger.warning("training run %s is not in the tracking store; table not logged", run_id)
         return
-    client.log_text(run_id, markdown, "evaluation/metrics_table.md")
-    client.log_text(run_id, table.to_csv(index=False), "evaluation/metrics_table.csv")
+    folder = f"evaluation/{entry.rstrip('.')}" if entry else "evaluation"
+    client.log_text(run_id, markdown, f"{folder}/metrics_table.md")
+    client.log_text(run_id, table.to_csv(index=False), f"{folder}/metrics_table.csv")
     if "model" in table.columns and len(table):
-        client.set_tag(run_id, "mrihisto.evaluated_model", str(table["model"].iloc[0]))
+        client.set_tag(run_id, f"mrihisto.{entry}evaluated_model", str(table["model"].iloc[0]))
     for row in table.itertuples():
         if isinstance(row.value, float) and math.isfinite(row.value):
-            key = f"eval.{row.split}.{row.comparison}.{row.metric}"
+            key = f"eval.{entry}{row.split}.{row.comparison}.{row.metric}"
             client.log_metric(run_id, key, float(row.value))
 
 
-def _flag_degenerate(experiment: str, flags: dict[str, str], summary: pd.DataFrame) -> None:
-    """One warning naming the experiment, and the tag ``mrihisto.degenerate`` on its run."""
+def _flag_degenerate(
+    experiment: str, flags: dict[str, str], summary: pd.DataFrame, entry: str = ""
+) -> None:
+    """One warning naming the experiment, and the tag ``mrihisto.<entry>degenerate`` on its
+    training run."""
     flagged = {split: reason for split, reason in flags.items() if reason}
     if not flagged:
         return
@@ -113,7 +129,7 @@ def _flag_degenerate(experiment: str, flags: dict[str, str], summary: pd.DataFra
     if not summary.empty and "run_id" in summary.columns and not pd.isna(summary.loc[0, "run_id"]):
         try:
             mlflow.tracking.MlflowClient().set_tag(
-                str(summary.loc[0, "run_id"]), "mrihisto.degenerate", text[:5000]
+                str(summary.loc[0, "run_id"]), f"mrihisto.{entry}degenerate", text[:5000]
             )
         except mlflow.exceptions.MlflowException:
             logger.warning("the training run of %s is not in the tracking store", experiment)
@@ -207,15 +223,20 @@ def evaluate_experiment(
     )
     table["flag"] = table["split"].map(flags).fillna("")
     table["model"] = _measured_model(generator, training_summary)
-    _flag_degenerate(experiment, flags, training_summary)
+    entry = _entry(experiment, training_summary)
+    _flag_degenerate(experiment, flags, training_summary, entry)
     markdown = render_markdown(table, f"{experiment}: evaluation")
-    _log_to_training_run(training_summary, table, markdown)
+    _log_to_training_run(training_summary, table, markdown, entry)
     figure = tile_panels(evaluated, p.n_figure_tiles, experiment)
     return pd.concat(per_tile_frames, ignore_index=True), table, figure
 
 
 #: paper 003's table: pix2pix (black padding), pix2pix (white padding), the U-Net regression
-MSI_TABLE_EXPERIMENTS: tuple[str, ...] = tuple(MSI_EXPERIMENTS)
+MSI_TABLE_EXPERIMENTS: tuple[str, ...] = ("msi_to_he_black", "msi_to_he_white", "msi_unet")
+
+#: paper 003's own design: pix2pix trained on whole specimen views, and the patch-trained
+#: U-Net (``msi_unet``) evaluated on the same views
+WHOLE_TABLE_EXPERIMENTS: tuple[str, ...] = ("msi_to_he_whole", "msi_unet_whole")
 
 
 def _mi_ssim(
@@ -255,15 +276,35 @@ def combine_tables(
     )
     baseline = _mi_ssim(table, ("tiles_256", "unet_baseline"), ("train", "test"))
     baseline_md = render_markdown(baseline, "pix2pix vs U-Net regression (paper 003): MI and SSIM")
-    msi_table = _mi_ssim(table, MSI_TABLE_EXPERIMENTS, ("test",), ("MI", "SSIM", "LPIPS"))
-    msi_md = render_markdown(
-        msi_table,
-        "Paper 003: MSI -> H&E, pix2pix (black / white padding) vs U-Net, test split",
-    )
-    claim = claim_lines(msi_table)
-    if claim:
-        msi_md += "\n## Paper 003's claim and what was measured\n\n" + "\n".join(claim) + "\n"
+    msi_table, msi_md = _msi_table(table)
     return table, markdown, baseline, baseline_md, msi_table, msi_md
+
+
+def _msi_table(table: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """Paper 003's table on tiles, then its own whole-specimen design, each with the claim."""
+    metrics = ("MI", "SSIM", "LPIPS")
+    tiles = _mi_ssim(table, MSI_TABLE_EXPERIMENTS, ("test",), metrics)
+    markdown = render_markdown(
+        tiles, "Paper 003: MSI -> H&E, pix2pix (black / white padding) vs U-Net, test split"
+    )
+    claim = claim_lines(tiles)
+    if claim:
+        markdown += "\n## Paper 003's claim and what was measured\n\n" + "\n".join(claim) + "\n"
+    whole = _mi_ssim(table, WHOLE_TABLE_EXPERIMENTS, ("test",), metrics)
+    if whole.empty:
+        return tiles, markdown
+    markdown += "\n#" + render_markdown(
+        whole,
+        "Paper 003's own design: whole specimen views (glass and padding included), pix2pix "
+        "trained on them vs the patch-trained U-Net applied to them, test split",
+    )
+    lines = claim_lines(
+        whole, pix2pix=WHOLE_TABLE_EXPERIMENTS[:1], unet="msi_unet_whole", claim=WHOLE_DESIGN_CLAIM
+    )
+    if lines:
+        markdown += "\n## The whole-specimen design: claim and measurement\n\n"
+        markdown += "\n".join(lines) + "\n"
+    return pd.concat([tiles, whole], ignore_index=True), markdown
 
 
 def synthesise_slides(

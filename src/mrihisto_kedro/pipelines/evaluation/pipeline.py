@@ -27,15 +27,28 @@ EXPERIMENTS: dict[str, str] = {
     "t1_to_t2_pix2pix": "t1_to_t2.tileset",
 }
 
-#: seed 003 (MSI -> H&E): experiment -> tile set, grouped under the node namespace
-#: ``msi_to_he`` as in the modelling pipeline (the U-Net baseline uses the black-padded tiles)
-MSI_EXPERIMENTS: dict[str, str] = dict(msi.MSI_EXPERIMENTS)
+#: seed 003 (MSI -> H&E): evaluation entry -> tile set, grouped under the node namespace
+#: ``msi_to_he`` as in the modelling pipeline (the U-Net baseline uses the black-padded tiles);
+#: ``msi_unet_whole`` is paper 003's own design: the patch-trained U-Net on the whole views
+MSI_EXPERIMENTS: dict[str, str] = {
+    **msi.MSI_EXPERIMENTS,
+    "msi_unet_whole": "msi_to_he_whole.tileset",
+}
 MSI_GROUP = msi.MSI_GROUP
+
+#: evaluation entries that measure another experiment's trained model: entry -> experiment
+#: (its ``generator`` and ``training_summary``)
+MEASURED_MODEL: dict[str, str] = {"msi_unet_whole": "msi_unet"}
 _OUTPUTS = ("evaluation_tiles", "evaluation_metrics", "evaluation_figure")
 
 #: experiments whose generator is slid over whole aligned MRI slices (tile-trained pix2pix and
 #: the U-Net regression baseline; whole_slide_4096 sees the whole slide in one view already)
 SYNTHESISED = ("tiles_256", "tiles_1024", "unet_baseline")
+
+
+def evaluate_node(entry: str) -> str:
+    """The name of the node that evaluates ``entry`` (``msi_to_he.msi_unet.evaluate``)."""
+    return f"{MSI_GROUP}.{entry}.evaluate" if entry in MSI_EXPERIMENTS else f"{entry}.evaluate"
 
 
 def _bind(func, name: str):  # noqa: ANN001, ANN202
@@ -70,9 +83,15 @@ def _experiment(name: str, tileset: str) -> Pipeline:
                 name="synthesise_slides",
             )
         )
-    inputs: dict[str, str] | set[str] = shared if name in SYNTHESISED else set()
+    inputs = {k: k for k in shared} if name in SYNTHESISED else {}
     if tileset != f"{name}.tileset":
-        inputs = {**{k: k for k in inputs}, "tileset": tileset}
+        inputs["tileset"] = tileset
+    if name in MEASURED_MODEL:
+        model = MEASURED_MODEL[name]
+        inputs |= {
+            "generator": f"{model}.generator",
+            "training_summary": f"{model}.training_summary",
+        }
     return Pipeline(
         Pipeline(nodes),
         namespace=name,
@@ -87,7 +106,8 @@ def _experiment(name: str, tileset: str) -> Pipeline:
 
 
 def create_msi_evaluation() -> Pipeline:
-    """The three seed-003 models measured on their tiles, under the namespace ``msi_to_he``."""
+    """The seed-003 models measured on their tiles (and the U-Net on the whole views too),
+    under the namespace ``msi_to_he``."""
     experiments = sum(
         (_experiment(name, tileset) for name, tileset in MSI_EXPERIMENTS.items()),
         start=Pipeline([]),
@@ -96,7 +116,11 @@ def create_msi_evaluation() -> Pipeline:
         experiments,
         namespace=MSI_GROUP,
         inputs=set(MSI_EXPERIMENTS.values())
-        | {f"{name}.{d}" for name in MSI_EXPERIMENTS for d in ("generator", "training_summary")},
+        | {
+            f"{MEASURED_MODEL.get(name, name)}.{d}"
+            for name in MSI_EXPERIMENTS
+            for d in ("generator", "training_summary")
+        },
         outputs={f"{name}.{out}" for name in MSI_EXPERIMENTS for out in _OUTPUTS},
         parameters={f"params:evaluation.{name}" for name in MSI_EXPERIMENTS},
     )

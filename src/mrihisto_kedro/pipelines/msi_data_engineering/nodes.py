@@ -53,6 +53,7 @@ from mrihisto_kedro.msi.pairs import (
     validate_msi_pairs,
 )
 from mrihisto_kedro.msi.reduction import PadColour
+from mrihisto_kedro.msi.whole_views import MsiWholeViewParams, whole_specimen_views
 from mrihisto_kedro.params import parse_params
 
 logger = logging.getLogger(__name__)
@@ -365,6 +366,49 @@ def register_msi_pairs(
     )
 
 
+def _aligned_pairs(
+    pairs: pd.DataFrame,
+    histology_grid: dict[str, Loader],
+    registered: dict[str, Loader],
+    coverage: dict[str, Loader],
+) -> list[MsiAlignedPair]:
+    """Every registered specimen on its working grid (the MSI, the H&E and the coverage)."""
+    aligned = []
+    for row in validate_msi_pairs(pairs).itertuples():
+        pair_id = str(row.pair_id)
+        grid: sitk.Image = histology_grid[pair_id]()
+        grid_mpp = float(grid.GetSpacing()[0]) * 1000.0
+        aligned.append(
+            MsiAlignedPair(
+                pair_id=pair_id,
+                specimen_id=str(row.specimen_id),
+                split=str(row.split),
+                msi=image_to_array(registered[pair_id]()).astype(np.float32),
+                histology=image_to_array(grid),
+                coverage=image_to_array(coverage[pair_id]()) > 0,
+                downsample=round(grid_mpp / float(row.mpp_x)),
+                mpp=grid_mpp,
+            )
+        )
+    return aligned
+
+
+def _with_input_spec(tiles: TileSet, reduction: dict[str, Any], what: str) -> TileSet:
+    """``tiles`` with its input spec recorded (stored by training in ``generator.pt``)."""
+    spec = msi_tiles_input_spec(
+        tiles.manifest, parse_params(ReductionParams, reduction, "msi_data_engineering.reduction")
+    )
+    tiles.attrs["input_spec"] = spec.to_dict()
+    logger.info(
+        "%s: %d of %s px %s",
+        what,
+        len(tiles),
+        tiles.a.shape[1:3],
+        tiles.manifest.groupby("split").size().to_dict(),
+    )
+    return tiles
+
+
 def build_msi_tiles(
     pairs: pd.DataFrame,
     histology_grid: dict[str, Loader],
@@ -381,34 +425,22 @@ def build_msi_tiles(
     embedding and its scaling), which training stores in ``generator.pt``.
     """
     p = parse_params(MsiTilingParams, parameters, "msi_data_engineering.tiling")
-    pairs = validate_msi_pairs(pairs)
-    aligned = []
-    for row in pairs.itertuples():
-        pair_id = str(row.pair_id)
-        grid: sitk.Image = histology_grid[pair_id]()
-        grid_mpp = float(grid.GetSpacing()[0]) * 1000.0
-        aligned.append(
-            MsiAlignedPair(
-                pair_id=pair_id,
-                specimen_id=str(row.specimen_id),
-                split=str(row.split),
-                msi=image_to_array(registered[pair_id]()).astype(np.float32),
-                histology=image_to_array(grid),
-                coverage=image_to_array(coverage[pair_id]()) > 0,
-                downsample=round(grid_mpp / float(row.mpp_x)),
-                mpp=grid_mpp,
-            )
-        )
+    aligned = _aligned_pairs(pairs, histology_grid, registered, coverage)
     tiles = msi_pair_tiles(aligned, p, padding)
-    spec = msi_tiles_input_spec(
-        tiles.manifest, parse_params(ReductionParams, reduction, "msi_data_engineering.reduction")
-    )
-    tiles.attrs["input_spec"] = spec.to_dict()
-    logger.info(
-        "MSI tile set (%s padding): %d tiles %s of %s px",
-        PadColour(padding).value,
-        len(tiles),
-        tiles.manifest.groupby("split").size().to_dict(),
-        tiles.a.shape[1:3],
-    )
-    return tiles
+    return _with_input_spec(tiles, reduction, f"MSI tiles ({PadColour(padding).value} padding)")
+
+
+def build_msi_whole_views(
+    pairs: pd.DataFrame,
+    histology_grid: dict[str, Loader],
+    registered: dict[str, Loader],
+    coverage: dict[str, Loader],
+    parameters: dict[str, Any],
+    reduction: dict[str, Any],
+) -> TileSet:
+    """Paper 003's design: one whole view per specimen (black-padded MSI, H&E with its glass),
+    padded to a square and resized to ``msi_data_engineering.whole_views.size`` px."""
+    p = parse_params(MsiWholeViewParams, parameters, "msi_data_engineering.whole_views")
+    aligned = _aligned_pairs(pairs, histology_grid, registered, coverage)
+    views = whole_specimen_views(aligned, p, PadColour.BLACK)
+    return _with_input_spec(views, reduction, "MSI whole-specimen views (black padding)")
