@@ -23,6 +23,7 @@ import pytest
 import tifffile
 
 from mrihisto_kedro.durability.lock import LOCK_NAME
+from mrihisto_kedro.imaging.nuclei import nucleus_diameters_um
 from mrihisto_kedro.imaging.tileset import load_tileset
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -67,14 +68,20 @@ def test_slides_are_paper_size_aperio_jpeg_pyramids(full_scale: tuple[Path, floa
         assert slide.properties["openslide.vendor"] == "aperio"
         assert slide.dimensions == (60_000, 45_000)
         mpp = float(slide.properties["openslide.mpp-x"])
-        assert 2.0 < mpp < 3.0  # the demo's ~120 mm blocks over 60,000 px
+        assert 0.45 < mpp < 0.55  # a scanner's 20x: ~25.5 mm blocks over 60,000 px
         assert float(slide.properties["aperio.AppMag"]) == pytest.approx(10.0 / mpp, rel=1e-4)
         assert slide.level_count >= 5
         with tifffile.TiffFile(path) as tf:
             assert tf.pages[0].compression == tifffile.COMPRESSION.JPEG
         # tissue at level 0 (not only in the thumbnail): a 1024 px region near the centre
-        region = np.asarray(slide.read_region((29_500, 22_000), 0, (1024, 1024)))[..., :3]
+        region = np.asarray(slide.read_region((29_000, 21_500), 0, (2048, 2048)))[..., :3]
         assert region.mean() < 235 and region.std() > 5
+        # physically true: the nuclei measure what nuclei measure at the slide's own mpp
+        diameters = nucleus_diameters_um(region, mpp)
+        assert len(diameters) > 100 and 5.0 <= float(np.median(diameters)) <= 10.0
+    truth = pd.read_csv(project / "data" / "full_scale" / "01_raw" / "demo" / "ground_truth.csv")
+    assert (truth["cell_magnification"] == 1.0).all()
+    assert (truth["mri_spacing_x"] == 0.4).all() and (truth["mri_spacing_y"] == 0.4).all()
 
 
 def test_data_engineering_and_registration_at_paper_size(full_scale: tuple[Path, float]) -> None:
@@ -87,6 +94,9 @@ def test_data_engineering_and_registration_at_paper_size(full_scale: tuple[Path,
             data / "02_intermediate" / "downsampled_slides" / f"{pair_id}.tiff"
         )
         assert down.dimensions == (4000, 3000)
+        grid_um = float(down.properties["openslide.mpp-x"])
+        assert 6.5 < grid_um < 8.5  # paper 000: about 6.5 µm after the 15x downsampling
+        assert 45 < 400.0 / grid_um < 65  # the MRI-to-histology gap (paper: about 60x)
     report = pd.read_csv(data / "08_reporting" / "registration_report.csv")
     assert len(report) == 3
     assert (report["dice_after"] >= 0.85).all(), report.to_string()

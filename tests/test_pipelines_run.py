@@ -408,7 +408,13 @@ def test_evaluation_writes_table_1_and_the_baseline_table(demo_project: Path) ->
         "trained_with",
         "flag",
         "model",
+        "views",
     ]
+    # issue 14: the names are paper 000's designs; the table says what the demo's views are
+    views = table.drop_duplicates("experiment").set_index("experiment")["views"]
+    assert views["tiles_256"].startswith("64 px at ") and "mm a side" in views["tiles_256"]
+    assert views["whole_slide_4096"].startswith("128 px at ")
+    assert "- Views of tiles_256: 64 px at " in (reporting / "metrics_table.md").read_text()
     # issue 16: each row names the model it measured (generator digest, MLflow training run)
     from mrihisto_kedro.nn.training import generator_digest
 

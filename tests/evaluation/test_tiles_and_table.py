@@ -248,3 +248,33 @@ def test_markdown_lists_what_each_model_was_trained_with() -> None:
     assert f"- Trained with {bf16}: b" in text
     # rows without the information (e.g. an untrained method) add no line
     assert "Trained with" not in render_markdown(parts[0].assign(trained_with=np.nan), "t")
+
+
+def test_views_are_described_in_physical_units_once_per_experiment() -> None:
+    """Issue 14: ``tiles_256`` of the miniature demo is 64 px of a 270 µm grid, and says so."""
+    from mrihisto_kedro.evaluation.table import view_description
+
+    assert view_description(64, 269.8) == "64 px at 270 µm/px (17.3 mm a side)"
+    assert view_description(256, 7.5) == "256 px at 7.5 µm/px (1.92 mm a side)"
+    assert view_description(128, 1.996) == "128 px at 2 µm/px (0.255 mm a side)"
+    per_tile = pd.DataFrame(
+        {
+            "pair_id": ["s0", "s1"],
+            "split": "test",
+            "comparison": "generated_vs_histology",
+            "metric": "SSIM",
+            "value": [0.4, 0.6],
+        }
+    )
+    table = pd.concat(
+        [
+            summarise_tiles(per_tile, "tiles_256", n_boot=10).assign(
+                views=view_description(64, 269.8)
+            ),
+            summarise_tiles(per_tile, "old", n_boot=10).assign(views=np.nan),
+        ],
+        ignore_index=True,
+    )
+    text = render_markdown(table, "t")
+    assert text.count("- Views of tiles_256: 64 px at 270 µm/px (17.3 mm a side)") == 1
+    assert "Views of old" not in text

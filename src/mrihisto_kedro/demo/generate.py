@@ -46,9 +46,11 @@ from mrihisto_kedro.demo.anatomy import (
     SpecimenBlock,
     cut_block,
     load_icbm152,
+    resample_block,
     specimen_layout,
 )
 from mrihisto_kedro.demo.virtual_histology import (
+    TEXTURE_MPP,
     SectionGeometry,
     StainStyle,
     TissueMaps,
@@ -90,6 +92,7 @@ GROUND_TRUTH_COLUMNS: tuple[str, ...] = (
     "shear_deg",
     "level0_width",
     "level0_height",
+    "cell_magnification",
 )
 _SLIDE_SUFFIXES = (".svs", ".tif", ".tiff")
 _MAX_SLICE_JITTER = 2
@@ -108,8 +111,8 @@ class DemoParams:
         level0_height: slide level-0 height in pixels (>= 64).
         level0_width: slide level-0 width in pixels (>= 64).
         block_thickness_mm: lateral extent of each block (2..40 mm).
-        block_length_ap_mm: nominal anterior-posterior extent of each block (40..150 mm).
-        block_height_si_mm: nominal superior-inferior extent of each block (40..110 mm).
+        block_length_ap_mm: nominal anterior-posterior extent of each block (10..150 mm).
+        block_height_si_mm: nominal superior-inferior extent of each block (10..110 mm).
         block_jitter_mm: random change of each in-plane extent and of the centre (0..10 mm).
         max_lateral_offset_mm: largest distance of a block's medial face from the midline
             (0..50 mm, and ``max_lateral_offset_mm + block_thickness_mm <= 60``).
@@ -120,6 +123,15 @@ class DemoParams:
         stain_variation: scale of the per-slide stain jitter (0..3; 0 = identical staining).
         edge_noise: irregularity of the section outline (0..0.4, tissue-probability units).
         slide_suffix: slide file suffix, ``.svs`` (Aperio), ``.tif`` or ``.tiff``.
+        true_cell_size: draw the cells at their real size in µm at each slide's mpp (nuclei
+            5.6-16 µm, astrocyte processes tens of µm); needs slides of at most
+            :data:`~mrihisto_kedro.demo.virtual_histology.TEXTURE_MPP` µm per pixel. ``False``
+            (the miniature default demo): cells keep their pixel sizes, i.e. they are drawn
+            ``mpp / TEXTURE_MPP`` times their real size; the ground truth's
+            ``cell_magnification`` says how many times.
+        mri_spacing_mm: resample each MRI block (T1 and the tissue maps) onto this isotropic
+            spacing (paper 000: 0.4 mm; linear, same physical extent and first voxel centre);
+            ``None``: the template's native 1 mm.
     """
 
     seed: int = 2024
@@ -138,6 +150,8 @@ class DemoParams:
     stain_variation: float = 1.0
     edge_noise: float = 0.12
     slide_suffix: str = ".svs"
+    true_cell_size: bool = False
+    mri_spacing_mm: float | None = None
 
     def __post_init__(self) -> None:
         ints = {
@@ -148,8 +162,8 @@ class DemoParams:
         }
         floats = {
             "block_thickness_mm": (2.0, 40.0),
-            "block_length_ap_mm": (40.0, 150.0),
-            "block_height_si_mm": (40.0, 110.0),
+            "block_length_ap_mm": (10.0, 150.0),
+            "block_height_si_mm": (10.0, 110.0),
             "block_jitter_mm": (0.0, 10.0),
             "max_lateral_offset_mm": (0.0, 50.0),
             "max_rotation_deg": (0.0, 45.0),
@@ -159,7 +173,13 @@ class DemoParams:
             "stain_variation": (0.0, 3.0),
             "edge_noise": (0.0, 0.4),
         }
+        if self.mri_spacing_mm is not None:
+            floats["mri_spacing_mm"] = (0.1, 2.0)
         check_ranges(self, "DemoParams", ints=ints, floats=floats)
+        if not isinstance(self.true_cell_size, bool):
+            raise ValueError(
+                f"DemoParams.true_cell_size must be true or false, got {self.true_cell_size!r}"
+            )
         if self.max_lateral_offset_mm + self.block_thickness_mm > 60.0:
             raise ValueError(
                 "DemoParams.max_lateral_offset_mm + block_thickness_mm must be <= 60 mm "
@@ -198,6 +218,8 @@ class SlideRenderer:
         seed: texture/noise seed.
         edge_noise: outline irregularity.
         description: Aperio-style key/value metadata for the slide.
+        cell_mpp: µm per pixel at which cells are drawn at their real size (the slide's mpp
+            for a physically true section; ``TEXTURE_MPP`` for the miniature demo).
     """
 
     maps: TissueMaps
@@ -206,6 +228,7 @@ class SlideRenderer:
     seed: int
     edge_noise: float
     description: dict[str, str] = field(default_factory=dict)
+    cell_mpp: float = TEXTURE_MPP
 
     @property
     def app_mag(self) -> float:
@@ -226,7 +249,12 @@ class SlideRenderer:
     def render(self) -> SlideImage:
         """Render the slide in memory: RGB uint8 ``(level0_height, level0_width, 3)``, its mpp."""
         pixels = render_virtual_gfap(
-            self.maps, self.geometry, self.style, self.seed, edge_noise=self.edge_noise
+            self.maps,
+            self.geometry,
+            self.style,
+            self.seed,
+            edge_noise=self.edge_noise,
+            cell_mpp=self.cell_mpp,
         )
         return self.slide_image(pixels)
 
@@ -268,7 +296,7 @@ class StreamedSlide:
         """Render and write the slide at ``path`` (atomically; same pixels as ``render()``)."""
         r = self.renderer
         strips = iter_virtual_gfap_strips(
-            r.maps, r.geometry, r.style, r.seed, edge_noise=r.edge_noise
+            r.maps, r.geometry, r.style, r.seed, edge_noise=r.edge_noise, cell_mpp=r.cell_mpp
         )
 
         def write(image: Any, destination: Path) -> None:
@@ -360,6 +388,8 @@ def plan_demo(params: DemoParams | None = None) -> DemoPlan:
         mri_name = f"{specimen_id}_t1.nii.gz"
         slide_name = f"{specimen_id}_gfap{params.slide_suffix}"
         block = cut_block(template, geometry)
+        if params.mri_spacing_mm is not None:
+            block = resample_block(block, params.mri_spacing_mm)
         n_slices = slice_count(block.t1, Plane.SAGITTAL)
         jitter = int(rng.integers(-_MAX_SLICE_JITTER, _MAX_SLICE_JITTER + 1))
         slice_index = int(np.clip((n_slices - 1) // 2 + jitter, 0, n_slices - 1))
@@ -379,6 +409,14 @@ def plan_demo(params: DemoParams | None = None) -> DemoPlan:
         )
         style = random_stain_style(rng, params.stain_variation)
         texture_seed = int(rng.integers(0, 2**63 - 1))
+        slide_mpp = float(np.mean(section.mpp))
+        if params.true_cell_size and slide_mpp > TEXTURE_MPP:
+            raise ValueError(
+                f"DemoParams.true_cell_size: {slide_name} would be {slide_mpp:.2f} µm per pixel; "
+                f"cells of real size need at most {TEXTURE_MPP} µm (raise level0_width and "
+                "level0_height, or shrink the blocks)"
+            )
+        cell_mpp = slide_mpp if params.true_cell_size else TEXTURE_MPP
         slice_x_mm = -block.t1.TransformIndexToPhysicalPoint((slice_index, 0, 0))[0]
         slides[slide_name] = SlideRenderer(
             maps=maps,
@@ -386,6 +424,7 @@ def plan_demo(params: DemoParams | None = None) -> DemoPlan:
             style=style,
             seed=texture_seed,
             edge_noise=params.edge_noise,
+            cell_mpp=cell_mpp,
             description={
                 "Title": "mrihisto_kedro demo virtual GFAP section",
                 "Stain": "GFAP (DAB) with haematoxylin counterstain (virtual)",
@@ -429,6 +468,7 @@ def plan_demo(params: DemoParams | None = None) -> DemoPlan:
                 "shear_deg": section.shear_deg,
                 "level0_width": section.width,
                 "level0_height": section.height,
+                "cell_magnification": slide_mpp / cell_mpp,
             }
         )
         (x0, x1), (y0, y1), (z0, z1) = geometry.ras_bounds()

@@ -42,6 +42,13 @@ _PERIOD_GM_ASTRO = 1024
 _PERIOD_NUCLEI = 1008
 _PERIOD_GM_NUCLEI = 960
 
+#: µm per pixel at which the texture prototypes of :func:`_make_textures` have their real size:
+#: nuclei 5.6-9.6 µm (small) and 10-16 µm (large) across, fibrous astrocytes' processes 16-32 µm
+#: long, protoplasmic ones' 8-20 µm, somata about 8 µm. Rendering with ``cell_mpp`` equal to the
+#: slide's mpp draws cells of real size; the miniature default demo renders at this value on
+#: slides of about 17 µm per pixel, so its cells are drawn about 8.5 times their real size.
+TEXTURE_MPP = 2.0
+
 # optical density ranges of the lookup table (OD per unit stain vector).
 _DAB_OD_MAX = 2.5
 _HAEM_OD_MAX = 2.0
@@ -507,54 +514,85 @@ class _TextureBank:
 
 
 def _make_textures(
-    rng: np.random.Generator, style: StainStyle, max_rows: int, max_cols: int
+    rng: np.random.Generator,
+    style: StainStyle,
+    max_rows: int,
+    max_cols: int,
+    scale: float = 1.0,
 ) -> _TextureBank:
     """Draw the texture tiles of one slide; the diffuse ODs of the style are folded in.
 
     The WM pair sums to ``wm_dab`` + fibrous astrocytes, the GM tile is ``gm_dab`` + protoplasmic
     astrocytes, the nuclei tile ``haematoxylin_base`` + nuclei (OD before gains).
+
+    ``scale``: slide pixels per prototype pixel (``TEXTURE_MPP / cell_mpp``, >= 1): cell sizes
+    grow by it and cell counts per tile fall by its square, so the density per µm² is kept. The
+    tile periods stay in pixels (a memory choice, not a physical one). ``1.0`` draws exactly the
+    textures this function always drew.
     """
+    k, k2 = float(scale), float(scale) ** 2
+
+    def radius(r: int) -> int:
+        return int(round(r * k))
+
     fibrous = _astrocyte_prototypes(
-        rng, 24, radius=16, processes=(6, 10), length=(8.0, 16.0), width=0.7, body_sigma=1.3
+        rng,
+        24,
+        radius=radius(16),
+        processes=(6, 10),
+        length=(8.0 * k, 16.0 * k),
+        width=0.7 * k,
+        body_sigma=1.3 * k,
     )
     protoplasmic = _astrocyte_prototypes(
-        rng, 24, radius=12, processes=(4, 7), length=(4.0, 10.0), width=0.9, body_sigma=1.7
+        rng,
+        24,
+        radius=radius(12),
+        processes=(4, 7),
+        length=(4.0 * k, 10.0 * k),
+        width=0.9 * k,
+        body_sigma=1.7 * k,
     )
-    small_nuclei = _nucleus_prototypes(rng, 24, radius=5, size=(1.4, 2.4))
-    large_nuclei = _nucleus_prototypes(rng, 12, radius=7, size=(2.6, 4.0))
+    small_nuclei = _nucleus_prototypes(rng, 24, radius=radius(5), size=(1.4 * k, 2.4 * k))
+    large_nuclei = _nucleus_prototypes(rng, 12, radius=radius(7), size=(2.6 * k, 4.0 * k))
+
+    def count(period: int, per_px2: float) -> int:
+        return int(period * period // (per_px2 * k2))
 
     def wm_tile(period: int) -> np.ndarray:
-        tile = _scatter(rng, period, fibrous, count=period * period // 1400, amplitude=(0.55, 1.05))
+        tile = _scatter(rng, period, fibrous, count=count(period, 1400), amplitude=(0.55, 1.05))
         angle = float(rng.uniform(0.0, math.pi))
-        fibres = _periodic_noise(rng, period, sigma=(6.0, 0.9), angle=angle)
+        fibres = _periodic_noise(rng, period, sigma=(6.0 * k, 0.9 * k), angle=angle)
         tile += 0.12 * np.maximum(fibres - 0.3, 0.0)
-        tile += 0.05 * np.maximum(_periodic_noise(rng, period, sigma=(0.8, 0.8)), 0.0)
+        tile += 0.05 * np.maximum(_periodic_noise(rng, period, sigma=(0.8 * k, 0.8 * k)), 0.0)
         return tile
 
     gm_tile = _scatter(
         rng,
         _PERIOD_GM_ASTRO,
         protoplasmic,
-        count=_PERIOD_GM_ASTRO**2 // 2600,
+        count=count(_PERIOD_GM_ASTRO, 2600),
         amplitude=(0.3, 0.7),
     )
-    gm_tile += 0.04 * np.maximum(_periodic_noise(rng, _PERIOD_GM_ASTRO, sigma=(0.8, 0.8)), 0.0)
-    nuclei = _scatter(
-        rng, _PERIOD_NUCLEI, small_nuclei, count=_PERIOD_NUCLEI**2 // 420, amplitude=(0.6, 1.1)
+    gm_tile += 0.04 * np.maximum(
+        _periodic_noise(rng, _PERIOD_GM_ASTRO, sigma=(0.8 * k, 0.8 * k)), 0.0
     )
-    nuclei += 0.03 * np.maximum(_periodic_noise(rng, _PERIOD_NUCLEI, sigma=(0.7, 0.7)), 0.0)
+    nuclei = _scatter(
+        rng, _PERIOD_NUCLEI, small_nuclei, count=count(_PERIOD_NUCLEI, 420), amplitude=(0.6, 1.1)
+    )
+    nuclei += 0.03 * np.maximum(_periodic_noise(rng, _PERIOD_NUCLEI, sigma=(0.7 * k, 0.7 * k)), 0.0)
     gm_nuclei = _scatter(
         rng,
         _PERIOD_GM_NUCLEI,
         small_nuclei,
-        count=_PERIOD_GM_NUCLEI**2 // 520,
+        count=count(_PERIOD_GM_NUCLEI, 520),
         amplitude=(0.6, 1.1),
     )
     gm_nuclei += _scatter(
         rng,
         _PERIOD_GM_NUCLEI,
         large_nuclei,
-        count=_PERIOD_GM_NUCLEI**2 // 2500,
+        count=count(_PERIOD_GM_NUCLEI, 2500),
         amplitude=(0.25, 0.45),
     )
     return _TextureBank(
@@ -750,6 +788,7 @@ def iter_virtual_gfap_strips(
     block_cols: int = 1024,
     coarse_factor: int = 8,
     edge_noise: float = 0.12,
+    cell_mpp: float = TEXTURE_MPP,
 ) -> Iterator[tuple[int, np.ndarray]]:
     """Render a virtual GFAP section lazily, one horizontal strip at a time.
 
@@ -767,12 +806,25 @@ def iter_virtual_gfap_strips(
         coarse_factor: level-0 pixels between coarse grid corners (raised automatically so the
             coarse step is >= 150 µm, reduced so it stays <= 250 µm).
         edge_noise: irregularity of the tissue outline, in tissue-probability units (0 = smooth).
+        cell_mpp: µm per pixel at which the cells are drawn at their real size: the slide's own
+            mpp for a physically true section; :data:`TEXTURE_MPP` (the default) draws the cells
+            as the miniature demo always has, ``mpp / TEXTURE_MPP`` times their real size. At
+            most :data:`TEXTURE_MPP` (smaller cells than the prototypes are not drawn).
 
     Yields:
         ``(row0, strip)``: first level-0 row and uint8 RGB pixels ``(rows, width, 3)``.
     """
     yield from _render_strips(
-        maps, geometry, style, seed, None, strip_rows, block_cols, coarse_factor, edge_noise
+        maps,
+        geometry,
+        style,
+        seed,
+        None,
+        strip_rows,
+        block_cols,
+        coarse_factor,
+        edge_noise,
+        cell_mpp,
     )
 
 
@@ -786,12 +838,18 @@ def _render_strips(
     block_cols: int,
     coarse_factor: int,
     edge_noise: float,
+    cell_mpp: float,
 ) -> Iterator[tuple[int, np.ndarray]]:
     """Strip generator behind :func:`iter_virtual_gfap_strips`; fills ``target`` when given."""
     if strip_rows < 1 or block_cols < 1 or coarse_factor < 1:
         raise ValueError("strip_rows, block_cols and coarse_factor must be >= 1")
     if edge_noise < 0:
         raise ValueError(f"edge_noise must be >= 0, got {edge_noise}")
+    if not 0 < cell_mpp <= TEXTURE_MPP:
+        raise ValueError(
+            f"cell_mpp must be in (0, {TEXTURE_MPP}] µm per pixel (cells of real size need "
+            f"pixels of at most {TEXTURE_MPP} µm), got {cell_mpp}"
+        )
     height, width = geometry.height, geometry.width
     f = _coarse_factor(geometry.mpp, coarse_factor)
     strip_rows = -(-strip_rows // f) * f
@@ -800,7 +858,7 @@ def _render_strips(
     cols_c = -(-width // f)
     rng = np.random.default_rng(seed)
     coarse = _coarse_maps(maps, geometry, style, rng, f, rows_c, cols_c, edge_noise)
-    textures = _make_textures(rng, style, strip_rows, block_cols)
+    textures = _make_textures(rng, style, strip_rows, block_cols, TEXTURE_MPP / cell_mpp)
     lut = _stain_lut(style)
     up = _Upsampler(f)
     dab_scale = np.float32(255.0 / _DAB_OD_MAX)
@@ -854,6 +912,7 @@ def render_virtual_gfap(
     block_cols: int = 1024,
     coarse_factor: int = 8,
     edge_noise: float = 0.12,
+    cell_mpp: float = TEXTURE_MPP,
 ) -> np.ndarray:
     """Render a whole virtual GFAP section into memory.
 
@@ -864,7 +923,16 @@ def render_virtual_gfap(
     """
     out = np.empty((geometry.height, geometry.width, 3), dtype=np.uint8)
     for _ in _render_strips(
-        maps, geometry, style, seed, out, strip_rows, block_cols, coarse_factor, edge_noise
+        maps,
+        geometry,
+        style,
+        seed,
+        out,
+        strip_rows,
+        block_cols,
+        coarse_factor,
+        edge_noise,
+        cell_mpp,
     ):
         pass
     return out

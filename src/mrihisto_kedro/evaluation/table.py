@@ -16,7 +16,10 @@ empty, or why the experiment's numbers on that split are not a result (a degener
 :mod:`~mrihisto_kedro.evaluation.degenerate`); the markdown marks the column ``FLAGGED`` and
 says why under the table. ``model`` names what was measured (``generator <digest>, MLflow run
 <id>``: :func:`~mrihisto_kedro.nn.training.generator_digest`), listed under the table once per
-experiment, so a table can be told from one measured on a model retrained since.
+experiment, so a table can be told from one measured on a model retrained since. ``views`` says
+what each experiment's images are in physical units (:func:`view_description`: pixels, µm per
+pixel, mm a side), listed under the table once per experiment: the experiment names are paper
+000's designs (``tiles_256``), and the miniature demo's views are smaller.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from mrihisto_kedro.metrics.frechet import (
 __all__ = [
     "FID_RELIABLE_N",
     "TABLE_COLUMNS",
+    "view_description",
     "missing_rows",
     "render_markdown",
     "summarise_sets",
@@ -56,6 +60,7 @@ TABLE_COLUMNS: tuple[str, ...] = (
     "trained_with",
     "flag",
     "model",
+    "views",
 )
 
 #: pytorch-fid's advice: below this many samples the covariance is rank-deficient and FID is
@@ -309,16 +314,34 @@ def render_markdown(table: pd.DataFrame, title: str) -> str:
     lines += [f"- FLAGGED {column}: {reason}" for column, reason in flags.items()]
     lines += _trained_with_lines(t)
     lines += _model_lines(t)
+    lines += _per_experiment_lines(t, "views", "Views of")
     return "\n".join(lines) + "\n"
+
+
+def view_description(pixels: int, pixel_size_um: float) -> str:
+    """``"64 px at 270 µm/px (17.3 mm a side)"``: what one evaluated image is, physically.
+
+    Args:
+        pixels: side of the (square) image the generator sees, in pixels.
+        pixel_size_um: µm per pixel of that image (the generator's input spec).
+    """
+    side_mm = pixels * pixel_size_um / 1000.0
+    um = f"{pixel_size_um:.0f}" if pixel_size_um >= 10 else f"{pixel_size_um:.2g}"
+    return f"{pixels} px at {um} µm/px ({side_mm:.3g} mm a side)"
+
+
+def _per_experiment_lines(table: pd.DataFrame, column: str, label: str) -> list[str]:
+    """``<label> <experiment>: <value>`` once per experiment with a value in ``column``."""
+    if column not in table.columns:
+        return []
+    known = table[table[column].map(lambda v: isinstance(v, str) and bool(v))]
+    values = dict(zip(known["experiment"], known[column], strict=True))
+    return [f"- {label} {experiment}: {value}" for experiment, value in values.items()]
 
 
 def _model_lines(table: pd.DataFrame) -> list[str]:
     """``Measured <experiment>: <model>`` once per experiment whose model is recorded."""
-    if "model" not in table.columns:
-        return []
-    known = table[table["model"].map(lambda v: isinstance(v, str) and bool(v))]
-    models = dict(zip(known["experiment"], known["model"], strict=True))
-    return [f"- Measured {experiment}: {model}" for experiment, model in models.items()]
+    return _per_experiment_lines(table, "model", "Measured")
 
 
 def _column_flags(table: pd.DataFrame) -> dict[str, str]:

@@ -30,6 +30,7 @@ from mrihisto_kedro.evaluation.table import (
     render_markdown,
     summarise_sets,
     summarise_tiles,
+    view_description,
 )
 from mrihisto_kedro.evaluation.tiles import (
     SET_METRICS,
@@ -143,6 +144,14 @@ def _measured_model(generator: dict[str, Any], summary: pd.DataFrame) -> str:
     return text
 
 
+def _views(tileset: TileSet, generator: dict[str, Any]) -> str:
+    """What the evaluated images are physically (empty when the generator has no input spec)."""
+    spec = generator.get("input_spec")
+    if not isinstance(spec, dict) or "pixel_size_um" not in spec:
+        return ""
+    return view_description(int(tileset.a.shape[1]), float(spec["pixel_size_um"][0]))
+
+
 def _trained_with(summary: pd.DataFrame) -> str:
     """The training's numerics line (``trained_with`` of its summary; empty when unknown)."""
     if summary.empty or "trained_with" not in summary.columns:
@@ -223,6 +232,7 @@ def evaluate_experiment(
     )
     table["flag"] = table["split"].map(flags).fillna("")
     table["model"] = _measured_model(generator, training_summary)
+    table["views"] = _views(tileset, generator)
     entry = _entry(experiment, training_summary)
     _flag_degenerate(experiment, flags, training_summary, entry)
     markdown = render_markdown(table, f"{experiment}: evaluation")
