@@ -166,10 +166,12 @@ class RunTagHooks:
 
 
 #: (long table, its markdown) pairs of the evaluation pipeline, each row naming its model
+#: (table, its markdown, the registered pipeline that rebuilds it)
 METRIC_TABLES = (
-    ("metrics_table", "metrics_table_md"),
-    ("baseline_table", "baseline_table_md"),
-    ("msi_table", "msi_table_md"),
+    ("metrics_table", "metrics_table_md", "evaluation"),
+    ("baseline_table", "baseline_table_md", "evaluation"),
+    ("msi_table", "msi_table_md", "evaluation"),
+    ("msi_whole_table", "msi_whole_table_md", "msi_whole_specimen"),
 )
 
 
@@ -218,7 +220,7 @@ def mark_stale_tables(catalog: Any) -> dict[str, dict[str, str]]:
     from mrihisto_kedro.pipelines.evaluation.pipeline import evaluate_node
 
     found = {}
-    for table_name, md_name in METRIC_TABLES:
+    for table_name, md_name, pipeline in METRIC_TABLES:
         if catalog.get(table_name) is None or not catalog.exists(table_name):
             continue
         path = local_dataset_path(catalog.get(md_name))
@@ -228,7 +230,7 @@ def mark_stale_tables(catalog: Any) -> dict[str, dict[str, str]]:
         stale = stale_experiments(table, _current_digests(catalog, set(table["experiment"])))
         nodes = {e: evaluate_node(e) for e in stale}
         text = path.read_text(encoding="utf-8")
-        marked = mark_stale(text, stale, nodes)
+        marked = mark_stale(text, stale, nodes, pipeline)
         if marked != text:
             write_text_atomically(marked, path)
         if stale:
@@ -237,6 +239,6 @@ def mark_stale_tables(catalog: Any) -> dict[str, dict[str, str]]:
                 "%s describes retrained model(s) %s (marked STALE); rebuild with: %s",
                 path,
                 ", ".join(sorted(stale)),
-                rebuild_command(sorted(stale), nodes),
+                rebuild_command(sorted(stale), nodes, pipeline),
             )
     return found

@@ -21,6 +21,7 @@ from mrihisto_kedro.pipelines import (
     missing_sequences,
     modelling,
     msi_data_engineering,
+    msi_whole_specimen,
     registration,
 )
 from mrihisto_kedro.pipelines.modelling.msi import create_msi_experiments
@@ -43,6 +44,7 @@ FULL_SCALE_EXPERIMENTS = ["tiles_256", "tiles_1024"]
 #: 003 alone: the simulated MSI -> H&E demo, its three trainings and their evaluation, which the
 #: default run includes through ``msi_data_engineering``, ``modelling`` and ``evaluation``;
 #: ``msi_analysis`` is ``msi_data_engineering`` without the demo, on the ``msi_*`` raw inputs;
+#: ``msi_whole_specimen`` is paper 003's own whole-specimen design, after ``msi`` (about 90 s);
 #: ``full_scale`` is the slide path at paper size: ``kedro run --env=full_scale
 #: --pipeline=full_scale``, see :func:`full_scale_pipeline`)
 ALTERNATIVES = (
@@ -54,6 +56,7 @@ ALTERNATIVES = (
     "missing_sequences",
     "msi",
     "msi_analysis",
+    "msi_whole_specimen",
 )
 
 
@@ -75,6 +78,7 @@ def register_pipelines() -> dict[str, Pipeline]:
         "missing_sequences": missing_sequences.create_pipeline(),
         "msi_data_engineering": msi_data_engineering.create_pipeline(),
         "msi_analysis": msi_data_engineering.create_analysis_pipeline(),
+        "msi_whole_specimen": msi_whole_specimen.create_pipeline(),
         "msi": msi_data_engineering.create_pipeline()
         + create_msi_experiments()
         + evaluation.create_msi_evaluation(),

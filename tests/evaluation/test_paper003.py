@@ -52,11 +52,11 @@ def test_claim_lines_state_each_metric_as_measured() -> None:
     assert claim_lines(table[table.experiment != "msi_unet"]) == []
 
 
-def test_the_msi_table_adds_the_whole_specimen_design_when_it_was_evaluated() -> None:
-    """``combine_tables``: the tile table with its claim, then the whole-view design (pix2pix
-    trained on whole views vs the patch-trained U-Net applied to them) with its own claim."""
+def test_the_whole_design_table_states_its_own_claim_and_the_tile_table_is_unchanged() -> None:
+    """``whole_design_tables`` (pipeline ``msi_whole_specimen``): pix2pix trained on whole views
+    vs the patch-trained U-Net applied to them; ``combine_tables`` ignores those rows."""
     from mrihisto_kedro.evaluation.paper003 import WHOLE_DESIGN_CLAIM
-    from mrihisto_kedro.pipelines.evaluation.nodes import combine_tables
+    from mrihisto_kedro.pipelines.evaluation.nodes import combine_tables, whole_design_tables
 
     values = {
         (e, m): v
@@ -74,20 +74,16 @@ def test_the_msi_table_adds_the_whole_specimen_design_when_it_was_evaluated() ->
             ("msi_unet_whole", "LPIPS"): 0.603,
         }
     ).assign(ci_low=0.0, ci_high=1.0, n_tiles=2, n_slides=2, note="")
-    *_, msi_table, msi_md = combine_tables(tiles)
-    assert set(msi_table["experiment"]) == {"msi_to_he_black", "msi_to_he_white", "msi_unet"}
-    assert "whole specimen" not in msi_md
     *_, msi_table, msi_md = combine_tables(tiles, whole)
-    assert set(msi_table["experiment"]) == {
-        "msi_to_he_black",
-        "msi_to_he_white",
-        "msi_unet",
-        "msi_to_he_whole",
-        "msi_unet_whole",
-    }
-    tile_part, whole_part = msi_md.split("## Paper 003's own design: whole specimen views")
-    assert "msi_to_he_whole" not in tile_part and "msi_unet / test" in tile_part
-    assert "| msi_to_he_whole / test | msi_unet_whole / test |" in whole_part
-    assert f"- {WHOLE_DESIGN_CLAIM}" in whole_part
-    assert "MI (higher is better) pix2pix 0.259 vs U-Net 0.290: the U-Net is better" in whole_part
-    assert "LPIPS (lower is better) pix2pix 0.592 vs U-Net 0.603: pix2pix is better" in whole_part
+    assert set(msi_table["experiment"]) == {"msi_to_he_black", "msi_to_he_white", "msi_unet"}
+    assert "whole" not in msi_md
+    table, markdown = whole_design_tables(whole)
+    assert set(table["experiment"]) == {"msi_to_he_whole", "msi_unet_whole"}
+    assert markdown.startswith("# Paper 003's own design: whole specimen views")
+    assert "| msi_to_he_whole / test | msi_unet_whole / test |" in markdown
+    assert f"- {WHOLE_DESIGN_CLAIM}" in markdown
+    assert "MI (higher is better) pix2pix 0.259 vs U-Net 0.290: the U-Net is better" in markdown
+    assert "LPIPS (lower is better) pix2pix 0.592 vs U-Net 0.603: pix2pix is better" in markdown
+    # one of the two not evaluated: no table, no claim
+    table, markdown = whole_design_tables(whole[whole["experiment"] == "msi_to_he_whole"])
+    assert table.empty and "No experiment was evaluated" in markdown

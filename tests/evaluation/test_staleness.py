@@ -65,26 +65,26 @@ def test_stale_experiments_compare_the_measured_and_the_current_digest() -> None
     )
 
 
-def test_the_rebuild_command_names_the_evaluation_nodes_of_the_pipeline() -> None:
-    """MSI entries are grouped under ``msi_to_he``; each named node exists in the pipeline."""
-    from mrihisto_kedro.pipelines.evaluation.pipeline import (
-        MEASURED_MODEL,
-        create_pipeline,
-        evaluate_node,
-    )
+def test_the_rebuild_command_names_nodes_of_the_pipeline_it_runs() -> None:
+    """MSI entries are grouped under ``msi_to_he``; the whole-view entries live in
+    ``msi_whole_specimen``; every node a command names exists in the pipeline it runs."""
+    from mrihisto_kedro.pipeline_registry import register_pipelines
+    from mrihisto_kedro.pipelines.evaluation.pipeline import MEASURED_MODEL, evaluate_node
 
-    entries = ["tiles_256", "msi_unet", "msi_unet_whole"]
-    nodes = {e: evaluate_node(e) for e in entries}
-    command = rebuild_command(entries, nodes)
-    assert command == (
-        "kedro run --pipeline=evaluation --from-nodes=tiles_256.evaluate,"
-        "msi_to_he.msi_unet.evaluate,msi_to_he.msi_unet_whole.evaluate"
-    )
-    pipeline = create_pipeline()
-    names = {n.name for n in pipeline.nodes}
-    assert set(nodes.values()) <= names
+    registry = register_pipelines()
+    for pipeline, entries in (
+        ("evaluation", ["tiles_256", "msi_unet"]),
+        ("msi_whole_specimen", ["msi_to_he_whole", "msi_unet_whole"]),
+    ):
+        nodes = {e: evaluate_node(e) for e in entries}
+        command = rebuild_command(entries, nodes, pipeline)
+        assert command.startswith(f"kedro run --pipeline={pipeline} --from-nodes=")
+        assert set(nodes.values()) <= {n.name for n in registry[pipeline].nodes}
+    assert evaluate_node("msi_unet") == "msi_to_he.msi_unet.evaluate"
     # the whole-view entry measures msi_unet's model: its generator and training summary
-    node = next(n for n in pipeline.nodes if n.name == nodes["msi_unet_whole"])
+    node = next(
+        n for n in registry["msi_whole_specimen"].nodes if n.name == "msi_unet_whole.evaluate"
+    )
     assert MEASURED_MODEL == {"msi_unet_whole": "msi_unet"}
     assert {"msi_unet.generator", "msi_unet.training_summary", "msi_to_he_whole.tileset"} <= set(
         node.inputs
@@ -148,21 +148,34 @@ def test_a_whole_view_entry_is_judged_by_the_model_it_measured(tmp_path: Path) -
     measured ``msi_unet``'s generator, so a retrained ``msi_unet`` makes both columns stale."""
     from mrihisto_kedro.hooks import mark_stale_tables
 
-    table = _table({"msi_unet": f"generator {OLD}", "msi_unet_whole": f"generator {OLD}"})
+    tiles = _table({"msi_unet": f"generator {OLD}"})
+    whole = _table({"msi_to_he_whole": f"generator {NEW}", "msi_unet_whole": f"generator {OLD}"})
     catalog = DataCatalog(
         {
             "msi_table": CSVDataset(filepath=str(tmp_path / "msi_table.csv")),
             "msi_table_md": TextDataset(filepath=str(tmp_path / "msi_table.md")),
-            "msi_unet.training_summary": CSVDataset(filepath=str(tmp_path / "summary.csv")),
+            "msi_whole_table": CSVDataset(filepath=str(tmp_path / "msi_whole_table.csv")),
+            "msi_whole_table_md": TextDataset(filepath=str(tmp_path / "msi_whole_table.md")),
+            "msi_unet.training_summary": CSVDataset(filepath=str(tmp_path / "unet.csv")),
+            "msi_to_he_whole.training_summary": CSVDataset(filepath=str(tmp_path / "whole.csv")),
         }
     )
-    catalog.save("msi_table", table)
-    catalog.save("msi_table_md", render_markdown(table, "Paper 003"))
+    for name, table in (("msi_table", tiles), ("msi_whole_table", whole)):
+        catalog.save(name, table)
+        catalog.save(f"{name}_md", render_markdown(table, "Paper 003"))
     catalog.save("msi_unet.training_summary", pd.DataFrame({"generator": [NEW]}))
+    catalog.save("msi_to_he_whole.training_summary", pd.DataFrame({"generator": [NEW]}))
     found = mark_stale_tables(catalog)
-    assert set(found["msi_table_md"]) == {"msi_unet", "msi_unet_whole"}
-    text = (tmp_path / "msi_table.md").read_text()
-    assert "--from-nodes=msi_to_he.msi_unet.evaluate,msi_to_he.msi_unet_whole.evaluate`" in text
+    assert set(found["msi_table_md"]) == {"msi_unet"}
+    assert set(found["msi_whole_table_md"]) == {"msi_unet_whole"}  # msi_to_he_whole is current
+    assert (
+        "`kedro run --pipeline=evaluation --from-nodes=msi_to_he.msi_unet.evaluate`"
+        in (tmp_path / "msi_table.md").read_text()
+    )
+    assert (
+        "`kedro run --pipeline=msi_whole_specimen --from-nodes=msi_unet_whole.evaluate`"
+        in (tmp_path / "msi_whole_table.md").read_text()
+    )
     catalog.save("msi_unet.training_summary", pd.DataFrame({"generator": [OLD]}))
     assert mark_stale_tables(catalog) == {}
-    assert "**STALE**" not in (tmp_path / "msi_table.md").read_text()
+    assert "**STALE**" not in (tmp_path / "msi_whole_table.md").read_text()

@@ -154,6 +154,7 @@ def msi_project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
             timings["modelling --namespaces=msi_to_he"] = _run(
                 project, "modelling", TINY, namespaces=[MSI_GROUP]
             )
+            timings["msi_whole_specimen"] = _run(project, "msi_whole_specimen", TINY)
         yield {"project": project, "intensity_report": intensity, "timings": timings}
     finally:
         torch.set_num_threads(threads)
@@ -231,7 +232,8 @@ def test_tile_sets_are_split_by_specimen(msi_project: dict) -> None:
 
 
 def test_whole_specimen_views_are_one_per_specimen(msi_project: dict) -> None:
-    """Paper 003's own design: each specimen's whole 2 µm grid (512 px of H&E at 0.499 µm =
+    """Paper 003's own design (``kedro run --pipeline=msi_whole_specimen``): each specimen's
+    whole 2 µm grid (512 px of H&E at 0.499 µm =
     128 grid px, square already: kept as it is), black padding and off-MSI H&E included."""
     project = msi_project["project"]
     views = load_tileset(project / "data" / "05_model_input" / "msi_to_he_whole" / "tileset")
@@ -251,6 +253,32 @@ def test_whole_specimen_views_are_one_per_specimen(msi_project: dict) -> None:
         project / "data" / "06_models" / "msi_to_he_whole" / "generator.pt", weights_only=True
     )
     assert payload["input_spec"]["pixel_size_um"] == pytest.approx([0.499 * 4] * 2)
+
+
+def test_the_whole_design_table_measures_msi_unets_own_model(msi_project: dict) -> None:
+    """``msi_whole_table``: pix2pix trained on the views vs msi_unet (trained on tiles) applied
+    to them, on the 2 test views; msi_unet_whole logs beside msi_unet's own measurement."""
+    from mrihisto_kedro.nn.training import generator_digest
+
+    project = msi_project["project"]
+    reporting = project / "data" / "08_reporting"
+    table = pd.read_csv(reporting / "msi_whole_table.csv")
+    assert set(table["experiment"]) == {"msi_to_he_whole", "msi_unet_whole"}
+    assert set(table["metric"]) >= {"MI", "SSIM"} and set(table["split"]) == {"test"}
+    assert (table["n_tiles"] == 2).all() and (table["n_slides"] == 2).all()
+    unet = torch.load(
+        project / "data" / "06_models" / "msi_unet" / "generator.pt", weights_only=True
+    )
+    models = table.drop_duplicates("experiment").set_index("experiment")["model"]
+    assert models["msi_unet_whole"].startswith(f"generator {generator_digest(unet)}, MLflow run ")
+    assert "128 px at 2 µm/px" in table["views"].iloc[0]
+    markdown = (reporting / "msi_whole_table.md").read_text()
+    assert "Paper 003's own design" in markdown and "MI (higher is better) pix2pix" in markdown
+    mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
+    run_id = pd.read_csv(reporting / "msi_unet" / "training_summary.csv").loc[0, "run_id"]
+    metrics = mlflow.get_run(run_id).data.metrics
+    whole_mi = table.set_index(["experiment", "metric"]).loc[("msi_unet_whole", "MI"), "value"]
+    assert metrics["eval.msi_unet_whole.test.generated_vs_histology.MI"] == pytest.approx(whole_mi)
 
 
 def test_black_and_white_padding(msi_project: dict) -> None:

@@ -35,13 +35,18 @@ def measured_digests(table: pd.DataFrame) -> dict[str, str]:
     return out
 
 
-def rebuild_command(experiments: list[str], nodes: Mapping[str, str] | None = None) -> str:
+def rebuild_command(
+    experiments: list[str],
+    nodes: Mapping[str, str] | None = None,
+    pipeline: str = "evaluation",
+) -> str:
     """The ``kedro run`` that re-measures ``experiments`` and rebuilds the tables after them.
 
     ``nodes``: experiment -> the name of its evaluation node, where it is not
-    ``<experiment>.evaluate`` (``msi_to_he.msi_unet.evaluate``)."""
+    ``<experiment>.evaluate`` (``msi_to_he.msi_unet.evaluate``); ``pipeline``: the registered
+    pipeline that holds those nodes and the table (``msi_whole_specimen`` for its table)."""
     names = ",".join((nodes or {}).get(e, f"{e}.evaluate") for e in experiments)
-    return f"kedro run --pipeline=evaluation --from-nodes={names}"
+    return f"kedro run --pipeline={pipeline} --from-nodes={names}"
 
 
 def stale_experiments(table: pd.DataFrame, current: Mapping[str, str]) -> dict[str, str]:
@@ -64,11 +69,14 @@ def stale_experiments(table: pd.DataFrame, current: Mapping[str, str]) -> dict[s
 
 
 def mark_stale(
-    markdown: str, stale: Mapping[str, str], nodes: Mapping[str, str] | None = None
+    markdown: str,
+    stale: Mapping[str, str],
+    nodes: Mapping[str, str] | None = None,
+    pipeline: str = "evaluation",
 ) -> str:
     """``markdown`` with a stale notice under its first line (a previous notice replaced).
 
-    ``nodes``: as :func:`rebuild_command`.
+    ``nodes``, ``pipeline``: as :func:`rebuild_command`.
 
     With ``stale`` empty the notice is removed: the text is the table as it was written.
     """
@@ -85,6 +93,7 @@ def mark_stale(
     details = "; ".join(f"{e}: {stale[e]}" for e in names)
     notice = (
         f"{STALE_MARK}: the columns of {', '.join(names)} describe a model that has been "
-        f"retrained since ({details}). Rebuild them with `{rebuild_command(names, nodes)}`."
+        f"retrained since ({details}). Rebuild them with "
+        f"`{rebuild_command(names, nodes, pipeline)}`."
     )
     return "\n".join([*lines[:1], "", notice, *lines[1:]]) + "\n"

@@ -27,17 +27,14 @@ EXPERIMENTS: dict[str, str] = {
     "t1_to_t2_pix2pix": "t1_to_t2.tileset",
 }
 
-#: seed 003 (MSI -> H&E): evaluation entry -> tile set, grouped under the node namespace
-#: ``msi_to_he`` as in the modelling pipeline (the U-Net baseline uses the black-padded tiles);
-#: ``msi_unet_whole`` is paper 003's own design: the patch-trained U-Net on the whole views
-MSI_EXPERIMENTS: dict[str, str] = {
-    **msi.MSI_EXPERIMENTS,
-    "msi_unet_whole": "msi_to_he_whole.tileset",
-}
+#: seed 003 (MSI -> H&E): experiment -> tile set, grouped under the node namespace
+#: ``msi_to_he`` as in the modelling pipeline (the U-Net baseline uses the black-padded tiles)
+MSI_EXPERIMENTS: dict[str, str] = dict(msi.MSI_EXPERIMENTS)
 MSI_GROUP = msi.MSI_GROUP
 
 #: evaluation entries that measure another experiment's trained model: entry -> experiment
-#: (its ``generator`` and ``training_summary``)
+#: (its ``generator`` and ``training_summary``); ``msi_unet_whole`` (pipeline
+#: ``msi_whole_specimen``) is the patch-trained U-Net on paper 003's whole specimen views
 MEASURED_MODEL: dict[str, str] = {"msi_unet_whole": "msi_unet"}
 _OUTPUTS = ("evaluation_tiles", "evaluation_metrics", "evaluation_figure")
 
@@ -56,7 +53,9 @@ def _bind(func, name: str):  # noqa: ANN001, ANN202
     return update_wrapper(partial(func, experiment=name), func)
 
 
-def _experiment(name: str, tileset: str) -> Pipeline:
+def evaluation_pipeline(name: str, tileset: str) -> Pipeline:
+    """The evaluation of entry ``name`` on ``tileset`` (namespace ``name``: ``<name>.evaluate``;
+    its model is :data:`MEASURED_MODEL`'s, or its own)."""
     nodes = [
         Node(
             _bind(evaluate_experiment, name),
@@ -106,10 +105,9 @@ def _experiment(name: str, tileset: str) -> Pipeline:
 
 
 def create_msi_evaluation() -> Pipeline:
-    """The seed-003 models measured on their tiles (and the U-Net on the whole views too),
-    under the namespace ``msi_to_he``."""
+    """The three seed-003 models measured on their tiles, under the namespace ``msi_to_he``."""
     experiments = sum(
-        (_experiment(name, tileset) for name, tileset in MSI_EXPERIMENTS.items()),
+        (evaluation_pipeline(name, tileset) for name, tileset in MSI_EXPERIMENTS.items()),
         start=Pipeline([]),
     )
     return Pipeline(
@@ -129,7 +127,7 @@ def create_msi_evaluation() -> Pipeline:
 def create_pipeline(**kwargs) -> Pipeline:
     """Evaluate every experiment, then write Table 1, the pix2pix-vs-U-Net table (MRI) and
     seed 003's MSI table."""
-    experiments = [_experiment(name, tileset) for name, tileset in EXPERIMENTS.items()]
+    experiments = [evaluation_pipeline(name, tileset) for name, tileset in EXPERIMENTS.items()]
     everything = [*EXPERIMENTS, *MSI_EXPERIMENTS]
     tables = Pipeline(
         Pipeline(

@@ -2,13 +2,13 @@
 
 ``msi_to_he_black`` and ``msi_to_he_white`` train pix2pix (the paper's lr 2e-5 and lambda_L1 200)
 on the black- and white-padded tile sets; ``msi_unet`` trains the U-Net regression baseline
-(sigmoid, MSE) on the black-padded tiles; ``msi_to_he_whole`` trains pix2pix on whole specimen
-views (paper 003's own design; the evaluation applies ``msi_unet`` to the same views). The tile
-sets come from the ``msi_data_engineering`` pipeline; each training is the same
+(sigmoid, MSE) on the black-padded tiles (paper 003's own whole-specimen design is the separate
+pipeline ``msi_whole_specimen``). The tile sets come from the ``msi_data_engineering`` pipeline;
+each training is the same
 :func:`~.nodes.train_experiment` node as every other experiment (an MLflow run with its
 parameters, losses, samples and model).
 
-The four are grouped under the node namespace ``msi_to_he`` so that one command runs them all,
+The three are grouped under the node namespace ``msi_to_he`` so that one command runs them all,
 while their datasets and parameters keep their own names (``msi_to_he_black.generator``,
 ``params:msi_unet.training``, ...)::
 
@@ -29,16 +29,16 @@ MSI_EXPERIMENTS: dict[str, str] = {
     "msi_to_he_black": "msi_to_he_black.tileset",
     "msi_to_he_white": "msi_to_he_white.tileset",
     "msi_unet": "msi_to_he_black.tileset",
-    "msi_to_he_whole": "msi_to_he_whole.tileset",
 }
 
-#: the node namespace the four experiments are grouped under (``--namespaces=msi_to_he``)
+#: the node namespace the three experiments are grouped under (``--namespaces=msi_to_he``)
 MSI_GROUP = "msi_to_he"
 
 _OUTPUTS = ("generator", "training_history", "training_summary")
 
 
-def _experiment(name: str, tileset: str) -> Pipeline:
+def training_pipeline(name: str, tileset: str) -> Pipeline:
+    """The experiment ``name`` trained on ``tileset`` (namespace ``name``: ``<name>.train``)."""
     train = Node(
         train_experiment,
         ["tileset", "params:training", "checkpoints"],
@@ -53,7 +53,7 @@ def _experiment(name: str, tileset: str) -> Pipeline:
 
 
 def create_msi_experiments(group: str | None = MSI_GROUP) -> Pipeline:
-    """The four seed-003 trainings, optionally grouped under one node namespace.
+    """The three seed-003 trainings, optionally grouped under one node namespace.
 
     Args:
         group: outer node namespace (``msi_to_he``): nodes are ``msi_to_he.msi_to_he_black.train``
@@ -61,11 +61,11 @@ def create_msi_experiments(group: str | None = MSI_GROUP) -> Pipeline:
             parameter names are the same either way.
 
     Returns:
-        The pipeline; its free inputs are the three tile sets and the four ``training``
+        The pipeline; its free inputs are the two tile sets and the three ``training``
         parameter blocks.
     """
     experiments = sum(
-        (_experiment(name, tileset) for name, tileset in MSI_EXPERIMENTS.items()),
+        (training_pipeline(name, tileset) for name, tileset in MSI_EXPERIMENTS.items()),
         start=Pipeline([]),
     )
     if group is None:

@@ -12,10 +12,9 @@ point ``msi_pairs``, ``msi_imzml``, ``msi_histology`` (and ``msi_control_points`
     kedro run --pipeline=msi_analysis          # your data, as conf/local/catalog.yml says
 
 Outputs: ``msi_to_he_black.tileset`` and ``msi_to_he_white.tileset`` (read by the modelling
-pipeline's ``msi_to_he_black``, ``msi_to_he_white`` and ``msi_unet`` experiments),
-``msi_to_he_whole.tileset`` (paper 003's own design: one whole, black-padded view per specimen,
-read by ``msi_to_he_whole`` and by the evaluation of ``msi_unet`` on whole specimens) and
-``msi_registration_report`` (TRE against the demo's known affine, in µm).
+pipeline's ``msi_to_he_black``, ``msi_to_he_white`` and ``msi_unet`` experiments) and
+``msi_registration_report`` (TRE against the demo's known affine, in µm). Paper 003's own
+whole-specimen design reads the registered pairs in the ``msi_whole_specimen`` pipeline.
 """
 
 from functools import partial, update_wrapper
@@ -27,7 +26,6 @@ from mrihisto_kedro.msi.reduction import PadColour
 from .nodes import (
     assign_msi_splits,
     build_msi_tiles,
-    build_msi_whole_views,
     build_peak_stacks,
     make_msi_demo,
     reduce_peak_stacks,
@@ -42,9 +40,6 @@ DEMO_MSI_INPUTS: dict[str, str] = {
     "msi_control_points": "demo_msi_control_points",
     "msi_ground_truth": "demo_msi_ground_truth",
 }
-
-#: the experiment namespace whose ``tileset`` holds the whole-specimen views (black padding)
-WHOLE_EXPERIMENT = "msi_to_he_whole"
 
 #: padding colour -> the experiment namespace whose ``tileset`` it builds (the paper compared
 #: both paddings): outputs ``msi_to_he_black.tileset`` and ``msi_to_he_white.tileset``
@@ -158,35 +153,7 @@ def create_analysis_pipeline(**kwargs) -> Pipeline:
         )
         for colour, experiment in TILE_EXPERIMENTS.items()
     ]
-    whole = Pipeline(
-        [
-            Node(
-                build_msi_whole_views,
-                [
-                    "msi_pairs_with_splits",
-                    "msi_histology_grid",
-                    "msi_registered_black",
-                    "msi_coverage",
-                    "params:msi_data_engineering.whole_views",
-                    "params:msi_data_engineering.reduction",
-                ],
-                "tileset",
-                name="build_whole_views",
-            )
-        ],
-        namespace=WHOLE_EXPERIMENT,
-        inputs={
-            "msi_pairs_with_splits",
-            "msi_histology_grid",
-            "msi_registered_black",
-            "msi_coverage",
-        },
-        parameters={
-            "params:msi_data_engineering.whole_views",
-            "params:msi_data_engineering.reduction",
-        },
-    )
-    return sum(tiles, start=Pipeline(nodes)) + whole
+    return sum(tiles, start=Pipeline(nodes))
 
 
 def create_pipeline(**kwargs) -> Pipeline:
