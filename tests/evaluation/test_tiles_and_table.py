@@ -226,8 +226,9 @@ def test_missing_rows_and_markdown() -> None:
     assert "- missing: no weights" in text
 
 
-def test_markdown_lists_what_each_model_was_trained_with() -> None:
-    per_tile = pd.DataFrame(
+def _two_slide_ssim() -> pd.DataFrame:
+    """Per-tile rows of one tile on each of two test slides (SSIM 0.4 and 0.6)."""
+    return pd.DataFrame(
         {
             "pair_id": ["s0", "s1"],
             "split": "test",
@@ -236,6 +237,10 @@ def test_markdown_lists_what_each_model_was_trained_with() -> None:
             "value": [0.4, 0.6],
         }
     )
+
+
+def test_markdown_lists_what_each_model_was_trained_with() -> None:
+    per_tile = _two_slide_ssim()
     fp32 = "cpu, fp32, torch 2.14.1, CPU AVX2 without native bf16, 2 threads"
     bf16 = "cpu, bf16, torch 2.14.1, CPU AVX512 with native bf16, 2 threads"
     parts = [
@@ -257,15 +262,7 @@ def test_views_are_described_in_physical_units_once_per_experiment() -> None:
     assert view_description(64, 269.8) == "64 px at 270 µm/px (17.3 mm a side)"
     assert view_description(256, 7.5) == "256 px at 7.5 µm/px (1.92 mm a side)"
     assert view_description(128, 1.996) == "128 px at 2 µm/px (0.255 mm a side)"
-    per_tile = pd.DataFrame(
-        {
-            "pair_id": ["s0", "s1"],
-            "split": "test",
-            "comparison": "generated_vs_histology",
-            "metric": "SSIM",
-            "value": [0.4, 0.6],
-        }
-    )
+    per_tile = _two_slide_ssim()
     table = pd.concat(
         [
             summarise_tiles(per_tile, "tiles_256", n_boot=10).assign(
