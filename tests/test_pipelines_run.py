@@ -215,7 +215,6 @@ def test_a_wrong_pairing_passes_dice_but_is_flagged_and_not_tiled(
         OmegaConfigLoader(str(demo_project / "conf"), base_env="base", default_run_env="local")[
             "parameters"
         ]["registration"],
-        {},
     )
     report = report.set_index("pair_id")
     assert (report["dice_after"] > 0.85).all()  # Dice alone passes the wrong pairing

@@ -9,7 +9,12 @@ import pytest
 import pyvips
 from skimage.transform import resize as sk_resize
 
-from mrihisto_kedro.imaging.downsample import downsample_dimensions, downsample_slide
+from mrihisto_kedro.imaging.downsample import (
+    DownsampleRecordError,
+    downsample_dimensions,
+    downsample_slide,
+    recorded_downsample,
+)
 from mrihisto_kedro.imaging.slide_image import SlideImage
 from mrihisto_kedro.imaging.slides import open_slide
 from mrihisto_kedro.imaging.tiff import write_pyramidal_tiff
@@ -166,3 +171,18 @@ def test_real_svs_15x() -> None:
         assert np.abs(out - sk).mean() < 4.0
         by_openslide = downsample_slide(slide, 15, reader="openslide").pixels.numpy()
         assert np.abs(out - by_openslide).mean() < 1.0
+
+
+@pytest.mark.parametrize(("flavour", "suffix"), [("aperio", ".svs"), ("generic", ".tiff")])
+def test_the_factor_is_read_back_from_the_written_slide(
+    tmp_path: Path, aperio_slide: Path, flavour: str, suffix: str
+) -> None:
+    """Issue 17: steps after data_engineering read the factor from the file, not a parameter."""
+    with open_slide(aperio_slide) as slide:
+        result = downsample_slide(slide, 7.5)
+    out = write_pyramidal_tiff(result, tmp_path / f"small{suffix}", flavour=flavour)
+    with open_slide(out) as small:
+        assert recorded_downsample(small) == 7.5
+    with open_slide(aperio_slide) as source:  # not written by data_engineering: no factor
+        with pytest.raises(DownsampleRecordError, match=r"multi\.svs: records no downsampling"):
+            recorded_downsample(source)

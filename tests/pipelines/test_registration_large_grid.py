@@ -60,7 +60,11 @@ class LargePair:
         rgb = 255.0 * np.power(10.0, -od) + 3.0 * rng.standard_normal(od.shape)
         self.slide = folder / "down.tiff"
         write_pyramidal_tiff(
-            SlideImage(np.clip(np.round(rgb), 0, 255).astype(np.uint8), mpp=(GRID_MPP, GRID_MPP)),
+            SlideImage(
+                np.clip(np.round(rgb), 0, 255).astype(np.uint8),
+                mpp=(GRID_MPP, GRID_MPP),
+                description={"Downsample": format(FACTOR, "g")},  # as downsample_slide records
+            ),
             self.slide,
             flavour="generic",
         )
@@ -90,7 +94,6 @@ class LargePair:
             truth,
             pd.DataFrame({"pair_id": ["p"]}),
             {"max_grid_px": max_grid_px},
-            {"downsample_factor": FACTOR},
         )
 
 
@@ -143,3 +146,27 @@ def test_large_grid_registered_on_its_reduction_gives_the_full_result(large: Lar
     between = reg.target_registration_error(t["p"], full_t["p"], points)
     assert np.mean(between) < 0.5  # mm between the two results, on tissue points
     assert figures["p.png"] is not None
+
+
+def test_registration_places_the_grid_by_the_factor_the_slide_records(
+    large: LargePair, tmp_path: Path
+) -> None:
+    """Issue 17: the factor comes from the downsampled slide, not ``params:data_engineering``
+    (changing that parameter without re-running data_engineering used to move the origin)."""
+    with open_slide(large.slide) as slide:
+        pixels = slide.read_region((0, 0), 0, slide.dimensions)
+    other = tmp_path / "down_7.5.tiff"
+    write_pyramidal_tiff(
+        SlideImage(pixels, mpp=(GRID_MPP, GRID_MPP), description={"Downsample": "7.5"}),
+        other,
+        flavour="generic",
+    )
+    original = large.slide
+    try:
+        large.slide = other
+        _, aligned, _, _, _ = large.register(4096)  # register_pairs: no factor is passed
+    finally:
+        large.slide = original
+    expected = downsampled_origin_mm(7.5, GRID_MPP / 7.5)
+    assert aligned["p"].GetOrigin() == pytest.approx(expected, abs=1e-6)
+    assert aligned["p"].GetOrigin() != pytest.approx(large.grid.GetOrigin(), abs=1e-6)

@@ -42,7 +42,13 @@ from scipy import sparse
 from mrihisto_kedro.imaging.slide_image import SlideImage
 from mrihisto_kedro.imaging.slides import Slide, SlideReadError
 
-__all__ = ["Reader", "downsample_dimensions", "downsample_slide"]
+__all__ = [
+    "DownsampleRecordError",
+    "Reader",
+    "downsample_dimensions",
+    "downsample_slide",
+    "recorded_downsample",
+]
 
 Reader = Literal["auto", "tiff", "openslide"]
 
@@ -319,3 +325,39 @@ def downsampled_origin_mm(
     if fx < 1 or fy < 1 or mx <= 0 or my <= 0:
         raise ValueError(f"need factor >= 1 and mpp > 0, got factor {factor}, mpp {level0_mpp}")
     return ((fx - 1.0) / 2.0 * mx / 1000.0, (fy - 1.0) / 2.0 * my / 1000.0)
+
+
+class DownsampleRecordError(ValueError):
+    """A downsampled slide does not record the factor it was downsampled by."""
+
+
+def recorded_downsample(slide: Slide) -> float:
+    """The factor a slide written by :func:`downsample_slide` was downsampled by.
+
+    Read from the slide itself (``Downsample`` in its description: OpenSlide's ``aperio.*``
+    properties or the generic TIFF's ``ImageDescription``), so that steps after
+    data_engineering place pixels by what the file is, not by today's
+    ``data_engineering.downsample_factor`` (changed without re-running data_engineering, it
+    would move every origin).
+
+    Raises:
+        DownsampleRecordError: the file records no factor, or one below 1 (names the file).
+    """
+    props = slide.properties
+    value = props.get("aperio.Downsample")
+    if value is None:
+        for part in props.get("tiff.ImageDescription", "").split("|"):
+            key, sep, text = part.partition("=")
+            if sep and key.strip() == "Downsample":
+                value = text.strip()
+    try:
+        factor = float(value) if value is not None else math.nan
+    except ValueError:
+        factor = math.nan
+    if not (math.isfinite(factor) and factor >= 1):
+        raise DownsampleRecordError(
+            f"{slide.path}: records no downsampling factor ('Downsample' in its description, "
+            f"got {value!r}); it was not written by data_engineering: re-run "
+            "`kedro run --pipeline=data_engineering`"
+        )
+    return factor

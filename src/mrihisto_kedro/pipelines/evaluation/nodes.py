@@ -40,6 +40,7 @@ from mrihisto_kedro.evaluation.tiles import (
     set_features,
     tile_metrics,
 )
+from mrihisto_kedro.imaging.downsample import recorded_downsample
 from mrihisto_kedro.imaging.tileset import TileSet
 from mrihisto_kedro.nn.inference import load_predictor
 from mrihisto_kedro.nn.training import generator_digest
@@ -335,7 +336,6 @@ def synthesise_slides(
     aligned_mri: dict[str, Callable[[], sitk.Image]],
     downsampled_slides: dict[str, Callable[[], Any]],
     synthesis: dict[str, Any],
-    data_engineering: dict[str, Any],
     experiment: str,
 ) -> tuple[dict[str, SyntheticSlideJob], pd.DataFrame, Figure]:
     """Synthetic whole slides of the selected pairs, and the seam comparison.
@@ -351,11 +351,9 @@ def synthesise_slides(
         and panels MRI | real | plain | blended.
     """
     p = parse_params(SynthesisParams, synthesis, "synthesis")
-    factor = float(data_engineering.get("downsample_factor", 15.0))
     scales = sorted(set(tileset.manifest["scale"].round(6)))
     if len(scales) != 1:
         raise ValueError(f"{experiment}: tiles of several scales {scales}; cannot synthesise")
-    model_per_grid = factor / float(scales[0])  # model pixels per pixel of the 15x grid
     window = p.window or int(tileset.a.shape[1])
     out_channels = int(generator["architecture"]["out_channels"])
     output_range = tuple(float(v) for v in generator.get("output_range", (-1.0, 1.0)))
@@ -364,8 +362,13 @@ def synthesise_slides(
     jobs: dict[str, SyntheticSlideJob] = {}
     rows, panels = [], []
     for row in selected.itertuples():
-        if row.pair_id not in aligned_mri:
-            raise KeyError(f"{experiment}: no aligned MRI for pair {row.pair_id!r}")
+        if row.pair_id not in aligned_mri or row.pair_id not in downsampled_slides:
+            raise KeyError(f"{experiment}: no aligned MRI or downsampled slide for {row.pair_id!r}")
+        with downsampled_slides[row.pair_id]() as slide:
+            factor = recorded_downsample(slide)  # what the grid is, not today's parameter
+            w, h = slide.level_dimensions[0]
+            real = slide.read_region((0, 0), 0, (w, h)).astype(np.float32) / 255.0
+        model_per_grid = factor / float(scales[0])  # model pixels per pixel of the 15x grid
         image = aligned_mri[row.pair_id]()
         grid_mpp = float(image.GetSpacing()[0]) * 1000.0
         mri = mri_to_model_input(image, model_per_grid, p.a_range)
@@ -397,11 +400,6 @@ def synthesise_slides(
                 "seam_blended": seams.blended,
             }
         )
-        real = None
-        if row.pair_id in downsampled_slides:
-            with downsampled_slides[row.pair_id]() as slide:
-                w, h = slide.level_dimensions[0]
-                real = slide.read_region((0, 0), 0, (w, h)).astype(np.float32) / 255.0
         mri01 = (np.moveaxis(mri, 0, -1) + 1.0) / 2.0
         panels.append((str(row.pair_id), mri01, real, seams.plain_image, seams.blended_image))
     report = pd.DataFrame(rows)

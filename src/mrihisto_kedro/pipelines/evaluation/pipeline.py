@@ -76,7 +76,6 @@ def evaluation_pipeline(name: str, tileset: str) -> Pipeline:
                     "aligned_mri",
                     "downsampled_slides",
                     "params:synthesis",
-                    "params:data_engineering",
                 ],
                 ["synthetic_slides", "seam_report", "synthesis_figure"],
                 name="synthesise_slides",
@@ -96,11 +95,7 @@ def evaluation_pipeline(name: str, tileset: str) -> Pipeline:
         namespace=name,
         inputs=inputs or None,
         parameters={"params:evaluation": f"params:evaluation.{name}"}
-        | (
-            {k: k for k in ("params:synthesis", "params:data_engineering")}
-            if name in SYNTHESISED
-            else {}
-        ),
+        | ({"params:synthesis": "params:synthesis"} if name in SYNTHESISED else {}),
     )
 
 

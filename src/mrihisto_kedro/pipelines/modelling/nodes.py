@@ -15,6 +15,7 @@ import pandas as pd
 import SimpleITK as sitk
 import torch
 
+from mrihisto_kedro.imaging.downsample import recorded_downsample
 from mrihisto_kedro.imaging.level_array import LevelArray
 from mrihisto_kedro.imaging.registration_qc import select_registered_pairs
 from mrihisto_kedro.imaging.slabs import (
@@ -145,7 +146,6 @@ def build_pair_tiles(
     """
     p = parse_params(PairTilingParams, tiling, "tiling")
     pairs = select_registered_pairs(pairs, registration_report, p.include_flagged_pairs)
-    factor = float(data_engineering.get("downsample_factor", 15.0))
     loaders = [
         partial(
             _aligned_pair,
@@ -154,7 +154,6 @@ def build_pair_tiles(
             aligned_mri_masks[row.pair_id],
             downsampled_slides[row.pair_id],
             slide_masks[row.pair_id],
-            factor,
         )
         for row in pairs.itertuples()
     ]
@@ -179,15 +178,16 @@ def _aligned_pair(
     mri_mask: Loader,
     slide_loader: Loader,
     slide_mask: Loader,
-    factor: float,
 ) -> tuple[AlignedPair, tuple[float, float]]:
     """One registered pair on its downsampled grid, and the slide's level-0 mpp.
 
     The histology is a :class:`LevelArray` over the open downsampled slide: tiling reads the
-    windows it keeps, by region, never the whole level.
+    windows it keeps, by region, never the whole level. The downsampling factor is the one the
+    slide records (:func:`~mrihisto_kedro.imaging.downsample.recorded_downsample`).
     """
     mri: sitk.Image = mri_loader()
     slide: Slide = slide_loader()
+    factor = recorded_downsample(slide)
     tissue = _tissue_on_grid(slide_mask(), mri) & _tissue_on_grid(mri_mask(), mri)
     pair = AlignedPair(
         pair_id=row.pair_id,

@@ -14,6 +14,7 @@ import SimpleITK as sitk
 from matplotlib.figure import Figure
 
 from mrihisto_kedro.datasets.control_points_dataset import ControlPointsFile
+from mrihisto_kedro.imaging.downsample import recorded_downsample
 from mrihisto_kedro.imaging.pair_registration import (
     FixedGrid,
     PairRegistration,
@@ -106,7 +107,6 @@ def _register_all(
     ground_truth: pd.DataFrame,
     mask_report: pd.DataFrame,
     parameters: dict[str, Any],
-    data_engineering: dict[str, Any],
     control_points: dict[str, Loader] | None,
 ) -> tuple[
     dict[str, sitk.Transform],
@@ -116,7 +116,6 @@ def _register_all(
     dict[str, Figure],
 ]:
     p = _params(parameters)
-    factor = float(data_engineering.get("downsample_factor", 15.0))
     truth = (
         ground_truth.set_index(ground_truth["pair_id"].astype(str)) if len(ground_truth) else None
     )
@@ -128,7 +127,7 @@ def _register_all(
     rows = []
     for row in pairs.itertuples():
         with downsampled_slides[row.pair_id]() as slide:
-            grid = fixed_grid(slide, factor, p.max_grid_px)
+            grid = fixed_grid(slide, recorded_downsample(slide), p.max_grid_px)
         rgb, spacing, origin = grid.rgb, grid.spacing_mm, grid.origin_mm
         if grid.reduced:
             logger.info(
@@ -220,7 +219,6 @@ def register_pairs(
     ground_truth: pd.DataFrame,
     mask_report: pd.DataFrame,
     parameters: dict[str, Any],
-    data_engineering: dict[str, Any],
 ) -> tuple[
     dict[str, sitk.Transform],
     dict[str, sitk.Image],
@@ -245,7 +243,6 @@ def register_pairs(
         ground_truth,
         mask_report,
         parameters,
-        data_engineering,
         None,
     )
 
@@ -260,7 +257,6 @@ def register_pairs_from_control_points(
     mask_report: pd.DataFrame,
     control_points: dict[str, Loader],
     parameters: dict[str, Any],
-    data_engineering: dict[str, Any],
 ) -> tuple[
     dict[str, sitk.Transform],
     dict[str, sitk.Image],
@@ -278,6 +274,5 @@ def register_pairs_from_control_points(
         ground_truth,
         mask_report,
         parameters,
-        data_engineering,
         control_points,
     )

@@ -20,7 +20,7 @@ _OUTPUTS = [
     "registration_report",
     "registration_qc",
 ]
-_PARAMS = ["params:registration", "params:data_engineering"]
+_PARAMS = ["params:registration"]
 
 
 def create_pipeline(**kwargs) -> Pipeline:
