@@ -45,3 +45,27 @@ def test_fixed_length_tuples_keep_their_values() -> None:
         parse_params(Fractions, {"values": [0.5, "x", 0.25]})
     with pytest.raises(ParameterError, match="must have 3 items"):
         parse_params(Fractions, {"values": [0.5, 0.5]})
+
+
+def test_check_int_and_check_number_are_the_one_scalar_check() -> None:
+    """One implementation for the model and DCGAN configs (they had drifted: the model configs
+    accepted an infinite learning rate, the DCGAN's did not)."""
+    import math
+
+    import numpy as np
+
+    from mrihisto_kedro.nn.models import Pix2PixConfig
+    from mrihisto_kedro.params import check_int, check_number
+
+    check_int("ngf", 64, 1)
+    check_int("ngf", np.int64(64), 1)
+    for bad in (0, True, 1.0, "64"):
+        with pytest.raises(ValueError, match=r"ngf must be an integer >= 1, got"):
+            check_int("ngf", bad, 1)
+    check_number("lr", 2e-4, 0.0)
+    check_number("beta1", 0.5, 0.0, 1.0)
+    for bad, high in ((math.inf, None), (math.nan, None), (True, None), (1.0, 1.0), (-1e-9, None)):
+        with pytest.raises(ValueError, match=r"lr must be a number "):
+            check_number("lr", bad, 0.0, high)
+    with pytest.raises(ValueError, match=r"lr must be a number >= 1e-30, got inf"):
+        Pix2PixConfig.from_dict({"lr": math.inf})

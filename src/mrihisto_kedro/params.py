@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import math
 import types
 import typing
 from collections.abc import Mapping
@@ -155,3 +156,29 @@ def check_ranges(
             raise ValueError(f"{owner}.{name} must be a number, got {value!r}")
         if not flo <= float(value) <= fhi:
             raise ValueError(f"{owner}.{name} must be in [{flo}, {fhi}], got {value}")
+
+
+def check_int(name: str, value: object, minimum: int) -> None:
+    """Refuse anything but an integer ``>= minimum`` (booleans are not integers).
+
+    Raises:
+        ValueError: ``"<name> must be an integer >= <minimum>, got <value>"``.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+def check_number(name: str, value: object, low: float, high: float | None = None) -> None:
+    """Refuse anything but a finite number in ``[low, high)`` (``[low, inf)`` without
+    ``high``; booleans, NaN and infinities are refused).
+
+    Raises:
+        ValueError: ``"<name> must be a number in [<low>, <high>), got <value>"``.
+    """
+    ok = isinstance(value, int | float | np.number) and not isinstance(value, bool)
+    if ok:
+        number = float(value)  # type: ignore[arg-type]
+        ok = math.isfinite(number) and number >= low and (high is None or number < high)
+    if not ok:
+        bound = f"in [{low}, {high})" if high is not None else f">= {low}"
+        raise ValueError(f"{name} must be a number {bound}, got {value!r}")

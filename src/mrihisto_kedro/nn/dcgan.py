@@ -45,7 +45,6 @@ Pure PyTorch + numpy (no Kedro).
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -59,6 +58,7 @@ from torch import nn
 
 from mrihisto_kedro.nn.device import select_device
 from mrihisto_kedro.nn.layers import init_weights, parse_option
+from mrihisto_kedro.params import check_int, check_number
 
 __all__ = [
     "DCGAN",
@@ -93,21 +93,6 @@ class NoiseKind(StrEnum):
 
     NORMAL = "normal"  # N(0, 1) per component (PyTorch DCGAN example)
     UNIFORM = "uniform"  # U[-1, 1) per component (Radford et al. 2016)
-
-
-def _check_int(name: str, value: object, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-
-
-def _check_float(name: str, value: object, low: float, high: float | None = None) -> None:
-    ok = isinstance(value, int | float) and not isinstance(value, bool)
-    if ok:
-        ok = math.isfinite(float(value)) and float(value) >= low
-        ok = ok and (high is None or float(value) < high)
-    if not ok:
-        bound = f"in [{low}, {high})" if high is not None else f">= {low}"
-        raise ValueError(f"{name} must be a number {bound}, got {value!r}")
 
 
 def _is_power_of_two(n: int) -> bool:
@@ -168,21 +153,21 @@ class DCGANConfig:
         ):
             object.__setattr__(self, name, parse_option(enum_cls, getattr(self, name), name=name))
         for name in ("nz", "ngf", "ndf", "channels", "max_mult", "batch_size"):
-            _check_int(name, getattr(self, name), 1)
-        _check_int("image_size", self.image_size, _MIN_SIZE)
+            check_int(name, getattr(self, name), 1)
+        check_int("image_size", self.image_size, _MIN_SIZE)
         if not _is_power_of_two(self.image_size):
             raise ValueError(
                 f"image_size must be a power of 2 >= {_MIN_SIZE} (32, 64, 128, 256, ...), got "
                 f"{self.image_size}"
             )
-        _check_int("epochs", self.epochs, 0)
-        _check_int("seed", self.seed, 0)
-        _check_float("lr", self.lr, 1e-30)
+        check_int("epochs", self.epochs, 0)
+        check_int("seed", self.seed, 0)
+        check_number("lr", self.lr, 1e-30)
         if self.lr_D is not None:
-            _check_float("lr_D", self.lr_D, 1e-30)
-        _check_float("beta1", self.beta1, 0.0, 1.0)
-        _check_float("beta2", self.beta2, 0.0, 1.0)
-        _check_float("init_gain", self.init_gain, 1e-12)
+            check_number("lr_D", self.lr_D, 1e-30)
+        check_number("beta1", self.beta1, 0.0, 1.0)
+        check_number("beta2", self.beta2, 0.0, 1.0)
+        check_number("init_gain", self.init_gain, 1e-12)
         if not isinstance(self.device, str):
             raise ValueError(f"device must be a string, got {self.device!r}")
 
@@ -412,7 +397,7 @@ class DCGAN:
         Returns:
             (n, channels, S, S) float32 in [-1, 1], on the CPU, without gradient.
         """
-        _check_int("n", n, 0)
+        check_int("n", n, 0)
         gen = torch.Generator().manual_seed(self.config.seed) if generator is None else generator
         step = batch_size or self.config.batch_size
         chunks: list[torch.Tensor] = []
@@ -673,7 +658,7 @@ def discriminator_accuracy(
     Raises:
         ValueError: both sets empty, wrong shapes or ranges.
     """
-    _check_float("threshold", threshold, 0.0, 1.0)
+    check_number("threshold", threshold, 0.0, 1.0)
     r = _as_image_tensor(real, model.config, "real")
     f = _as_image_tensor(fake, model.config, "fake")
     if r.shape[0] + f.shape[0] == 0:
@@ -699,8 +684,8 @@ def augment_with_synthetic(images: np.ndarray, model: DCGAN, n: int, seed: int =
     Raises:
         ValueError: ``n < 0``, or images that do not match the model.
     """
-    _check_int("n", n, 0)
-    _check_int("seed", seed, 0)
+    check_int("n", n, 0)
+    check_int("seed", seed, 0)
     original = np.asarray(images)
     _as_image_tensor(original, model.config, "images")  # validates shape and range
     synthetic = model.generate_images(n, seed=seed) if n else np.zeros((0, *original.shape[1:]))

@@ -76,6 +76,7 @@ from mrihisto_kedro.nn.generators import (
 from mrihisto_kedro.nn.image_pool import ImagePool
 from mrihisto_kedro.nn.layers import InitKind, NormKind, parse_option
 from mrihisto_kedro.nn.losses import GANLoss, GANMode, gradient_penalty
+from mrihisto_kedro.params import check_int, check_number
 
 __all__ = [
     "CycleGAN",
@@ -180,20 +181,6 @@ def set_requires_grad(nets: nn.Module | list[nn.Module], requires_grad: bool) ->
 # configs
 
 
-def _check_int(name: str, value: object, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-
-
-def _check_float(name: str, value: object, low: float, high: float | None = None) -> None:
-    ok = isinstance(value, int | float) and not isinstance(value, bool)
-    if ok:
-        ok = float(value) >= low and (high is None or float(value) < high)
-    if not ok:
-        bound = f"in [{low}, {high})" if high is not None else f">= {low}"
-        raise ValueError(f"{name} must be a number {bound}, got {value!r}")
-
-
 class _ConfigMixin:
     """Shared conversion and validation of the model config dataclasses."""
 
@@ -217,17 +204,17 @@ class _ConfigMixin:
     def _validate_common(self) -> None:
         """Validate the fields every config has (channels, generator, optimiser, schedule)."""
         self._normalise_enums()
-        _check_int("in_channels", self.in_channels, 1)
-        _check_int("out_channels", self.out_channels, 1)
-        _check_int("ngf", self.ngf, 1)
-        _check_float("init_gain", self.init_gain, 1e-12)
-        _check_float("lr", self.lr, 1e-30)
-        _check_float("beta1", self.beta1, 0.0, 1.0)
-        _check_float("beta2", self.beta2, 0.0, 1.0)
-        _check_int("n_epochs", self.n_epochs, 0)
-        _check_int("n_epochs_decay", self.n_epochs_decay, 0)
-        _check_int("epoch_count", self.epoch_count, 1)
-        _check_int("seed", self.seed, 0)
+        check_int("in_channels", self.in_channels, 1)
+        check_int("out_channels", self.out_channels, 1)
+        check_int("ngf", self.ngf, 1)
+        check_number("init_gain", self.init_gain, 1e-12)
+        check_number("lr", self.lr, 1e-30)
+        check_number("beta1", self.beta1, 0.0, 1.0)
+        check_number("beta2", self.beta2, 0.0, 1.0)
+        check_int("n_epochs", self.n_epochs, 0)
+        check_int("n_epochs_decay", self.n_epochs_decay, 0)
+        check_int("epoch_count", self.epoch_count, 1)
+        check_int("seed", self.seed, 0)
         if self.n_epochs + self.n_epochs_decay < 1:
             raise ValueError("n_epochs + n_epochs_decay must be >= 1")
         if not isinstance(self.dropout, bool):
@@ -240,7 +227,7 @@ class _ConfigMixin:
         if kind is GeneratorKind.UNET:
             if self.num_downs is None:
                 raise ValueError("generator 'unet' needs num_downs (>= 5)")
-            _check_int("num_downs", self.num_downs, _MIN_UNET_DOWNS)
+            check_int("num_downs", self.num_downs, _MIN_UNET_DOWNS)
         elif kind in _UNET_FIXED_DEPTH:
             if self.num_downs not in (None, _UNET_FIXED_DEPTH[kind]):
                 raise ValueError(
@@ -264,9 +251,9 @@ class _ConfigMixin:
                 )
 
     def _validate_discriminator(self) -> None:
-        _check_int("ndf", self.ndf, 1)
-        _check_int("n_layers_D", self.n_layers_D, 1)
-        _check_float("lambda_gp", self.lambda_gp, 0.0)
+        check_int("ndf", self.ndf, 1)
+        check_int("n_layers_D", self.n_layers_D, 1)
+        check_number("lambda_gp", self.lambda_gp, 0.0)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain ``{field: value}`` with enums as their string values (for logging, checkpoints)."""
@@ -352,7 +339,7 @@ class Pix2PixConfig(_ConfigMixin):
         """Convert option strings to enums and validate every field (ValueError names it)."""
         self._validate_common()
         self._validate_discriminator()
-        _check_float("lambda_L1", self.lambda_L1, 0.0)
+        check_number("lambda_L1", self.lambda_L1, 0.0)
 
 
 @dataclass(frozen=True)
@@ -415,8 +402,8 @@ class CycleGANConfig(_ConfigMixin):
         self._validate_common()
         self._validate_discriminator()
         for name in ("lambda_A", "lambda_B", "lambda_identity"):
-            _check_float(name, getattr(self, name), 0.0)
-        _check_int("pool_size", self.pool_size, 0)
+            check_number(name, getattr(self, name), 0.0)
+        check_int("pool_size", self.pool_size, 0)
         if self.upsampling is not Upsampling.TRANSPOSE and self.generator not in _RESNET_KINDS:
             raise ValueError(
                 f"upsampling={self.upsampling.value!r} applies to the ResNet generators "

@@ -35,11 +35,10 @@ from mrihisto_kedro.manifest import (
     validate_pairs,
 )
 from mrihisto_kedro.params import parse_params
+from mrihisto_kedro.pipelines.loaders import Loader
 from mrihisto_kedro.reporting.qc_figures import pair_qc_figure
 
 logger = logging.getLogger(__name__)
-
-Loader = Callable[[], Any]
 
 
 @dataclass(frozen=True)

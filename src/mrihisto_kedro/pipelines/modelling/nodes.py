@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import partial
@@ -47,6 +46,7 @@ from mrihisto_kedro.nn.input_spec import InputSpec
 from mrihisto_kedro.nn.models import TranslationModel
 from mrihisto_kedro.nn.training import TrainingResult, export_generator, generator_digest
 from mrihisto_kedro.params import parse_params
+from mrihisto_kedro.pipelines.loaders import Loader
 from mrihisto_kedro.tracking.mlflow_tracking import (
     EpochLogger,
     log_generator,
@@ -56,8 +56,6 @@ from mrihisto_kedro.tracking.mlflow_tracking import (
 from mrihisto_kedro.tracking.search import SearchParams, apply_choices, run_search
 
 logger = logging.getLogger(__name__)
-
-Loader = Callable[[], Any]
 
 
 class TileKind(StrEnum):

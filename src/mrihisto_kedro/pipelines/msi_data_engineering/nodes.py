@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,10 +54,10 @@ from mrihisto_kedro.msi.pairs import (
 from mrihisto_kedro.msi.reduction import PadColour
 from mrihisto_kedro.msi.whole_views import MsiWholeViewParams, whole_specimen_views
 from mrihisto_kedro.params import parse_params
+from mrihisto_kedro.pipelines.loaders import Loader
 
 logger = logging.getLogger(__name__)
 
-Loader = Callable[[], Any]
 
 #: columns of the MSI registration report, in order (more may follow)
 REPORT_COLUMNS: tuple[str, ...] = (

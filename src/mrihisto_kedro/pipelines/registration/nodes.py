@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -30,10 +29,10 @@ from mrihisto_kedro.imaging.registration import (
 )
 from mrihisto_kedro.imaging.registration_qc import qc_problems
 from mrihisto_kedro.params import parse_params
+from mrihisto_kedro.pipelines.loaders import Loader
 
 logger = logging.getLogger(__name__)
 
-Loader = Callable[[], Any]
 
 REPORT_COLUMNS = (
     "pair_id",
