@@ -294,16 +294,26 @@ def combine_tables(
     return table, markdown, baseline, baseline_md, msi_table, msi_md
 
 
+def _claimed_table(
+    table: pd.DataFrame, experiments: tuple[str, ...], title: str, **claim: Any
+) -> tuple[pd.DataFrame, str]:
+    """The test-split MI/SSIM/LPIPS rows of ``experiments``, rendered, with paper 003's claim
+    and the measured direction under them (``claim``: :func:`claim_lines`' keywords)."""
+    rows = _mi_ssim(table, experiments, ("test",), MSI_METRICS)
+    markdown = render_markdown(rows, title)
+    lines = claim_lines(rows, **claim)
+    if lines:
+        markdown += "\n## Paper 003's claim and what was measured\n\n" + "\n".join(lines) + "\n"
+    return rows, markdown
+
+
 def _msi_table(table: pd.DataFrame) -> tuple[pd.DataFrame, str]:
     """Paper 003's table on tiles, with the paper's claim and the measured direction."""
-    tiles = _mi_ssim(table, MSI_TABLE_EXPERIMENTS, ("test",), MSI_METRICS)
-    markdown = render_markdown(
-        tiles, "Paper 003: MSI -> H&E, pix2pix (black / white padding) vs U-Net, test split"
+    return _claimed_table(
+        table,
+        MSI_TABLE_EXPERIMENTS,
+        "Paper 003: MSI -> H&E, pix2pix (black / white padding) vs U-Net, test split",
     )
-    claim = claim_lines(tiles)
-    if claim:
-        markdown += "\n## Paper 003's claim and what was measured\n\n" + "\n".join(claim) + "\n"
-    return tiles, markdown
 
 
 def whole_design_tables(*tables: pd.DataFrame) -> tuple[pd.DataFrame, str]:
@@ -314,19 +324,15 @@ def whole_design_tables(*tables: pd.DataFrame) -> tuple[pd.DataFrame, str]:
         ``(msi_whole_table, msi_whole_table_md)``: MI, SSIM and LPIPS of the test split for
         :data:`WHOLE_TABLE_EXPERIMENTS`, and its markdown.
     """
-    table = pd.concat(tables, ignore_index=True).reindex(columns=list(TABLE_COLUMNS))
-    whole = _mi_ssim(table, WHOLE_TABLE_EXPERIMENTS, ("test",), MSI_METRICS)
-    markdown = render_markdown(
-        whole,
+    return _claimed_table(
+        pd.concat(tables, ignore_index=True).reindex(columns=list(TABLE_COLUMNS)),
+        WHOLE_TABLE_EXPERIMENTS,
         "Paper 003's own design: whole specimen views (glass and padding included), pix2pix "
         "trained on them vs the patch-trained U-Net applied to them, test split",
+        pix2pix=WHOLE_TABLE_EXPERIMENTS[:1],
+        unet="msi_unet_whole",
+        claim=WHOLE_DESIGN_CLAIM,
     )
-    lines = claim_lines(
-        whole, pix2pix=WHOLE_TABLE_EXPERIMENTS[:1], unet="msi_unet_whole", claim=WHOLE_DESIGN_CLAIM
-    )
-    if lines:
-        markdown += "\n## Paper 003's claim and what was measured\n\n" + "\n".join(lines) + "\n"
-    return whole, markdown
 
 
 def synthesise_slides(
