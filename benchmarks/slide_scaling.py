@@ -53,6 +53,7 @@ import SimpleITK as sitk
 from pathlib import Path
 path, work = Path(sys.argv[1]), Path(sys.argv[2])
 from mrihisto_kedro.imaging.downsample import downsample_slide, downsampled_origin_mm
+from mrihisto_kedro.imaging.downsample import slide_thumbnail
 from mrihisto_kedro.imaging.slides import open_slide
 from mrihisto_kedro.imaging.stitching import StitchOptions, array_reader, stitch_to_tiff
 from mrihisto_kedro.imaging.tiff import write_pyramidal_tiff
@@ -80,7 +81,7 @@ stage_done("downsample", t)
 # set-up, not timed: an "MRI" slice at 0.4 mm, the inverted grey of the slide (exact geometry)
 with open_slide(work / "down.tiff") as down:
     w, h = down.dimensions
-    small = down.thumbnail(max(64, round(max(w, h) * down.mpp[0] / 400.0)))  # >= 64 px
+    small = slide_thumbnail(down, max(64, round(max(w, h) * down.mpp[0] / 400.0)))  # >= 64 px
 mri = sitk.GetImageFromArray(1.0 - small.mean(axis=2, dtype=np.float32) / 255.0)
 spacing = (level0_mpp[0] * %(factor)r * w / small.shape[1] / 1000.0,
            level0_mpp[1] * %(factor)r * h / small.shape[0] / 1000.0)

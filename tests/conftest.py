@@ -1,4 +1,5 @@
-"""Shared fixtures: where the real sample data lives (``../shared/data`` beside the clone)."""
+"""Shared fixtures: where the real sample data lives (``../shared/data`` beside the clone), an
+MLflow store of a test's own."""
 
 from __future__ import annotations
 
@@ -9,10 +10,33 @@ import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import mlflow
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+
+
+def _end_active_runs() -> None:
+    """End the runs an in-process Kedro session left open, in the store they were started in
+    (before a test points MLflow elsewhere: ending them there fails, "run not found")."""
+    while mlflow.active_run() is not None:
+        mlflow.end_run()
+
+
+@pytest.fixture
+def mlflow_client(tmp_path: Path) -> Iterator[mlflow.tracking.MlflowClient]:
+    """A client of a fresh SQLite store under ``tmp_path``, set as the tracking URI for the
+    test (MLflow 3 refuses a plain file store), its ``Default`` experiment active; no run is
+    left open after it."""
+    _end_active_runs()
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    mlflow.set_experiment("Default")  # forget an experiment id an earlier test made active
+    try:
+        yield mlflow.tracking.MlflowClient()
+    finally:
+        _end_active_runs()
+        mlflow.set_tracking_uri(None)
 
 
 @pytest.fixture(scope="session")

@@ -7,23 +7,14 @@ from pathlib import Path
 import pytest
 from kedro.config import OmegaConfigLoader
 
+from mrihisto_kedro.evaluation.experiment import EvaluationParams
+from mrihisto_kedro.experiments import EXPERIMENTS, Task, TileSource
+from mrihisto_kedro.imaging.tiling_params import PairTilingParams, VolumeTilingParams
 from mrihisto_kedro.nn.experiment import model_config
 from mrihisto_kedro.params import parse_params
-from mrihisto_kedro.pipelines.modelling.nodes import (
-    PairTilingParams,
-    TrainingParams,
-    VolumeTilingParams,
-)
+from mrihisto_kedro.tracking.training_params import TrainingParams
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-EXPERIMENTS = (
-    "tiles_256",
-    "tiles_1024",
-    "whole_slide_4096",
-    "unet_baseline",
-    "t1_to_t2",
-    "t1_to_t2_pix2pix",
-)
 
 
 @pytest.mark.parametrize("env", ["local", "paper", "full_scale"])
@@ -32,13 +23,20 @@ def test_experiment_parameters_parse(env: str) -> None:
         conf_source=str(REPO_ROOT / "conf"), base_env="base", default_run_env=env
     )
     params = loader["parameters"]
-    for name in EXPERIMENTS:
-        training = parse_params(TrainingParams, params[name]["training"], f"{name}.training")
-        assert training.name == name
-        model_config(training.model_type, training.model)  # raises on a bad model key
-        if "tiling" in params[name]:
-            cls = VolumeTilingParams if name == "t1_to_t2" else PairTilingParams
-            parse_params(cls, params[name]["tiling"], f"{name}.tiling")
+    tiling = {TileSource.PAIR_TILES: PairTilingParams, TileSource.VOLUME_SLICES: VolumeTilingParams}
+    for experiment in EXPERIMENTS:  # every registered experiment has its block, in every env
+        name = experiment.name
+        assert name in params, f"{env}: no parameters for the registered experiment {name}"
+        parse_params(EvaluationParams, params[name]["evaluation"], f"{name}.evaluation")
+        if experiment.trains:
+            training = parse_params(TrainingParams, params[name]["training"], f"{name}.training")
+            model_config(training.model_type, training.model)  # raises on a bad model key
+        else:  # it measures another experiment's model: a training block would be ignored
+            assert "training" not in params[name], name
+        if experiment.tiles in tiling:
+            parse_params(tiling[experiment.tiles], params[name]["tiling"], f"{name}.tiling")
+        else:  # its tiles come from another pipeline or experiment
+            assert "tiling" not in params[name], name
     if env == "paper":
         assert params["tiles_256"]["training"]["model"]["generator"] == "unet_256"
         assert params["tiles_256"]["training"]["search"]["n_trials"] == 20
@@ -79,24 +77,28 @@ def test_full_scale_environment_is_paper_size_and_writes_apart() -> None:
 
 
 def test_evaluation_and_inference_parameters_parse() -> None:
+    from mrihisto_kedro.evaluation.experiment import EvaluationParams
     from mrihisto_kedro.evaluation.synthesis import SynthesisParams
-    from mrihisto_kedro.pipelines.evaluation.nodes import EvaluationParams
     from mrihisto_kedro.pipelines.inference.nodes import InferenceParams
 
     loader = OmegaConfigLoader(
         conf_source=str(REPO_ROOT / "conf"), base_env="base", default_run_env="local"
     )
     params = loader["parameters"]
-    for name in EXPERIMENTS:
-        p = parse_params(EvaluationParams, params["evaluation"][name], f"evaluation.{name}")
-        assert set(p.tiles.splits) == {"train", "test"}
+    for experiment in EXPERIMENTS:
+        name = experiment.name
+        p = parse_params(EvaluationParams, params[name]["evaluation"], f"{name}.evaluation")
+        # MSI tables measure the test specimens only; every other table train and test
+        expected = {"test"} if experiment.task is Task.MSI_TO_HE else {"train", "test"}
+        assert set(p.tiles.splits) == expected, name
+        assert p.set_metrics is (experiment.task is not Task.MSI_TO_HE), name
     assert (
-        parse_params(EvaluationParams, params["evaluation"]["t1_to_t2"], "e").tiles.target_name
+        parse_params(EvaluationParams, params["t1_to_t2"]["evaluation"], "e").tiles.target_name
         == "t2"
     )
     assert parse_params(SynthesisParams, params["synthesis"], "synthesis").overlap_fraction == 0.5
     inference = parse_params(InferenceParams, params["inference"], "inference")
     assert inference.synthesis.window == 256 and inference.new_slice.slice_index is None
-    with pytest.raises(ValueError, match=r"evaluation\.tiles_256"):
-        bad = {**params["evaluation"]["tiles_256"], "n_bootstrap": 5}
-        parse_params(EvaluationParams, bad, "evaluation.tiles_256")
+    with pytest.raises(ValueError, match=r"'n_bootstrap' in 'tiles_256\.evaluation'"):
+        bad = {**params["tiles_256"]["evaluation"], "n_bootstrap": 5}
+        parse_params(EvaluationParams, bad, "tiles_256.evaluation")

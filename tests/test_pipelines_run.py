@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 import SimpleITK as sitk
 import torch
+from demo_as_your_data import use_demo_as_your_data
 from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
 
@@ -54,6 +55,7 @@ def demo_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
             _run(project)
     finally:
         torch.set_num_threads(threads)
+    use_demo_as_your_data(project)  # the tests of the user's pipelines read the demo's files
     return project
 
 

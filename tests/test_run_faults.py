@@ -30,6 +30,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from demo_as_your_data import use_demo_as_your_data
 
 from mrihisto_kedro.durability.lock import LOCK_NAME
 from mrihisto_kedro.durability.temporaries import stale_temporaries
@@ -140,11 +141,11 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
         shutil.copy(REPO_ROOT / name, dest / name)
     (dest / "src").mkdir()
     shutil.copytree(REPO_ROOT / "conf" / "base", dest / "conf" / "base")
-    (dest / "conf" / "local").mkdir()
+    use_demo_as_your_data(dest)  # the user's pipelines read conf/local's data: the demo's
     _ok(_kedro(dest, "run", "--pipeline=demo"))
     _ok(_kedro(dest, "run", "--pipeline=data_engineering"))
     # a small untrained generator that records its input (100 um per model pixel)
-    from mrihisto_kedro.nn.input_spec import InputKind, InputSpec
+    from mrihisto_kedro.imaging.input_spec import InputKind, InputSpec
     from mrihisto_kedro.nn.models import Pix2Pix, Pix2PixConfig
     from mrihisto_kedro.nn.training import export_generator
 

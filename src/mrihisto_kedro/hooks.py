@@ -44,6 +44,8 @@ from mrihisto_kedro.durability.writable import (
     output_folders,
     require_writable,
 )
+from mrihisto_kedro.experiments import by_name
+from mrihisto_kedro.raw_inputs import require_raw_inputs
 
 logger = logging.getLogger(__name__)
 
@@ -77,11 +79,13 @@ class RunSafetyHooks:
 
     @hook_impl(tryfirst=True)
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Any, catalog: Any) -> None:
-        """Check parameters, take the lock (or refuse), clean up after kills, probe outputs."""
+        """Check parameters and the user's raw inputs, take the lock (or refuse), clean up after
+        kills, probe outputs."""
         from mrihisto_kedro.pipelines.parameter_checks import check_pipeline_parameters
 
         self._release()  # a previous run in this process that failed before its first node
         check_pipeline_parameters(pipeline, catalog.load, run_params.get("runtime_params"))
+        require_raw_inputs(pipeline.inputs(), catalog)
         if self._root is None:
             return
         pipelines = run_params.get("pipeline_names") or ["__default__"]
@@ -192,11 +196,12 @@ class StaleTableHooks:
 def _current_digests(catalog: Any, experiments: set[str]) -> dict[str, str]:
     """``experiment -> generator digest`` from each training summary that records one (an
     evaluation entry of another experiment's model, ``msi_unet_whole``, reads that one's)."""
-    from mrihisto_kedro.pipelines.evaluation.pipeline import MEASURED_MODEL
-
     out = {}
     for experiment in sorted(experiments):
-        name = f"{MEASURED_MODEL.get(experiment, experiment)}.training_summary"
+        try:
+            name = f"{by_name(experiment).model}.training_summary"
+        except KeyError:  # a row of an experiment no longer registered: nothing to compare
+            continue
         if catalog.get(name) is None or not catalog.exists(name):
             continue
         summary = catalog.load(name)
@@ -217,7 +222,6 @@ def mark_stale_tables(catalog: Any) -> dict[str, dict[str, str]]:
     """
     from mrihisto_kedro.datasets.atomic import write_text_atomically
     from mrihisto_kedro.evaluation.staleness import mark_stale, rebuild_command, stale_experiments
-    from mrihisto_kedro.pipelines.evaluation.pipeline import evaluate_node
 
     found = {}
     for table_name, md_name, pipeline in METRIC_TABLES:
@@ -228,7 +232,7 @@ def mark_stale_tables(catalog: Any) -> dict[str, dict[str, str]]:
             continue
         table = catalog.load(table_name)
         stale = stale_experiments(table, _current_digests(catalog, set(table["experiment"])))
-        nodes = {e: evaluate_node(e) for e in stale}
+        nodes = {e: by_name(e).evaluate_node for e in stale}
         text = path.read_text(encoding="utf-8")
         marked = mark_stale(text, stale, nodes, pipeline)
         if marked != text:

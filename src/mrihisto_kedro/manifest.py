@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -205,15 +205,18 @@ class InputHeaders:
                 f"MRI {self._source(name)} is a {image.GetDimension()}-D image; the manifest's "
                 "mri must be a 3-D volume or a 4-D series of volumes"
             )
-        spacing = tuple(float(v) for v in image.GetSpacing()[:3])
+        sx, sy, sz = (float(v) for v in image.GetSpacing()[:3])
         first = select_volume(image, 0)
-        shapes = {p.value: extract_slice(first, p, 0).GetSize()[::-1] for p in Plane}
+        shapes: dict[str, tuple[int, int]] = {}
+        for p in Plane:
+            cols, rows = extract_slice(first, p, 0).GetSize()  # a 2-D slice: (x, y) sizes
+            shapes[p.value] = (rows, cols)
         voxels = sitk.GetArrayViewFromImage(image)  # a view: no copy (4-D too)
         return MriHeader(
             self._source(name),
             volume_count(image),
-            spacing,  # type: ignore[arg-type]
-            shapes,  # type: ignore[arg-type]
+            (sx, sy, sz),
+            shapes,
             (float(voxels.min()), float(voxels.max())),
         )
 
@@ -283,7 +286,7 @@ def validate_pairs(
     for i, row in enumerate(pairs.to_dict("records")):
         line = i + 2  # header is line 1
         where = f"row {line} (pair_id={row.get('pair_id')!r})"
-        rec = {}
+        rec: dict[str, Any] = {}  # the cleaned row: str fields, int slice_index, float mpp
         for col in ("pair_id", "specimen_id", "slide", "mri"):
             if _blank(row[col]):
                 problems.append(f"{where}: field '{col}' is empty")
@@ -376,7 +379,7 @@ def validate_pairs(
 
 
 def _number(
-    row: Mapping[str, object], column: str, where: str, problems: list[str]
+    row: Mapping[Hashable, object], column: str, where: str, problems: list[str]
 ) -> float | None:
     """The optional positive number in ``row[column]``; a non-number is appended to problems."""
     raw = row.get(column)
@@ -393,7 +396,7 @@ def _number(
 
 
 def _check_mri(
-    row: Mapping[str, object],
+    row: Mapping[Hashable, object],
     header: MriHeader | None,
     where: str,
     problems: list[str],
@@ -452,7 +455,7 @@ def _check_mri(
 
 
 def _resolve_mpp(
-    row: Mapping[str, object],
+    row: Mapping[Hashable, object],
     header: SlideHeader | None,
     default: float | None,
     where: str,

@@ -12,11 +12,14 @@ import math
 import types
 import typing
 from collections.abc import Mapping
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
-T = TypeVar("T")
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+T = TypeVar("T", bound="DataclassInstance")
 
 
 class ParameterError(ValueError):
@@ -38,7 +41,7 @@ def _convert(value: Any, hint: Any, key: str) -> Any:
             except ParameterError as exc:
                 errors.append(str(exc))
         raise ParameterError("; ".join(errors))
-    if dataclasses.is_dataclass(hint):
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         if not isinstance(value, Mapping):
             raise ParameterError(f"parameter '{key}' must be a mapping, got {value!r}")
         return parse_params(hint, value, key)
@@ -106,7 +109,7 @@ def parse_params(cls: type[T], values: Mapping[str, Any] | None, prefix: str = "
     """
     values = dict(values or {})
     hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - set(fields))
     where = f"'{prefix}'" if prefix else cls.__name__
     if unknown:
@@ -175,10 +178,38 @@ def check_number(name: str, value: object, low: float, high: float | None = None
     Raises:
         ValueError: ``"<name> must be a number in [<low>, <high>), got <value>"``.
     """
-    ok = isinstance(value, int | float | np.number) and not isinstance(value, bool)
-    if ok:
-        number = float(value)  # type: ignore[arg-type]
+    ok = False
+    if isinstance(value, int | float | np.number) and not isinstance(value, bool):
+        number = float(value)
         ok = math.isfinite(number) and number >= low and (high is None or number < high)
     if not ok:
         bound = f"in [{low}, {high})" if high is not None else f">= {low}"
         raise ValueError(f"{name} must be a number {bound}, got {value!r}")
+
+
+class ConfigDict:
+    """``to_dict`` / ``from_dict`` for the frozen config dataclasses of the networks (model and
+    DCGAN configs): what checkpoints store and MLflow logs, and back."""
+
+    __dataclass_fields__: typing.ClassVar[dict[str, dataclasses.Field[Any]]]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain ``{field: value}`` with enums as their string values (logging, checkpoints)."""
+        out: dict[str, Any] = {}
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            out[field.name] = value.value if isinstance(value, enum.Enum) else value
+        return out
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> typing.Self:
+        """Build the config from :meth:`to_dict` output or a parameters mapping.
+
+        Raises:
+            ValueError: unknown keys (named) or invalid values.
+        """
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise ValueError(f"unknown {cls.__name__} field(s): {unknown}")
+        return cls(**dict(values))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from kedro.pipeline import Pipeline
 
+from mrihisto_kedro.experiments import Task, experiments
 from mrihisto_kedro.pipelines import (
     data_engineering,
     demo,
@@ -24,7 +25,6 @@ from mrihisto_kedro.pipelines import (
     msi_whole_specimen,
     registration,
 )
-from mrihisto_kedro.pipelines.modelling.msi import create_msi_experiments
 
 #: demo outputs -> the raw inputs that the analysis pipelines read
 DEMO_INPUTS = {
@@ -35,8 +35,6 @@ DEMO_INPUTS = {
     "icbm152_t1": "demo_icbm152_t1",
     "icbm152_t2": "demo_icbm152_t2",
 }
-#: experiments of the ``full_scale`` pipeline (paper-size slides: the two tiled experiments)
-FULL_SCALE_EXPERIMENTS = ["tiles_256", "tiles_1024"]
 #: registered alone, left out of the default run (the control-point mode has the same outputs
 #: as ``registration``; ``inference`` (a slice -> a slide) and ``inference_volume`` (a volume ->
 #: a volume, MRI -> MRI models) are for a user's own new MRI; ``missing_sequences``
@@ -80,8 +78,8 @@ def register_pipelines() -> dict[str, Pipeline]:
         "msi_analysis": msi_data_engineering.create_analysis_pipeline(),
         "msi_whole_specimen": msi_whole_specimen.create_pipeline(),
         "msi": msi_data_engineering.create_pipeline()
-        + create_msi_experiments()
-        + evaluation.create_msi_evaluation(),
+        + modelling.create_pipeline(task=Task.MSI_TO_HE)
+        + evaluation.measurement_pipeline(task=Task.MSI_TO_HE),
     }
     pipelines["full_scale"] = full_scale_pipeline(pipelines)
     analysis = sum(
@@ -93,15 +91,16 @@ def register_pipelines() -> dict[str, Pipeline]:
 
 def full_scale_pipeline(pipelines: dict[str, Pipeline]) -> Pipeline:
     """The slide data path end to end: demo, data_engineering, registration, then tiling,
-    training, evaluation and whole-slide synthesis of :data:`FULL_SCALE_EXPERIMENTS`.
+    training, evaluation and whole-slide synthesis of the experiments registered with
+    ``full_scale=True`` (:mod:`mrihisto_kedro.experiments`: the two tiled ones).
 
     With ``--env=full_scale`` (``conf/full_scale``) the demo slides are 60,000 x 45,000 px and
     every output goes under ``data/full_scale``; in the base environment it is the same path at
     demo size.
     """
-    experiments = pipelines["modelling"].only_nodes_with_namespaces(
-        FULL_SCALE_EXPERIMENTS
-    ) + pipelines["evaluation"].only_nodes_with_namespaces(FULL_SCALE_EXPERIMENTS)
-    analysis = pipelines["data_engineering"] + pipelines["registration"] + experiments
+    names = [e.name for e in experiments(full_scale=True)]
+    models = pipelines["modelling"].only_nodes_with_namespaces(names)
+    measured = pipelines["evaluation"].only_nodes_with_namespaces(names)
+    analysis = pipelines["data_engineering"] + pipelines["registration"] + models + measured
     demo_inputs = {k: v for k, v in DEMO_INPUTS.items() if k in analysis.inputs()}
     return pipelines["demo"] + Pipeline(analysis, inputs=demo_inputs)

@@ -10,7 +10,7 @@ from kedro.io import DatasetError
 from kedro_datasets.partitions import PartitionedDataset
 
 from mrihisto_kedro.datasets.imzml_dataset import ImzMLDataset
-from mrihisto_kedro.msi.pairs import ImzMLFiles
+from mrihisto_kedro.msi.imzml_files import ImzMLFiles
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "shared" / "data" / "msi"
 

@@ -17,8 +17,14 @@ from mrihisto_kedro.durability.temporaries import (
     "name",
     [
         ".tileset.tmp-0123456789ab",  # TileSetWriter staging folder
-        ".last.pt.tmp-0123456789ab",  # save_checkpoint
+        ".last.tmp-0123456789ab.pt",  # save_checkpoint (atomic_path)
+        ".last.pt.tmp-0123456789ab",  # save_checkpoint before atomic_path
         ".pair_01.tmp-0123456789ab.mha",  # sitk_io image
+        ".pair_01.tmp-0123456789ab.svs",  # TIFF writer and its scratch pyramid
+        ".slide-v2.tmp-0123456789ab.final-a.svs",  # atomic_path keeps every extension
+        ".vol.tmp-0123456789ab.mhd",  # detached-header staging folder
+        ".pair_01.tmp-0123456789ab.tfm",  # transform dataset
+        ".pairs.tmp-0123456789ab.csv",  # manifest / control-point tables
         ".pair_01.svs.old-0123456789ab",  # atomic swap's previous version
         ".pair_01.tiff.k2j3_a8x.pyramid.tmp",  # TIFF writer (mkstemp)
         ".generator.pt.ab12cd9e.tmp",  # atomic dataset write
@@ -31,7 +37,17 @@ def test_project_staging_names_are_recognised(name: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "name", [".gitkeep", ".DS_Store", ".kedro-run.lock", "tileset", "a.tmp", ".ipynb_checkpoints"]
+    "name",
+    [
+        ".gitkeep",
+        ".DS_Store",
+        ".kedro-run.lock",
+        "tileset",
+        "a.tmp",
+        ".ipynb_checkpoints",
+        "notes.tmp-0123456789ab.txt",  # not hidden: a user's file
+        ".notes.tmp-draft.txt",  # no 12-hex token
+    ],
 )
 def test_other_names_are_left_alone(name: str) -> None:
     assert not is_stale_temporary(name)
@@ -64,7 +80,7 @@ def test_writers_killed_mid_write_leave_names_the_cleaner_finds(tmp_path: Path) 
     found = stale_temporaries(tmp_path)
     assert [p.parent.name for p in found] == ["05_model_input", "checkpoints"], found
     assert found[0].is_dir() and found[0].name.startswith(".tileset.tmp-")
-    assert found[1].name.startswith(".last.pt.tmp-")
+    assert found[1].name.startswith(".last.tmp-") and found[1].suffix == ".pt"
     assert not (tmp_path / "06_models" / "checkpoints" / "last.pt").exists()
     removed, freed = remove_stale_temporaries(tmp_path)
     assert removed == found and freed > 0 and stale_temporaries(tmp_path) == []

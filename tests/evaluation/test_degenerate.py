@@ -12,11 +12,12 @@ from scipy import ndimage
 from skimage.data import immunohistochemistry
 
 from mrihisto_kedro.evaluation.degenerate import check_degenerate, output_spread
+from mrihisto_kedro.evaluation.experiment import EvaluationParams, evaluate_model
 from mrihisto_kedro.evaluation.table import render_markdown
 from mrihisto_kedro.imaging.tileset import TileSet
 from mrihisto_kedro.nn.models import Pix2Pix, Pix2PixConfig
 from mrihisto_kedro.nn.training import export_generator, generator_digest
-from mrihisto_kedro.pipelines.evaluation.nodes import evaluate_experiment
+from mrihisto_kedro.params import parse_params
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +79,7 @@ def _constant_payload() -> dict:
     return export_generator(model)
 
 
-def test_the_evaluation_node_flags_a_constant_generator(
+def test_the_evaluation_flags_a_constant_generator(
     real_tiles: np.ndarray, caplog: pytest.LogCaptureFixture
 ) -> None:
     b = (real_tiles[..., :3] * 255).round().astype(np.uint8)
@@ -96,14 +97,13 @@ def test_the_evaluation_node_flags_a_constant_generator(
         }
     )
     evaluation = {"set_metrics": False, "n_boot": 10, "tiles": {"device": "cpu"}}
+    params = parse_params(EvaluationParams, evaluation, "flat_model.evaluation")
     with caplog.at_level(logging.WARNING):
-        _, table, _ = evaluate_experiment(
-            TileSet(manifest=manifest, a=a, b=b),
-            _constant_payload(),
-            pd.DataFrame(),
-            evaluation,
-            "flat_model",
+        result = evaluate_model(
+            TileSet(manifest=manifest, a=a, b=b), _constant_payload(), params, "flat_model"
         )
+    table = result.table
+    assert set(result.flags) == {"train", "test"} and result.flag_text.startswith("train: ")
     assert set(table["flag"].str.startswith("degenerate output: ")) == {True}
     assert "flat_model is flagged in Table 1: train: degenerate output" in caplog.text
     assert caplog.text.count("flat_model is flagged") == 1  # one warning, both splits in it

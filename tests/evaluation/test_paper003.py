@@ -53,10 +53,10 @@ def test_claim_lines_state_each_metric_as_measured() -> None:
 
 
 def test_the_whole_design_table_states_its_own_claim_and_the_tile_table_is_unchanged() -> None:
-    """``whole_design_tables`` (pipeline ``msi_whole_specimen``): pix2pix trained on whole views
-    vs the patch-trained U-Net applied to them; ``combine_tables`` ignores those rows."""
+    """``whole_design_table`` (pipeline ``msi_whole_specimen``): pix2pix trained on whole views
+    vs the patch-trained U-Net applied to them; ``report_tables`` ignores those rows."""
     from mrihisto_kedro.evaluation.paper003 import WHOLE_DESIGN_CLAIM
-    from mrihisto_kedro.pipelines.evaluation.nodes import combine_tables, whole_design_tables
+    from mrihisto_kedro.evaluation.report_tables import report_tables, whole_design_table
 
     values = {
         (e, m): v
@@ -74,10 +74,11 @@ def test_the_whole_design_table_states_its_own_claim_and_the_tile_table_is_uncha
             ("msi_unet_whole", "LPIPS"): 0.603,
         }
     ).assign(ci_low=0.0, ci_high=1.0, n_tiles=2, n_slides=2, note="")
-    *_, msi_table, msi_md = combine_tables(tiles, whole)
+    tables = report_tables([tiles, whole])
+    msi_table, msi_md = tables.msi, tables.msi_md
     assert set(msi_table["experiment"]) == {"msi_to_he_black", "msi_to_he_white", "msi_unet"}
     assert "whole" not in msi_md
-    table, markdown = whole_design_tables(whole)
+    table, markdown = whole_design_table([whole])
     assert set(table["experiment"]) == {"msi_to_he_whole", "msi_unet_whole"}
     assert markdown.startswith("# Paper 003's own design: whole specimen views")
     assert "| msi_to_he_whole / test | msi_unet_whole / test |" in markdown
@@ -85,5 +86,5 @@ def test_the_whole_design_table_states_its_own_claim_and_the_tile_table_is_uncha
     assert "MI (higher is better) pix2pix 0.259 vs U-Net 0.290: the U-Net is better" in markdown
     assert "LPIPS (lower is better) pix2pix 0.592 vs U-Net 0.603: pix2pix is better" in markdown
     # one of the two not evaluated: no table, no claim
-    table, markdown = whole_design_tables(whole[whole["experiment"] == "msi_to_he_whole"])
+    table, markdown = whole_design_table([whole[whole["experiment"] == "msi_to_he_whole"]])
     assert table.empty and "No experiment was evaluated" in markdown

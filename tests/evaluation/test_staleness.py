@@ -68,24 +68,24 @@ def test_stale_experiments_compare_the_measured_and_the_current_digest() -> None
 def test_the_rebuild_command_names_nodes_of_the_pipeline_it_runs() -> None:
     """MSI entries are grouped under ``msi_to_he``; the whole-view entries live in
     ``msi_whole_specimen``; every node a command names exists in the pipeline it runs."""
+    from mrihisto_kedro.experiments import by_name
     from mrihisto_kedro.pipeline_registry import register_pipelines
-    from mrihisto_kedro.pipelines.evaluation.pipeline import MEASURED_MODEL, evaluate_node
 
     registry = register_pipelines()
     for pipeline, entries in (
         ("evaluation", ["tiles_256", "msi_unet"]),
         ("msi_whole_specimen", ["msi_to_he_whole", "msi_unet_whole"]),
     ):
-        nodes = {e: evaluate_node(e) for e in entries}
+        nodes = {e: by_name(e).evaluate_node for e in entries}
         command = rebuild_command(entries, nodes, pipeline)
         assert command.startswith(f"kedro run --pipeline={pipeline} --from-nodes=")
         assert set(nodes.values()) <= {n.name for n in registry[pipeline].nodes}
-    assert evaluate_node("msi_unet") == "msi_to_he.msi_unet.evaluate"
+    assert by_name("msi_unet").evaluate_node == "msi_to_he.msi_unet.evaluate"
     # the whole-view entry measures msi_unet's model: its generator and training summary
     node = next(
         n for n in registry["msi_whole_specimen"].nodes if n.name == "msi_unet_whole.evaluate"
     )
-    assert MEASURED_MODEL == {"msi_unet_whole": "msi_unet"}
+    assert by_name("msi_unet_whole").model == "msi_unet"
     assert {"msi_unet.generator", "msi_unet.training_summary", "msi_to_he_whole.tileset"} <= set(
         node.inputs
     )

@@ -67,7 +67,7 @@ def test_new_slice_from_a_volume_is_normalised_and_resampled() -> None:
 def test_new_slice_with_non_square_pixels_keeps_its_proportions() -> None:
     """A 1.2 x 0.9375 mm slice (issue 14) was written as if its pixels were square (the brain
     stretched 1.28x): it is resampled to square pixels of the model's size from its file."""
-    from mrihisto_kedro.nn.input_spec import InputKind, InputSpec
+    from mrihisto_kedro.imaging.input_spec import InputKind, InputSpec
 
     ramp = np.add.outer(np.arange(64.0), np.arange(50.0)).astype(np.float32)  # (rows, cols)
     image = sitk.GetImageFromArray(ramp)

@@ -9,8 +9,8 @@ import pytest
 import SimpleITK as sitk
 
 from mrihisto_kedro.evaluation.volume_translation import resample_in_plane, translate_volume
+from mrihisto_kedro.imaging.input_spec import InputKind, InputSpec
 from mrihisto_kedro.imaging.mri import Plane, extract_slice, slice_count, stack_slices
-from mrihisto_kedro.nn.input_spec import InputKind, InputSpec
 
 ICBM_T1 = (
     Path(__file__).resolve().parents[2]

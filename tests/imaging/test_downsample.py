@@ -14,6 +14,7 @@ from mrihisto_kedro.imaging.downsample import (
     downsample_dimensions,
     downsample_slide,
     recorded_downsample,
+    slide_thumbnail,
 )
 from mrihisto_kedro.imaging.slide_image import SlideImage
 from mrihisto_kedro.imaging.slides import open_slide
@@ -157,6 +158,23 @@ def test_invalid_arguments(generic_slide: Path) -> None:
             downsample_slide(slide, 0.5)
         with pytest.raises(ValueError, match="reader"):
             downsample_slide(slide, 2, reader="bioformats")  # type: ignore[arg-type]
+
+
+def test_slide_thumbnail(generic_slide: Path) -> None:
+    with open_slide(generic_slide) as slide:  # 3000 x 2000 px
+        thumb = slide_thumbnail(slide, 300)
+        assert thumb.shape == (200, 300, 3) and thumb.dtype == np.uint8
+        np.testing.assert_array_equal(thumb, downsample_slide(slide, 10).pixels.numpy())
+        # never larger than level 0
+        assert slide_thumbnail(slide, 5000).shape == (2000, 3000, 3)
+        with pytest.raises(ValueError, match="max_size must be positive"):
+            slide_thumbnail(slide, 0)
+
+
+@needs_cmu
+def test_real_svs_thumbnail() -> None:
+    with open_slide(CMU) as slide:
+        assert slide_thumbnail(slide, 256).shape == (256, 192, 3)
 
 
 @needs_cmu

@@ -15,6 +15,8 @@ from skimage.color import rgb2gray, rgb2hed
 
 from mrihisto_kedro.imaging import registration as reg
 from mrihisto_kedro.imaging.mri import extract_slice, robust_normalise
+from mrihisto_kedro.imaging.registration import channels
+from mrihisto_kedro.imaging.registration.checks import check_transform
 from mrihisto_kedro.params import ParameterError, parse_params
 from mrihisto_kedro.reporting.registration_figures import checkerboard, registration_qc_figure
 
@@ -313,14 +315,14 @@ def test_degenerate_transforms_are_rejected():
     params = reg.RegistrationParams()
     mirrored = reg.matrix_to_affine(np.array([[-1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]))
     with pytest.raises(reg.RegistrationError, match="determinant"):
-        reg._check_transform(mirrored, params, "test")
+        check_transform(mirrored, params, "test")
     collapsed = reg.matrix_to_affine(np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 0.0]]))
     with pytest.raises(reg.RegistrationError, match="determinant"):
-        reg._check_transform(collapsed, params, "test")
+        check_transform(collapsed, params, "test")
     blown_up = reg.matrix_to_affine(np.array([[10.0, 0.0, 0.0], [0.0, 0.5, 0.0]]))
     with pytest.raises(reg.RegistrationError, match="implausible scale"):
-        reg._check_transform(blown_up, params, "test")
-    reg._check_transform(reg.matrix_to_affine(np.eye(3)), params, "test")
+        check_transform(blown_up, params, "test")
+    check_transform(reg.matrix_to_affine(np.eye(3)), params, "test")
 
 
 def test_wrong_images_are_value_errors(synthetic: SyntheticPair):
@@ -403,7 +405,7 @@ def test_tissue_channel_values_and_chunking(monkeypatch: pytest.MonkeyPatch):
     rng = np.random.default_rng(4)
     big = rng.integers(0, 256, size=(61, 17, 3), dtype=np.uint8)
     whole = reg.tissue_channel(big, "dab")
-    monkeypatch.setattr(reg, "_CHUNK_PIXELS", 40)  # blocks of 2 rows
+    monkeypatch.setattr(channels, "_CHUNK_PIXELS", 40)  # blocks of 2 rows
     np.testing.assert_array_equal(reg.tissue_channel(big, "dab"), whole)
     with pytest.raises(ValueError, match="uint8"):
         reg.tissue_channel(big.astype(np.float32), "dab")

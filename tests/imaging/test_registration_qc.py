@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from scipy import ndimage
 
-from mrihisto_kedro.imaging.registration_qc import (
+from mrihisto_kedro.imaging.registration.qc import (
     gradient_agreement,
     qc_problems,
     select_registered_pairs,

@@ -7,11 +7,16 @@ import pytest
 
 from mrihisto_kedro.imaging.tiling import (
     AlignedPair,
+    GridTile,
     TilingParams,
+    grid_tiles,
+    level0_pixels,
     paired_tiles,
     tile_origins,
     whole_views,
 )
+from mrihisto_kedro.msi.params import MsiTilingParams
+from mrihisto_kedro.msi.tiles import MsiAlignedPair, msi_pair_tiles
 
 
 def _pair(pair_id: str, split: str, h: int = 100, w: int = 130) -> AlignedPair:
@@ -33,6 +38,59 @@ def test_tile_origins_do_not_overhang() -> None:
     assert tile_origins(130, 32, 32) == [0, 32, 64, 96]
     assert tile_origins(31, 32, 32) == []
     assert tile_origins(64, 32, 16) == [0, 16, 32]
+
+
+def test_grid_tiles_keep_the_windows_the_mask_covers_row_by_row() -> None:
+    mask = np.zeros((40, 64), bool)
+    mask[:, :24] = True  # 24 of 64 columns
+    kept = grid_tiles(mask, 16, 8, 0.5)
+    # windows start at x = 0, 8 (fully covered) and 16 (half covered); y = 0, 8, 16, 24
+    assert kept == [
+        GridTile(y, x, f) for y in (0, 8, 16, 24) for x, f in ((0, 1.0), (8, 1.0), (16, 0.5))
+    ]
+    # stride None: non-overlapping, x = 0 (covered), 16 (half), 32 and 48 (none)
+    expected = [GridTile(y, x, f) for y in (0, 16) for x, f in ((0, 1.0), (16, 0.5))]
+    assert grid_tiles(mask, 16, None, 0.5) == expected
+    assert grid_tiles(mask, 16, None, 1.01) == []
+
+
+def test_level0_pixels_round_to_the_nearest_pixel() -> None:
+    """The one rounding of tile coordinates (MRI and MSI): nearest, not truncation."""
+    almost_15 = 14.999999999999998  # an integer factor after floating-point arithmetic
+    assert 32 * almost_15 < 480 and int(32 * almost_15) == 479
+    assert level0_pixels(32, almost_15) == 480
+    assert level0_pixels(10, 15.37) == 154  # 153.7: truncation would give 153
+    assert level0_pixels(10, 15.32) == 153
+    assert (level0_pixels(1, 15.5), level0_pixels(3, 15.5)) == (16, 46)  # ties to even
+    assert level0_pixels(-16, 4) == -64 and isinstance(level0_pixels(3, 15.0), int)
+
+
+def test_mri_and_msi_tiles_share_the_grid_and_its_coordinates() -> None:
+    """The same mask and downsample give the same windows and level-0 boxes in both tilers
+    (MSI tiles used to truncate: ``x = 32`` at a factor of ``14.999999999999998`` was 479)."""
+    factor = 14.999999999999998
+    mri = _pair("a", "train", h=70, w=90)
+    rgb = mri.histology
+    msi = MsiAlignedPair(
+        pair_id="a",
+        specimen_id="spec_a",
+        split="train",
+        msi=np.repeat(mri.mri[..., None], 3, axis=-1),
+        histology=rgb,
+        coverage=mri.tissue,
+        downsample=factor,  # type: ignore[arg-type]
+        mpp=0.5 * factor,
+    )
+    mri = AlignedPair("a", "spec_a", "train", mri.mri, rgb, mri.tissue, factor)
+    a = paired_tiles([mri], TilingParams(tile_size=16, stride=16, min_tissue_fraction=0.5))
+    b = msi_pair_tiles(
+        [msi], MsiTilingParams(tile_size=16, stride=16, min_msi_fraction=0.5), "black"
+    )
+    columns = ["tile_id", "x", "y", "size", "scale"]
+    assert a.manifest[columns].equals(b.manifest[columns])
+    assert set(b.manifest["x"]) == {0, 240, 480} and (b.manifest["size"] == 240).all()
+    np.testing.assert_array_equal(a.b, b.b)
+    np.testing.assert_array_equal(a.manifest["tissue_fraction"], b.manifest["msi_fraction"])
 
 
 def test_tiles_keep_tissue_and_record_level0_coordinates() -> None:

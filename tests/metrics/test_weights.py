@@ -8,11 +8,15 @@ with torchvision's ``features`` loaded with the converted weights.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import io
 import json
 import pickle
 import socket
+import subprocess
+import sys
 import tarfile
+import tomllib
 import zipfile
 from pathlib import Path
 
@@ -23,6 +27,7 @@ import torch
 import torchvision
 
 from mrihisto_kedro.metrics import weights as w
+from mrihisto_kedro.metrics.weights import cli, convert, locate
 
 # --------------------------------------------------------------------------------------------
 # fixtures and helpers
@@ -70,7 +75,7 @@ def _flax_params(arch: str, seed: int) -> dict:
     net = {"alexnet": "alex", "vgg16": "vgg"}[arch]
     heads_file = Path(lpips.__file__).parent / "weights" / "v0.1" / f"{net}.pth"
     heads = torch.load(heads_file, map_location="cpu", weights_only=True)
-    params: dict = {w._TRUNK_KEYS[arch]: trunk}
+    params: dict = {convert.TRUNK_KEYS[arch]: trunk}
     for i in range(5):
         kernel = heads[f"lin{i}.model.1.weight"].numpy().transpose(2, 3, 1, 0)
         params[f"NetLinLayer_{i}"] = {"Conv_0": {"kernel": np.ascontiguousarray(kernel)}}
@@ -171,7 +176,7 @@ def test_tampered_ckpt_is_refused_before_unpickling(monkeypatch: pytest.MonkeyPa
         def __init__(self, *args: object, **kwargs: object) -> None:
             raise AssertionError("unpickler reached for an unverified file")
 
-    monkeypatch.setattr(w, "_NumpyOnlyUnpickler", Tripwire)
+    monkeypatch.setattr(convert, "_NumpyOnlyUnpickler", Tripwire)
     monkeypatch.setattr(pickle, "load", Tripwire)
     monkeypatch.setattr(pickle, "loads", Tripwire)
     expected = w.WEIGHTS["alexnet"].member_sha256
@@ -227,7 +232,7 @@ def test_flax_conversion_matches_torchvision_forward(arch: str, hw: tuple[int, i
 
     rng = np.random.default_rng(3)
     x = rng.standard_normal((1, *hw, 3))
-    expected = _flax_reference(params[w._TRUNK_KEYS[arch]], arch, x)
+    expected = _flax_reference(params[convert.TRUNK_KEYS[arch]], arch, x)
 
     relu_taps = {"alexnet": [1, 4, 7, 9, 11], "vgg16": [3, 8, 15, 22, 29]}[arch]
     got = []
@@ -248,13 +253,13 @@ def test_flax_conversion_matches_torchvision_forward(arch: str, hw: tuple[int, i
 
 def test_flax_heads_match_lpips_package_heads() -> None:
     params = _flax_params("alexnet", seed=4)
-    assert w._lpips_heads_identical(params, "alexnet") is True
+    assert convert.lpips_heads_identical(params, "alexnet") is True
     params["NetLinLayer_0"]["Conv_0"]["kernel"] = params["NetLinLayer_0"]["Conv_0"]["kernel"] * 2
-    assert w._lpips_heads_identical(params, "alexnet") is False
+    assert convert.lpips_heads_identical(params, "alexnet") is False
 
 
 def test_fid_helper_mapping_loads_strictly_into_pytorch_fid_layout() -> None:
-    mapping = w._fid_layer_map()
+    mapping = convert.fid_layer_map()
     with torch.device("meta"):
         skeleton = w.fid_inception_skeleton()
     basic = {n for n, m in skeleton.named_modules() if type(m).__name__ == "BasicConv2d"}
@@ -305,7 +310,7 @@ def test_lookup_order_explicit_then_hub_then_missing(torch_home: Path, tmp_path:
 
     # the converted file in the hub cache
     hub_state = _random_features("alexnet", seed=10)
-    w._save_converted(spec, torch_home, hub_state, {})
+    locate.save_converted(spec, torch_home, hub_state, {})
     loc = w.locate_weights("alexnet")
     assert (loc.path, loc.source) == (torch_home / spec.filename, "hub-converted")
 
@@ -349,7 +354,7 @@ def test_upstream_file_preferred_and_full_model_state_accepted(
     torch_home.mkdir(parents=True)
     spec = w.WEIGHTS["alexnet"]
     (torch_home / spec.upstream_filename).write_bytes(buf.getvalue())
-    w._save_converted(spec, torch_home, _random_features("alexnet", seed=13), {})
+    locate.save_converted(spec, torch_home, _random_features("alexnet", seed=13), {})
     monkeypatch.setitem(
         w.WEIGHTS,
         "alexnet",
@@ -437,7 +442,8 @@ def test_command_from_dir_is_idempotent_and_atomic(
     assert w.main([*argv, "--force"]) == 1
     assert "does not match" in capsys.readouterr().err
     assert out.read_bytes() == before
-    assert not [p for p in cache.iterdir() if p.name.endswith(".tmp")]
+    # no staging file left behind (atomic_path stages as hidden ".<stem>.tmp-<hex><suffix>")
+    assert sorted(p.name for p in cache.iterdir()) == [spec.filename, spec.filename + ".json"]
 
 
 def test_command_without_archive_fails_cleanly(tmp_path: Path) -> None:
@@ -445,3 +451,21 @@ def test_command_without_archive_fails_cleanly(tmp_path: Path) -> None:
     empty.mkdir()
     argv = ["--cache-dir", str(tmp_path / "c"), "--from-dir", str(empty), "--only", "vgg16"]
     assert w.main(argv) == 1
+
+
+def test_console_script_and_module_entry_points() -> None:
+    # pyproject's `mrihisto-weights` target and `python -m mrihisto_kedro.metrics.weights`
+    # (named in every "missing weights" reason) both reach the command.
+    pyproject = Path(__file__).resolve().parents[2] / "pyproject.toml"
+    target = tomllib.loads(pyproject.read_text())["project"]["scripts"]["mrihisto-weights"]
+    module, _, attr = target.partition(":")
+    assert getattr(importlib.import_module(module), attr) is cli.main is w.main
+    done = subprocess.run(
+        [sys.executable, "-m", "mrihisto_kedro.metrics.weights", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert done.stdout.startswith(f"usage: {w.COMMAND}")
+    assert "--from-dir" in done.stdout

@@ -37,9 +37,10 @@ from mrihisto_kedro.evaluation.tiles import (
     evaluate_split,
     tile_metrics,
 )
+from mrihisto_kedro.experiments import Task, by_name
 from mrihisto_kedro.imaging.tileset import TileSet, load_tileset
 from mrihisto_kedro.manifest import SplitFractions
-from mrihisto_kedro.msi.pairs import (
+from mrihisto_kedro.msi.params import (
     MSI_OPTIMISER,
     MsiRegistrationParams,
     MsiTilingParams,
@@ -48,7 +49,7 @@ from mrihisto_kedro.msi.pairs import (
 )
 from mrihisto_kedro.msi.whole_views import MsiWholeViewParams
 from mrihisto_kedro.pipelines import msi_data_engineering
-from mrihisto_kedro.pipelines.modelling.msi import MSI_GROUP, create_msi_experiments
+from mrihisto_kedro.pipelines.modelling import create_pipeline as create_modelling
 
 # In-process Kedro sessions with kedro-mlflow here leave MLflow state that broke the demo e2e
 # module run after it in one pytest process (runs logged to / looked up in the wrong store).
@@ -86,6 +87,9 @@ def _copy_project(dest: Path) -> Path:
     return dest
 
 
+MSI_GROUP = by_name("msi_unet").group  # the node namespace the MSI experiments share
+
+
 def _with_msi(register: Callable[[], dict[str, Pipeline]]) -> Callable[[], dict[str, Pipeline]]:
     """``register_pipelines`` plus the MSI pipelines wherever the registry lacks them."""
 
@@ -94,7 +98,7 @@ def _with_msi(register: Callable[[], dict[str, Pipeline]]) -> Callable[[], dict[
         pipelines.setdefault("msi_data_engineering", msi_data_engineering.create_pipeline())
         modelling = pipelines["modelling"]
         if not any(str(n.namespace or "").startswith(MSI_GROUP) for n in modelling.nodes):
-            pipelines["modelling"] = modelling + create_msi_experiments()
+            pipelines["modelling"] = modelling + create_modelling(task=Task.MSI_TO_HE)
         return pipelines
 
     return wrapped
@@ -169,10 +173,10 @@ def test_msi_parameters_parse() -> None:
     """Every block of parameters_msi.yml parses into its dataclass (fails naming the key)."""
     from kedro.config import OmegaConfigLoader
 
+    from mrihisto_kedro.demo.msi_inputs import MsiDemoNodeParams
     from mrihisto_kedro.nn.experiment import ModelType, model_config
     from mrihisto_kedro.params import parse_params
-    from mrihisto_kedro.pipelines.modelling.nodes import TrainingParams
-    from mrihisto_kedro.pipelines.msi_data_engineering.nodes import MsiDemoNodeParams
+    from mrihisto_kedro.tracking.training_params import TrainingParams
 
     loader = OmegaConfigLoader(
         conf_source=str(REPO_ROOT / "conf"), base_env="base", default_run_env="local"
@@ -190,7 +194,6 @@ def test_msi_parameters_parse() -> None:
     assert parse_params(MsiWholeViewParams, de["whole_views"], "whole_views").size == 128
     for name in ("msi_to_he_black", "msi_to_he_white", "msi_unet", "msi_to_he_whole"):
         training = parse_params(TrainingParams, params[name]["training"], name)
-        assert training.name == name
         config = model_config(training.model_type, training.model)
         assert config.in_channels == 3 and config.out_channels == 3
         if training.model_type is ModelType.PIX2PIX:  # the paper's changes
@@ -313,7 +316,7 @@ def test_registration_recovers_the_known_affine(msi_project: dict) -> None:
     assert len(report) == N_SPECIMENS and set(report["mode"]) == {"control_points"}
     assert (report["n_control_points"] == 8).all() and (report["cp_rms_um"] < 10).all()
     # intensity mode needs its 9 start offsets here: from the centred start alone one of the
-    # 10 specimens ends in a local optimum at 14.4 µm (msi.pairs.MSI_OPTIMISER)
+    # 10 specimens ends in a local optimum at 14.4 µm (msi.params.MSI_OPTIMISER)
     for r in (report, msi_project["intensity_report"]):
         print(f"\nTRE (µm) {r['mode'].iloc[0]}:", r["tre_mean_um"].round(2).tolist())
         assert r["tre_mean_um"].median() < MAX_MEDIAN_TRE_UM, r[["pair_id", "tre_mean_um"]]
@@ -384,8 +387,8 @@ def test_trainings_ran_and_learned(msi_project: dict, test_split_metrics: dict) 
 
 def test_the_unet_is_nearer_on_mutual_information_as_measured(test_split_metrics: dict) -> None:
     """Issue 16's decision on paper 003's "pix2pix beats the U-Net on MI": the measured direction
-    is the result. On the 2 test specimens (82 tiles) these tiny trainings give pix2pix black /
-    white MI 0.190 / 0.183 vs the U-Net's 0.301 nats; trained to a plateau it still does not
+    is the result. On the 2 test specimens (76 tiles) these tiny trainings give pix2pix black /
+    white MI 0.186 / 0.186 vs the U-Net's 0.313 nats; trained to a plateau it still does not
     turn (15-specimen demo, 20 / 100 / 300 epochs: 0.285 / 0.327 / 0.323 vs 0.385), while LPIPS
     does (the default run's test: 0.137 / 0.115 vs 0.192, ``tests/test_pipelines_run.py``). The
     simulated MSI carries only 10 µm stain densities: MI rewards the regression's conditional

@@ -9,16 +9,12 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from mrihisto_kedro.demo.msi import DemoSource, load_histology_source
+from mrihisto_kedro.imaging.input_spec import InputSpec
 from mrihisto_kedro.imaging.tileset import TileSet
-from mrihisto_kedro.msi.pairs import (
-    MsiAlignedPair,
-    histology_on_grid,
-    image_to_array,
-    msi_image,
-)
+from mrihisto_kedro.msi.geometry import histology_on_grid, image_to_array, msi_image
 from mrihisto_kedro.msi.reduction import PadColour
+from mrihisto_kedro.msi.tiles import MsiAlignedPair
 from mrihisto_kedro.msi.whole_views import MsiWholeViewParams, square_pad, whole_specimen_views
-from mrihisto_kedro.nn.input_spec import InputSpec
 from mrihisto_kedro.pipelines.msi_data_engineering.nodes import build_msi_whole_views
 
 MPP = 0.499  # µm per level-0 pixel of CMU-1-Small-Region

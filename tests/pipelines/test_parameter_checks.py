@@ -124,7 +124,6 @@ def test_any_model_value_is_accepted_or_refused_by_name(key: str, value: Any) ->
     """Fuzz: whatever a user types for a model key, the check either accepts it or raises a
     ParameterError that names the training's key, never another exception."""
     training = {
-        "name": "tiles_256",
         "model_type": "pix2pix",
         "model": {"generator": "unet", "num_downs": 6, "ngf": 16, key: value},
     }

@@ -15,7 +15,7 @@ import SimpleITK as sitk
 from mrihisto_kedro.imaging import registration as reg
 from mrihisto_kedro.imaging.downsample import downsampled_origin_mm
 from mrihisto_kedro.imaging.mri import extract_slice, robust_normalise
-from mrihisto_kedro.imaging.pair_registration import fixed_grid
+from mrihisto_kedro.imaging.registration.pairs import fixed_grid
 from mrihisto_kedro.imaging.slide_image import SlideImage
 from mrihisto_kedro.imaging.slides import open_slide
 from mrihisto_kedro.imaging.tiff import write_pyramidal_tiff

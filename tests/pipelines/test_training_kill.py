@@ -52,14 +52,14 @@ manifest = pd.DataFrame({
 })
 tiles = TileSet(manifest=manifest, a=a01[..., None].astype(np.float32), b=b)
 training = {
-    "name": "tiny", "model_type": "pix2pix", "sample_every": 0,
+    "model_type": "pix2pix", "sample_every": 0,
     "model": {"generator": "unet", "num_downs": 5, "ngf": 4, "ndf": 4, "n_epochs": 3,
               "n_epochs_decay": 2, "device": "cpu", "precision": "fp32", "seed": 0},
     "data": {"load_size": 32, "crop_size": 32, "flip": True, "batch_size": 4,
              "val_split": "val"},
 }
 store = CheckpointStoreDataset(path=str(root / "checkpoints")).load()
-generator, history, summary = train_experiment(tiles, training, store)
+generator, history, summary = train_experiment(tiles, training, store, experiment="tiny")
 torch.save(generator["state_dict"], out)
 print(f"run {summary.loc[0, 'run_id']} resumed from {summary.loc[0, 'resumed_from_epoch']}")
 """

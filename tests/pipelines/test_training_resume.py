@@ -28,7 +28,6 @@ from mrihisto_kedro.pipelines.modelling.nodes import train_experiment
 from mrihisto_kedro.tracking import mlflow_tracking
 
 TRAINING: dict[str, Any] = {
-    "name": "tiny",
     "model_type": "pix2pix",
     "model": {
         "generator": "unet",
@@ -114,20 +113,22 @@ def test_interrupted_training_resumes_bit_identical_in_its_mlflow_run(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     tiles = _tileset()
-    reference, ref_history, _ = train_experiment(tiles, TRAINING, _store(tmp_path / "a"))
+    reference, ref_history, _ = train_experiment(
+        tiles, TRAINING, _store(tmp_path / "a"), experiment="tiny"
+    )
 
     store = _store(tmp_path / "b")
     with monkeypatch.context() as patch:
         _interrupt_at(patch, 2)
         with pytest.raises(Interrupt):
-            train_experiment(tiles, TRAINING, store)
+            train_experiment(tiles, TRAINING, store, experiment="tiny")
     (folder,) = store.root.glob("final-*")
     assert load_checkpoint(folder / CHECKPOINT_NAME)["epoch"] == 2
     run_id = json.loads((folder / "mlflow_run.json").read_text())["run_id"]
     assert mlflow.get_run(run_id).info.status == "FAILED"
 
     with caplog.at_level(logging.INFO):
-        generator, history, summary = train_experiment(tiles, TRAINING, store)
+        generator, history, summary = train_experiment(tiles, TRAINING, store, experiment="tiny")
     assert "resuming tiny (final) from epoch 2" in caplog.text
     assert _same_weights(generator, reference)
     assert summary.loc[0, "resumed_from_epoch"] == 2 and summary.loc[0, "epochs"] == 3
@@ -161,9 +162,9 @@ def test_completed_training_is_reused_and_a_changed_parameter_starts_fresh(
 ) -> None:
     tiles = _tileset()
     store = _store(tmp_path)
-    first, _, _ = train_experiment(tiles, TRAINING, store)
+    first, _, _ = train_experiment(tiles, TRAINING, store, experiment="tiny")
     with caplog.at_level(logging.INFO):
-        again, _, summary = train_experiment(tiles, TRAINING, store)
+        again, _, summary = train_experiment(tiles, TRAINING, store, experiment="tiny")
     assert "resuming tiny (final) from epoch 3" in caplog.text
     assert _same_weights(again, first) and summary.loc[0, "resumed_from_epoch"] == 3
     (kept,) = store.root.glob("final-*")
@@ -171,7 +172,7 @@ def test_completed_training_is_reused_and_a_changed_parameter_starts_fresh(
     caplog.clear()
     changed = {**TRAINING, "model": {**TRAINING["model"], "lr": 0.001}}
     with caplog.at_level(logging.INFO):
-        other, _, summary = train_experiment(tiles, changed, store)
+        other, _, summary = train_experiment(tiles, changed, store, experiment="tiny")
     assert f"parameters changed since checkpoint {kept.name} (model.lr): starting fresh" in (
         caplog.text
     )
@@ -182,7 +183,7 @@ def test_completed_training_is_reused_and_a_changed_parameter_starts_fresh(
     caplog.clear()
     never = {**changed, "resume": "never"}
     with caplog.at_level(logging.INFO):
-        fresh, _, summary = train_experiment(tiles, never, store)
+        fresh, _, summary = train_experiment(tiles, never, store, experiment="tiny")
     assert "training.resume is 'never'" in caplog.text
     assert summary.loc[0, "resumed_from_epoch"] == 0 and _same_weights(fresh, other)
 
@@ -202,19 +203,21 @@ def test_interrupted_search_skips_completed_trials(
             "trial_overrides": {"n_epochs": 1, "n_epochs_decay": 1},
         },
     }
-    ref_generator, _, ref_table = train_experiment(tiles, search, _store(tmp_path / "a"))
+    ref_generator, _, ref_table = train_experiment(
+        tiles, search, _store(tmp_path / "a"), experiment="tiny"
+    )
 
     store = _store(tmp_path / "b")
     with monkeypatch.context() as patch:
         _interrupt_at(patch, 1, run_name="tiny-trial-1")
         with pytest.raises(Interrupt):
-            train_experiment(tiles, search, store)
+            train_experiment(tiles, search, store, experiment="tiny")
     (folder,) = store.root.glob("search-*")
     assert len((folder / "trials.jsonl").read_text().splitlines()) == 1  # trial 0 completed
     assert load_checkpoint(folder / "trial-1" / CHECKPOINT_NAME)["epoch"] == 1
 
     with caplog.at_level(logging.INFO):
-        generator, _, table = train_experiment(tiles, search, store)
+        generator, _, table = train_experiment(tiles, search, store, experiment="tiny")
     assert "search tiny: trial 0 completed before: not trained again" in caplog.text
     assert "resuming tiny (trial-1) from epoch 1" in caplog.text
     trials = ["trial", "lr", "lambda_L1", "val_L1"]

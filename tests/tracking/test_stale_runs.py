@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
@@ -14,14 +12,8 @@ from mrihisto_kedro.tracking.stale_runs import STALE_TAG, mark_stale_runs
 
 
 @pytest.fixture
-def client(tmp_path: Path):
-    while mlflow.active_run() is not None:  # one left open by an earlier in-process session
-        mlflow.end_run()
-    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    yield MlflowClient()
-    while mlflow.active_run() is not None:
-        mlflow.end_run()
-    mlflow.set_tracking_uri(None)
+def client(mlflow_client: MlflowClient) -> MlflowClient:
+    return mlflow_client
 
 
 def test_only_running_runs_of_this_root_are_marked(client: MlflowClient) -> None:

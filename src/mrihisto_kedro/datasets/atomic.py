@@ -1,41 +1,32 @@
-"""Atomic writes for datasets: write a temporary file in the target folder, then rename."""
+"""Atomic text writes for datasets and hooks: tables and text files via ``atomic_path``."""
 
 from __future__ import annotations
 
 import os
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
-from typing import IO
 
 import pandas as pd
 
+from mrihisto_kedro.durability.atomic import atomic_path
 
-def _write_atomically(path: str | os.PathLike[str], write: Callable[[IO[str]], None]) -> Path:
-    """Call ``write`` on a temporary text file beside ``path`` (UTF-8), then rename it over.
-
-    A failure while writing leaves the old file untouched and no temporary file behind. The new
-    file gets ordinary permissions (0644), not ``mkstemp``'s 0600.
-    """
-    dest = Path(path)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-    try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as handle:
-            write(handle)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return dest
+__all__ = ["write_csv_atomically", "write_text_atomically"]
 
 
 def write_csv_atomically(table: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
-    """Write ``table`` (no index) to ``path`` so that readers see the old file or the new one."""
-    return _write_atomically(path, lambda handle: table.to_csv(handle, index=False))
+    """Write ``table`` (no index, UTF-8) to ``path`` so that readers see the old file or the new.
+
+    A failure while writing leaves the old file untouched and no temporary file behind; see
+    :func:`mrihisto_kedro.durability.atomic.atomic_path` for permissions and fsync.
+    """
+    dest = Path(path)
+    with atomic_path(dest) as tmp, tmp.open("w", newline="", encoding="utf-8") as handle:
+        table.to_csv(handle, index=False)
+    return dest
 
 
 def write_text_atomically(text: str, path: str | os.PathLike[str]) -> Path:
-    """Write ``text`` (UTF-8) to ``path`` the way :func:`write_csv_atomically` writes a table."""
-    return _write_atomically(path, lambda handle: handle.write(text))
+    """Write ``text`` (UTF-8, newlines as given) to ``path`` the way tables are written."""
+    dest = Path(path)
+    with atomic_path(dest) as tmp, tmp.open("w", newline="", encoding="utf-8") as handle:
+        handle.write(text)
+    return dest

@@ -9,7 +9,7 @@ from kedro.io import AbstractDataset, DatasetError
 from kedro.io.core import get_protocol_and_path
 
 from mrihisto_kedro.msi.imzml import ImzMLReader, open_imzml
-from mrihisto_kedro.msi.pairs import ImzMLFiles
+from mrihisto_kedro.msi.imzml_files import ImzMLFiles
 
 
 class ImzMLDataset(AbstractDataset[ImzMLFiles, ImzMLReader]):
@@ -17,7 +17,7 @@ class ImzMLDataset(AbstractDataset[ImzMLFiles, ImzMLReader]):
 
     ``load`` parses the XML only and returns an open
     :class:`~mrihisto_kedro.msi.imzml.ImzMLReader` (spectra are read on demand; close it, or use
-    it as a context manager). ``save`` takes :class:`~mrihisto_kedro.msi.pairs.ImzMLFiles` and
+    it as a context manager). ``save`` takes :class:`~mrihisto_kedro.msi.imzml_files.ImzMLFiles` and
     writes both files (the ``.ibd`` first, each through a temporary name).
 
     As the ``dataset`` of ``partitions.PartitionedDataset`` give ``filename_suffix: .imzML``, so

@@ -9,7 +9,7 @@ bare ``KeyError: 'pair_07'``). This dataset (issue 15):
 * writes every partition into a hidden staging folder beside the destination
   (``.<name>.tmp-<12 hex>``: a killed run's leftovers are removed by the next run's
   ``hooks.RunSafetyHooks``), then a completion record ``_partitions.json`` (partition ids,
-  files, sizes) last, then swaps the folder in (``imaging.atomic_io.replace_folder``): a
+  files, sizes) last, then swaps the folder in (``durability.atomic.replace_folder``): a
   failed or killed save leaves the previous complete folder in place;
 * loads only a folder with a completion record whose files are all present at their recorded
   sizes, else raises an error naming the folder and what is wrong; ``exists`` is false for an
@@ -26,7 +26,6 @@ from __future__ import annotations
 import json
 import shutil
 import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -34,7 +33,7 @@ from typing import Any
 from kedro.io import DatasetError
 from kedro_datasets.partitions import PartitionedDataset
 
-from mrihisto_kedro.imaging.atomic_io import replace_folder
+from mrihisto_kedro.durability.atomic import replace_folder, staging_path
 
 __all__ = ["RECORD_NAME", "Partitions", "StagedPartitionedDataset"]
 
@@ -76,7 +75,7 @@ class StagedPartitionedDataset(PartitionedDataset):
         """Write every partition into a staging folder, record them, then swap it in."""
         dest = self._folder
         dest.parent.mkdir(parents=True, exist_ok=True)
-        staging = dest.parent / f".{dest.name}.tmp-{uuid.uuid4().hex[:12]}"
+        staging = staging_path(dest)
         staging.mkdir()
         try:
             writer = PartitionedDataset(path=str(staging), overwrite=False, **self._kwargs)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import SimpleITK as sitk
 from kedro.io import AbstractDataset, DatasetError
+
+from mrihisto_kedro.durability.atomic import atomic_path
 
 
 class SimpleITKTransformDataset(AbstractDataset[sitk.Transform, sitk.Transform]):
@@ -16,7 +16,7 @@ class SimpleITKTransformDataset(AbstractDataset[sitk.Transform, sitk.Transform])
 
     The registration pipeline saves fixed (histology) mm -> moving (MRI) mm affine transforms:
     ``sitk.Resample(mri, histology_grid, sitk.ReadTransform(path))`` re-creates the aligned MRI.
-    Saving is atomic (temporary file in the same folder, then rename).
+    Saving is atomic (:func:`~mrihisto_kedro.durability.atomic.atomic_path`).
     """
 
     def __init__(self, *, filepath: str, metadata: dict[str, Any] | None = None) -> None:
@@ -41,18 +41,6 @@ class SimpleITKTransformDataset(AbstractDataset[sitk.Transform, sitk.Transform])
             ) from exc
 
     def save(self, data: sitk.Transform) -> None:
-        path = Path(self._filepath)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # ".<stem>.<random>.tmp<ext>": ITK picks the format from the extension, and the
-        # ".tmp" marks it as a staging file for durability.temporaries
-        fd, tmp = tempfile.mkstemp(
-            prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent
-        )
-        os.close(fd)
-        try:
-            sitk.WriteTransform(data, tmp)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        # the staging file keeps the extension: ITK picks the transform format from it
+        with atomic_path(Path(self._filepath)) as tmp:
+            sitk.WriteTransform(data, str(tmp))

@@ -62,7 +62,7 @@ from mrihisto_kedro.demo.virtual_histology import (
 from mrihisto_kedro.imaging.mri import Plane, extract_slice, slice_count
 from mrihisto_kedro.imaging.row_spool import spool_rows_to_pyramidal_tiff
 from mrihisto_kedro.imaging.slide_image import SlideImage, nominal_magnification
-from mrihisto_kedro.imaging.tiff import write_pyramidal_tiff
+from mrihisto_kedro.imaging.tiff import Compression, Flavour, write_pyramidal_tiff
 from mrihisto_kedro.params import check_ranges
 
 PAIRS_COLUMNS: tuple[str, ...] = (
@@ -287,8 +287,8 @@ class StreamedSlide:
         self,
         path: Path,
         *,
-        flavour: str = "aperio",
-        compression: str = "jpeg",
+        flavour: Flavour = "aperio",
+        compression: Compression = "jpeg",
         quality: int = 90,
         tile_size: int = 256,
         bigtiff: bool | None = None,
@@ -303,8 +303,8 @@ class StreamedSlide:
             write_pyramidal_tiff(
                 r.slide_image(image),
                 destination,
-                flavour=flavour,  # type: ignore[arg-type]
-                compression=compression,  # type: ignore[arg-type]
+                flavour=flavour,
+                compression=compression,
                 quality=quality,
                 tile_size=tile_size,
                 bigtiff=bigtiff,

@@ -593,11 +593,16 @@ def _simulate_counts(
     step = params.mz_step
     grid = lo + step * np.arange(int(math.floor((hi - lo) / step + 1e-9)) + 1)
     n_px = expected.shape[1]
-    if params.imzml_mode is ImzMLMode.PROCESSED:
-        shift = rng.uniform(0.0, step, size=n_px)
-    else:
-        shift = np.zeros(n_px)
-    jitter = rng.normal(0.0, params.mz_jitter_da, size=n_px) if params.mz_jitter_da else 0.0
+    shift: np.ndarray = (
+        np.asarray(rng.uniform(0.0, step, size=n_px))
+        if params.imzml_mode is ImzMLMode.PROCESSED
+        else np.zeros(n_px)
+    )
+    jitter: np.ndarray = (
+        np.asarray(rng.normal(0.0, params.mz_jitter_da, size=n_px))
+        if params.mz_jitter_da
+        else np.zeros(n_px)
+    )
     # chemical baseline: expected counts per sample, higher on tissue
     decay = np.exp(-(grid - lo) / 150.0)
     level = params.baseline_counts * (0.5 + 0.5 * tissue)
@@ -609,7 +614,7 @@ def _simulate_counts(
         if last <= first:
             continue
         sample_mz = grid[None, first:last] + shift[:, None]
-        centre = peak.mz + jitter if np.ndim(jitter) == 0 else (peak.mz + jitter)[:, None]
+        centre = (peak.mz + jitter)[:, None]
         profile = np.exp(-0.5 * ((sample_mz - centre) / peak.sigma_da) ** 2)
         # counts per sample: the Gaussian density times the sample spacing (sums to ~1)
         profile *= step / (peak.sigma_da * math.sqrt(2.0 * math.pi))

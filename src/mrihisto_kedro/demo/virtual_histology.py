@@ -334,6 +334,12 @@ class StainStyle:
             raise ValueError("haematoxylin_base must be >= 0 and gradient in [0, 1)")
 
 
+def _rgb(values: np.ndarray) -> tuple[float, float, float]:
+    """The three values of an ``(R, G, B)`` array as Python floats."""
+    r, g, b = (float(v) for v in values)
+    return r, g, b
+
+
 def random_stain_style(rng: np.random.Generator, variation: float = 1.0) -> StainStyle:
     """Draw a plausible per-slide stain appearance around :class:`StainStyle`'s defaults.
 
@@ -350,9 +356,9 @@ def random_stain_style(rng: np.random.Generator, variation: float = 1.0) -> Stai
     dab = np.clip(np.asarray(_NOMINAL_DAB) + v * 0.05 * u[4:7], 0.02, None)
     haem = np.clip(np.asarray(_NOMINAL_HAEM) + v * 0.05 * u[7:10], 0.02, None)
     return StainStyle(
-        background_rgb=tuple(float(t) for t in np.clip(tint, 0.9, 1.0)),
-        dab_vector=tuple(float(d) for d in dab),
-        haematoxylin_vector=tuple(float(h) for h in haem),
+        background_rgb=_rgb(np.clip(tint, 0.9, 1.0)),
+        dab_vector=_rgb(dab),
+        haematoxylin_vector=_rgb(haem),
         dab_gain=float(1.0 + v * 0.22 * u[10]),
         haematoxylin_gain=float(1.0 + v * 0.22 * u[11]),
         gradient=float(np.clip(0.12 + v * 0.06 * u[12], 0.0, 0.5)),

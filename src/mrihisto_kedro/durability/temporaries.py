@@ -4,10 +4,15 @@ Every writer here stages its output beside the destination under a hidden name a
 it into place when complete; a ``kill -9`` in between leaves the staging file or folder
 behind (8 kills during ``save_tileset`` left 4.3 GB). The names, by writer:
 
-* ``.<name>.tmp-<12 hex>[.<ext>]`` -- checkpoints, tile sets, SimpleITK images and folders;
-* ``.<name>.old-<12 hex>`` -- the previous version moved aside during a swap;
-* ``.<name>.<random>[.<tag>].tmp[.<ext>]`` -- ``tempfile.mkstemp`` files of the TIFF
-  writer, the atomic dataset writes, transforms and weights;
+* ``.<stem>.tmp-<12 hex><extensions>`` -- every file written through
+  :func:`mrihisto_kedro.durability.atomic.atomic_path` (checkpoints, SimpleITK images and
+  transforms, tables, pyramidal TIFFs and the Aperio writer's scratch pyramid) and the staging
+  folders of tile sets, staged partitions, DICOM series and detached-header images; also
+  ``.<name>.tmp-<12 hex>``, the checkpoint name before ``atomic_path``;
+* ``.<name>.old-<12 hex>`` -- the previous folder moved aside by ``replace_folder``;
+* ``.<name>.<random>[.<tag>].tmp[.<ext>]`` and ``.<name>.tmp`` -- ``tempfile.mkstemp`` files of
+  the weights cache, the writable probe, the imzML pair writer, and of earlier versions of the
+  TIFF writer, the dataset writes and transforms;
 * ``.<name>.<random>.stitch.tif`` -- the row spool of the stitcher and the demo.
 
 Only entries matching these patterns are touched, and only while the run holds the output
@@ -24,7 +29,7 @@ from pathlib import Path
 __all__ = ["is_stale_temporary", "remove_stale_temporaries", "stale_temporaries"]
 
 _PATTERNS = (
-    re.compile(r"^\..+\.(?:tmp|old)-[0-9a-f]{12}(?:\.[\w.]+)?$"),
+    re.compile(r"^\..+\.(?:tmp|old)-[0-9a-f]{12}(?:\..+)?$"),
     re.compile(r"^\..+\.tmp(?:\.\w+)?$"),
     re.compile(r"^\..+\.stitch\.tif$"),
 )

@@ -48,7 +48,7 @@ class FeatureCache:
         """``(weights, digest of dtype, shape and bytes)``."""
         data = np.ascontiguousarray(images)
         digest = hashlib.sha256(f"{data.dtype}{data.shape}".encode())
-        digest.update(memoryview(data).cast("B"))
+        digest.update(data.data.cast("B"))
         return weights, digest.hexdigest()
 
     def __call__(

@@ -11,7 +11,7 @@ that learned (:func:`output_spread`):
   against the next one of the set): about 0 for a model that draws one image for every input.
 
 :func:`check_degenerate` compares the generated images' spreads with the real targets' on the
-same tiles; a ratio below ``min_ratio`` (a parameter, ``evaluation.<experiment>.min_spread_ratio``,
+same tiles; a ratio below ``min_ratio`` (a parameter, ``<experiment>.evaluation.min_spread_ratio``,
 0.25 by default) flags the experiment, with the numbers, in the log, Table 1 and MLflow.
 :func:`baseline_shortfall` flags, the same way, a model whose validation L1 is not below that
 of a trivial baseline of its training summary (mean colour; identity and inverted input).

@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 
+from mrihisto_kedro.imaging.input_spec import InputKind, InputSpec
+from mrihisto_kedro.imaging.mri import Plane
 from mrihisto_kedro.imaging.slide_image import nominal_magnification
 from mrihisto_kedro.imaging.stitching import (
     StitchOptions,
@@ -26,9 +28,9 @@ from mrihisto_kedro.imaging.stitching import (
     stitch_to_array,
     stitch_to_tiff,
 )
+from mrihisto_kedro.imaging.tiff import Compression, Flavour
 from mrihisto_kedro.metrics.seam import seam_score
 from mrihisto_kedro.nn.inference import GeneratorPredictor, load_predictor
-from mrihisto_kedro.nn.input_spec import InputKind, InputSpec
 
 __all__ = [
     "NewSliceParams",
@@ -213,8 +215,8 @@ class SyntheticSlideJob:
         self,
         path: str | Path,
         *,
-        flavour: str = "aperio",
-        compression: str = "jpeg",
+        flavour: Flavour = "aperio",
+        compression: Compression = "jpeg",
         quality: int = 90,
         tile_size: int = 256,
         bigtiff: bool | None = None,
@@ -262,7 +264,7 @@ class NewSliceParams:
     Percentiles ``None`` take the generator file's (else 1 and 99.5).
     """
 
-    plane: str = "axial"
+    plane: Plane = Plane.AXIAL
     slice_index: int | None = None
     normalise: bool = True
     lower_percentile: float | None = None
@@ -354,4 +356,4 @@ def new_slice_input(
     prepared = sitk.GetImageFromArray(np.asarray(array, dtype=np.float32))
     a_range = tuple(spec.input_range) if spec is not None else None
     scale = (grid_um[0] / target, grid_um[1] / target)
-    return mri_to_model_input(prepared, scale, a_range), target  # type: ignore[arg-type]
+    return mri_to_model_input(prepared, scale, a_range), target  # type: ignore[arg-type]  # a_range: 2 floats (InputSpec checks its length)

@@ -301,7 +301,8 @@ def render_markdown(table: pd.DataFrame, title: str) -> str:
     pivot = pivot.sort_index(key=lambda idx: idx.map(lambda v: order.get(v, 99)), level=0)
     header = "| metric | comparison | " + " | ".join(columns) + " |"
     lines = [f"# {title}", "", header, "|" + "---|" * (len(columns) + 2)]
-    for (metric, comparison), cells in pivot.iterrows():
+    rows: list[tuple[str, str]] = pivot.index.tolist()  # the (metric, comparison) MultiIndex
+    for (metric, comparison), cells in zip(rows, pivot.to_numpy(dtype=object), strict=True):
         values = " | ".join("" if pd.isna(c) else str(c) for c in cells)
         lines.append(f"| {metric} | {comparison} | {values} |")
     notes = sorted({n for n in t["note"] if isinstance(n, str) and n})

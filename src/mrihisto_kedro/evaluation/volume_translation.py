@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import SimpleITK as sitk
 
+from mrihisto_kedro.imaging.input_spec import InputKind, InputSpec
 from mrihisto_kedro.imaging.mri import (
     Plane,
     extract_slice,
@@ -31,7 +32,6 @@ from mrihisto_kedro.imaging.mri import (
     slice_layout,
     stack_slices,
 )
-from mrihisto_kedro.nn.input_spec import InputKind, InputSpec
 
 logger = logging.getLogger(__name__)
 

@@ -48,6 +48,7 @@ __all__ = [
     "downsample_dimensions",
     "downsample_slide",
     "recorded_downsample",
+    "slide_thumbnail",
 ]
 
 Reader = Literal["auto", "tiff", "openslide"]
@@ -214,10 +215,10 @@ def _reduce_openslide(
         if touched.size == 0:
             continue
         o0, o1 = int(touched[0]), int(touched[-1]) + 1
-        block = block[o0:o1].tocsr()
+        rows_block = block[o0:o1].tocsr()
         for c in range(3):  # one channel at a time keeps the float32 copies small
             horiz = shrunk[:, :, c].astype(np.float32) @ wx_t  # (n, out_w)
-            acc[c, o0:o1] += block @ horiz
+            acc[c, o0:o1] += rows_block @ horiz
     return np.ascontiguousarray(np.clip(np.rint(acc), 0, 255).astype(np.uint8).transpose(1, 2, 0))
 
 
@@ -302,6 +303,25 @@ def downsample_slide(
         app_mag=power / factor if power is not None else None,
         description=description,
     )
+
+
+def slide_thumbnail(slide: Slide, max_size: int = 1024) -> np.ndarray:
+    """An RGB overview of ``slide`` whose longer side is ``max_size`` pixels (bounded memory).
+
+    The slide is reduced by ``max(1, longer side / max_size)`` with :func:`downsample_slide`.
+
+    Args:
+        slide: an open slide.
+        max_size: longer side of the result in pixels (> 0).
+
+    Returns:
+        ``(h, w, 3)`` ``uint8`` array, aspect ratio preserved; never larger than level 0.
+    """
+    if max_size <= 0:
+        raise ValueError(f"max_size must be positive, got {max_size}")
+    w, h = slide.dimensions
+    factor = max(1.0, max(w, h) / max_size)
+    return np.asarray(downsample_slide(slide, factor).pixels.numpy())
 
 
 def downsampled_origin_mm(

@@ -24,7 +24,7 @@ import SimpleITK as sitk
 
 
 class Plane(StrEnum):
-    """Anatomical plane of a slice."""
+    """Anatomical plane of a slice (``sagittal``, ``coronal``, ``axial``)."""
 
     SAGITTAL = "sagittal"
     CORONAL = "coronal"
@@ -243,3 +243,58 @@ def robust_normalise(
     if hi <= lo:
         raise ValueError(f"image is constant between percentiles ({lo} .. {hi})")
     return np.clip((data - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class MriNormalisation:
+    """Robust percentile scaling of MRI slices to [0, 1] (see :func:`robust_normalise`).
+
+    Attributes:
+        lower_percentile: percentile (0..100) of the slice mapped to 0.
+        upper_percentile: percentile (0..100, above ``lower_percentile``) mapped to 1.
+    """
+
+    lower_percentile: float = 1.0
+    upper_percentile: float = 99.5
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.lower_percentile < self.upper_percentile <= 100.0:
+            raise ValueError(
+                "need 0 <= lower_percentile < upper_percentile <= 100, got "
+                f"{self.lower_percentile}, {self.upper_percentile}"
+            )
+
+
+def normalised_slice(
+    volume: sitk.Image,
+    plane: Plane | str,
+    slice_index: int,
+    normalisation: MriNormalisation | None = None,
+    volume_index: int = 0,
+) -> sitk.Image:
+    """One anatomical slice of a 3-D or 4-D MRI, scaled to [0, 1] by robust percentiles.
+
+    Args:
+        volume: 3-D volume, or 4-D (time, echo, b-value) of which ``volume_index`` is used.
+        plane: anatomical plane of the slice.
+        slice_index: voxel index along the axis closest to the plane normal.
+        normalisation: the percentiles (default 1 and 99.5).
+        volume_index: 0-based volume of a 4-D image (only 0 for a 3-D one).
+
+    Returns:
+        float32 2-D image ``(rows, cols)`` in [0, 1] with the slice's spacing in mm, origin
+        and direction (see :func:`extract_slice`) and its ``mrihisto_*`` metadata.
+
+    Raises:
+        ValueError: volume index or slice index out of range, or a constant slice.
+    """
+    norm = normalisation or MriNormalisation()
+    plane_image = extract_slice(select_volume(volume, volume_index), plane, slice_index)
+    array = robust_normalise(
+        sitk.GetArrayViewFromImage(plane_image), norm.lower_percentile, norm.upper_percentile
+    )
+    image = sitk.GetImageFromArray(array)
+    image.CopyInformation(plane_image)
+    for key in plane_image.GetMetaDataKeys():
+        image.SetMetaData(key, plane_image.GetMetaData(key))
+    return image

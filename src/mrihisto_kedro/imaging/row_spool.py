@@ -160,7 +160,7 @@ def spool_rows_to_pyramidal_tiff(
                         f"{out_path}: rows must be uint8 of width {width}, got "
                         f"{block.dtype} {block.shape}"
                     )
-                fh.write(memoryview(np.ascontiguousarray(block)))
+                fh.write(np.ascontiguousarray(block).data)  # .data: the memoryview
             if fh.tell() != offset + needed:
                 raise RuntimeError(
                     f"{out_path}: the rows hold {fh.tell() - offset} bytes, expected {needed}"

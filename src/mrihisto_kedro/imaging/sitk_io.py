@@ -50,7 +50,12 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from mrihisto_kedro.imaging.atomic_io import replace_folder
+from mrihisto_kedro.durability.atomic import (
+    atomic_path,
+    fsync_folder,
+    replace_folder,
+    staging_path,
+)
 
 __all__ = [
     "DICOM_FILE",
@@ -448,31 +453,33 @@ def _without_nifti_metadata(image: sitk.Image) -> sitk.Image:
 
 
 def _write_file(image: sitk.Image, dest: Path, compress: bool, fmt: str) -> None:
-    suffix = _suffix_of(dest)
+    """Write one image file (or a detached header and its data file) atomically."""
     if fmt != "nifti":
         image = _without_nifti_metadata(image)
-    token = uuid.uuid4().hex[:12]
-    if suffix in _DETACHED_HEADERS:
-        # header and data file reference each other by name: write both under the final names
-        # in a private folder, then move the data file(s) first and the header last.
-        tmp_dir = dest.parent / f".{dest.name}.tmp-{token}"
-        tmp_dir.mkdir()
-        try:
-            sitk.WriteImage(image, str(tmp_dir / dest.name), useCompression=compress)
-            produced = sorted(tmp_dir.iterdir(), key=lambda f: f.name == dest.name)
-            for item in produced:
-                os.replace(item, dest.parent / item.name)
-        finally:
-            shutil.rmtree(tmp_dir, ignore_errors=True)
+    if _suffix_of(dest) in _DETACHED_HEADERS:
+        _write_detached(image, dest, compress)
         return
-    # same extension so that ITK picks the same writer; a hidden name in the same folder so that
-    # os.replace is an atomic rename on the same file system
-    tmp = dest.parent / f".{dest.name[: -len(suffix)]}.tmp-{token}{suffix}"
-    try:
+    # the staging file keeps the extension, so that ITK picks the same writer
+    with atomic_path(dest) as tmp:
         sitk.WriteImage(image, str(tmp), useCompression=compress)
-        os.replace(tmp, dest)
+
+
+def _write_detached(image: sitk.Image, dest: Path, compress: bool) -> None:
+    """Write a ``.mhd``/``.nhdr`` header and its data file(s), data first and header last.
+
+    Not one :func:`atomic_path`: header and data file reference each other by name, so both
+    are written under their final names in a private staging folder and then moved beside
+    ``dest`` (each move an atomic rename; the header, renamed last, makes the new data visible).
+    """
+    tmp_dir = staging_path(dest)
+    tmp_dir.mkdir()
+    try:
+        sitk.WriteImage(image, str(tmp_dir / dest.name), useCompression=compress)
+        for item in sorted(tmp_dir.iterdir(), key=lambda f: f.name == dest.name):
+            os.replace(item, dest.parent / item.name)
+        fsync_folder(dest.parent)
     finally:
-        tmp.unlink(missing_ok=True)
+        shutil.rmtree(tmp_dir, ignore_errors=True)
 
 
 def _dicom_uid() -> str:
@@ -549,7 +556,7 @@ def _write_dicom_series(
     ]
     if extra_tags:
         series_tags.extend((str(k), str(v)) for k, v in extra_tags.items())
-    tmp_dir = dest.parent / f".{dest.name}.tmp-{uuid.uuid4().hex[:12]}"
+    tmp_dir = staging_path(dest)
     tmp_dir.mkdir()
     try:
         writer = sitk.ImageFileWriter()

@@ -19,9 +19,9 @@ import numpy as np
 import pandas as pd
 import SimpleITK as sitk
 
+from mrihisto_kedro.imaging.input_spec import InputKind, InputSpec
 from mrihisto_kedro.imaging.mri import Plane, extract_slice, slice_count
 from mrihisto_kedro.imaging.tileset import TileSet
-from mrihisto_kedro.nn.input_spec import InputKind, InputSpec
 
 
 class SliceLayout(StrEnum):

@@ -13,6 +13,10 @@ Conventions used throughout:
 
 Every failure to open or read a file is raised as :class:`SlideReadError`, whose message names the
 file and says what is wrong with it.
+
+Reductions of a whole slide (a downsampled copy, a thumbnail) are built on this reader by
+:mod:`mrihisto_kedro.imaging.downsample` (``downsample_slide``, ``slide_thumbnail``), which
+imports this module, never the other way round.
 """
 
 from __future__ import annotations
@@ -222,10 +226,10 @@ class Slide:
         if self._osr.properties.get(openslide.PROPERTY_NAME_VENDOR) in _CHECKED_VENDORS:
             # OpenSlide only touches the data it needs: a file cut inside tiles it has not read
             # would open and fail later, mid-pipeline. Refuse it now.
-            reason = _truncation(path)
-            if reason is not None:
+            truncated = _truncation(path)
+            if truncated is not None:
                 self.close()
-                raise SlideReadError(f"cannot open slide '{path}': {reason}")
+                raise SlideReadError(f"cannot open slide '{path}': {truncated}")
             try:  # OpenSlide keeps the high byte of 16-bit samples: refuse rather than crush
                 check_tiff_bit_depth(path)
             except BitDepthError as exc:
@@ -447,20 +451,6 @@ class Slide:
         limit = factor * (1 + _LEVEL_TOLERANCE)
         candidates = [i for i, ds in enumerate(downsamples) if ds <= limit]
         return max(candidates, key=lambda i: downsamples[i], default=0)
-
-    def thumbnail(self, max_size: int = 1024) -> np.ndarray:
-        """An RGB overview whose longer side is ``max_size`` pixels (bounded memory).
-
-        Returns:
-            ``(h, w, 3)`` ``uint8`` array, aspect ratio preserved; never larger than level 0.
-        """
-        from mrihisto_kedro.imaging.downsample import downsample_slide
-
-        if max_size <= 0:
-            raise ValueError(f"max_size must be positive, got {max_size}")
-        w, h = self.dimensions
-        factor = max(1.0, max(w, h) / max_size)
-        return np.asarray(downsample_slide(self, factor).pixels.numpy())
 
 
 def open_slide(path: str | os.PathLike[str]) -> Slide:

@@ -42,7 +42,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeGuard, TypeVar
 
 import numpy as np
 import pyvips
@@ -120,14 +120,14 @@ def _parse(enum_cls: type[E], value: E | str, name: str) -> E:
     raise ValueError(f"{name}={value!r} is not valid; expected one of {allowed}")
 
 
-def _is_int(value: object) -> bool:
+def _is_int(value: object) -> TypeGuard[int | np.integer[Any]]:
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
 def _pair(value: int | Sequence[int], name: str) -> tuple[int, int]:
     """``value`` as ``(rows, cols)``: an int is used for both axes."""
     if _is_int(value):
-        return int(value), int(value)  # type: ignore[arg-type]
+        return int(value), int(value)
     if isinstance(value, Sequence) and len(value) == 2 and all(_is_int(v) for v in value):
         return int(value[0]), int(value[1])
     raise ValueError(f"{name} must be an int or a pair of ints (rows, cols), got {value!r}")
@@ -494,6 +494,7 @@ def iter_stitched_rows(
     if not _is_int(out_channels) or out_channels < 1:
         raise ValueError(f"out_channels must be a positive int, got {out_channels!r}")
     border, pad_value, batch_size = options.border, options.pad_value, options.batch_size
+    assert isinstance(border, BorderMode)  # StitchOptions.__post_init__ parsed it
     height, width = grid.shape
     wh, ww = grid.window
     m = grid.margin

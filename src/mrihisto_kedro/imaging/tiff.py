@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import math
 import os
-import stat
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -32,6 +30,7 @@ import numpy as np
 import pyvips
 import tifffile
 
+from mrihisto_kedro.durability.atomic import atomic_path, staging_path
 from mrihisto_kedro.imaging.slide_image import SlideImage
 
 __all__ = ["Compression", "Flavour", "write_pyramidal_tiff"]
@@ -119,56 +118,6 @@ def _description_pairs(image: SlideImage, mpp: tuple[float, float] | None) -> li
     return pairs
 
 
-# ---------------------------------------------------------------------------------------- files
-def _temp_path(path: Path, tag: str) -> Path:
-    """A new, empty, uniquely named hidden file beside ``path`` (same filesystem as ``path``)."""
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".{tag}.tmp", dir=path.parent)
-    os.close(fd)
-    return Path(name)
-
-
-def _umask() -> int:
-    """The process umask, read without changing it where possible (thread-safe on Linux)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def _final_mode(path: Path) -> int:
-    """Permissions for the new file: those of the file it replaces, else 0o666 minus the umask."""
-    try:
-        return stat.S_IMODE(path.stat().st_mode)
-    except OSError:
-        return 0o666 & ~_umask()
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def _vips_pyramid(
     img: pyvips.Image,
     path: Path,
@@ -197,11 +146,16 @@ def _vips_pyramid(
     img.tiffsave(str(path), **kwargs)
     if mpp is None:
         # libvips cannot write "no unit"; without this OpenSlide would report mpp = 1000
-        with tifffile.TiffFile(path, mode="r+b") as tf:
-            for page in tf.pages:
+        with tifffile.TiffFile(path, mode="r+") as tf:
+            for page in _pages(tf):
                 tag = page.tags.get("ResolutionUnit")
                 if tag is not None:
                     tag.overwrite(1)
+
+
+def _pages(tf: tifffile.TiffFile) -> list[tifffile.TiffPage]:
+    """Every directory of ``tf`` as a full ``TiffPage`` (tifffile may hand out ``TiffFrame`` s)."""
+    return [p if isinstance(p, tifffile.TiffPage) else p.aspage() for p in tf.pages]
 
 
 def _raw_tiles(fh: Any, page: tifffile.TiffPage) -> Iterator[bytes]:
@@ -218,7 +172,7 @@ def _thumbnail_from_pyramid(src: Path) -> np.ndarray:
     2048 px a side), with tifffile, so no libvips loader keeps the temporary file open.
     """
     with tifffile.TiffFile(src) as tf:
-        pages = list(tf.pages)
+        pages = _pages(tf)
         big_enough = [p for p in pages if max(p.imagewidth, p.imagelength) >= _THUMBNAIL_SIZE]
         page = big_enough[-1] if big_enough else pages[0]
         level = np.ascontiguousarray(page.asarray()[..., :3])
@@ -257,7 +211,7 @@ def _aperio_from_pyramid(
         "none": "Raw/RGB",
     }[compression]
     with tifffile.TiffFile(src) as tf, tifffile.TiffWriter(dst, bigtiff=bigtiff) as tw:
-        pages = list(tf.pages)[::2]
+        pages = _pages(tf)[::2]
         base = pages[0]
         w0, h0 = base.imagewidth, base.imagelength
         tw0, th0 = base.tilewidth, base.tilelength
@@ -365,10 +319,7 @@ def write_pyramidal_tiff(
         bigtiff = img.width * img.height * 3 * 4 / 3 > _BIGTIFF_THRESHOLD
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temp_path(path, "part")
-    pyramid_tmp: Path | None = None
-    try:
+    with atomic_path(path) as tmp:
         if flavour == "generic":
             img.set_type(
                 pyvips.GValue.gstr_type, "image-description", "|".join([_GENERIC_HEADER, *pairs])
@@ -383,30 +334,27 @@ def write_pyramidal_tiff(
                 bigtiff=bigtiff,
             )
         else:
-            pyramid_tmp = _temp_path(path, "pyramid")
-            _vips_pyramid(
-                img,
-                pyramid_tmp,
-                mpp=mpp,
-                tile_size=tile_size,
-                compression=compression,
-                quality=quality,
-                bigtiff=bigtiff,
-            )
-            _aperio_from_pyramid(
-                pyramid_tmp,
-                tmp,
-                pairs=pairs,
-                mpp=mpp,
-                compression=compression,
-                quality=quality,
-            )
-        os.chmod(tmp, _final_mode(path))  # mkstemp creates 0o600
-        _fsync(tmp)
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    finally:
-        tmp.unlink(missing_ok=True)
-        if pyramid_tmp is not None:
-            pyramid_tmp.unlink(missing_ok=True)
+            # a second staging name, never renamed into place: the generic pyramid whose
+            # compressed tiles the Aperio file copies
+            pyramid_tmp = staging_path(path)
+            try:
+                _vips_pyramid(
+                    img,
+                    pyramid_tmp,
+                    mpp=mpp,
+                    tile_size=tile_size,
+                    compression=compression,
+                    quality=quality,
+                    bigtiff=bigtiff,
+                )
+                _aperio_from_pyramid(
+                    pyramid_tmp,
+                    tmp,
+                    pairs=pairs,
+                    mpp=mpp,
+                    compression=compression,
+                    quality=quality,
+                )
+            finally:
+                pyramid_tmp.unlink(missing_ok=True)
     return path

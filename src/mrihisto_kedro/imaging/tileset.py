@@ -24,7 +24,6 @@ import json
 import os
 import re
 import shutil
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,8 +33,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from mrihisto_kedro.durability.atomic import replace_folder, staging_path
 from mrihisto_kedro.durability.disk_space import require_free_space
-from mrihisto_kedro.imaging.atomic_io import replace_folder
 
 __all__ = [
     "FORMAT_VERSION",
@@ -103,7 +102,7 @@ class TileSet:
             histology), or ``None`` for an unpaired set.
         attrs: JSON-serialisable facts about the whole set, kept in ``meta.json`` (e.g.
             ``input_spec``: the pixel size, normalisation and plane of ``a``, see
-            :mod:`mrihisto_kedro.nn.input_spec`).
+            :mod:`mrihisto_kedro.imaging.input_spec`).
 
     Raises:
         TileSetError: missing columns, row count different from the number of tiles, shape
@@ -272,7 +271,7 @@ def _staging_folder(folder: str | os.PathLike[str]) -> tuple[Path, Path]:
     if dest.exists() and not dest.is_dir():
         raise TileSetError(f"{dest}: exists and is not a folder")
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.parent / f".{dest.name}.tmp-{uuid.uuid4().hex[:12]}"
+    tmp = staging_path(dest)
     tmp.mkdir()
     return dest, tmp
 
@@ -377,7 +376,7 @@ class TileSetWriter:
 
     def __exit__(self, *exc_info: object) -> None:
         """Remove the staging folder (already renamed away after a commit)."""
-        self.a = self.b = None  # type: ignore[assignment]
+        self.a = self.b = None  # type: ignore[assignment]  # close the maps before removing
         shutil.rmtree(self._tmp, ignore_errors=True)
 
 

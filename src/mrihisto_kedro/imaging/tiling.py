@@ -3,7 +3,12 @@
 Inputs are the registration pipeline's products on the downsampled histology grid: the aligned
 MRI slice (float32 ``(H, W)`` in ``[0, 1]``), the downsampled slide (uint8 ``(H, W, 3)``) and
 the slide's tissue mask. Tile coordinates are recorded in level-0 pixels of the original slide
-(``x = col * downsample``), so a tile can always be found again in the full-resolution slide.
+(``x = round(col * downsample)``, :func:`level0_pixels`), so a tile can always be found again in
+the full-resolution slide.
+
+:func:`grid_tiles` (the regular grid and its mask filter), :func:`level0_pixels` (the one
+rounding) and :func:`tile_record` (the shared manifest columns) are also what the MSI/H&E tiles of
+:mod:`mrihisto_kedro.msi.tiles` are cut with.
 """
 
 from __future__ import annotations
@@ -13,15 +18,15 @@ import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
 from skimage.transform import resize
 
+from mrihisto_kedro.imaging.input_spec import InputKind, InputSpec
 from mrihisto_kedro.imaging.level_array import LevelArray
 from mrihisto_kedro.imaging.tileset import TileSet, TileSetWriter
-from mrihisto_kedro.nn.input_spec import InputKind, InputSpec
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +94,107 @@ def tile_origins(length: int, tile: int, stride: int) -> list[int]:
     if length < tile:
         return []
     return list(range(0, length - tile + 1, stride))
+
+
+class GridTile(NamedTuple):
+    """A window of a regular tile grid that the mask filter kept.
+
+    Attributes:
+        y: top row of the window, in grid pixels.
+        x: left column of the window, in grid pixels.
+        fraction: share of the window's pixels that the mask covers, in [0, 1].
+    """
+
+    y: int
+    x: int
+    fraction: float
+
+
+def grid_tiles(
+    mask: np.ndarray, tile_size: int, stride: int | None, min_fraction: float
+) -> list[GridTile]:
+    """The windows of a regular grid over ``mask`` that the mask covers enough of.
+
+    The one grid and filter of every paired tile set: MRI/histology tiles (:func:`plan_tiles`,
+    mask = tissue) and MSI/H&E tiles (:func:`mrihisto_kedro.msi.tiles.msi_pair_tiles`, mask =
+    MSI coverage).
+
+    Args:
+        mask: bool ``(H, W)`` on the grid the tiles are cut from.
+        tile_size: window side in grid pixels.
+        stride: step between windows in grid pixels (``None``: ``tile_size``, non-overlapping).
+        min_fraction: keep a window when ``mask`` covers at least this share of it.
+
+    Returns:
+        The kept windows, row-major (``y`` then ``x``); windows never overhang the grid
+        (:func:`tile_origins`).
+    """
+    step = stride or tile_size
+    h, w = mask.shape
+    kept = []
+    for y in tile_origins(h, tile_size, step):
+        for x in tile_origins(w, tile_size, step):
+            fraction = float(mask[y : y + tile_size, x : x + tile_size].mean())
+            if fraction >= min_fraction:
+                kept.append(GridTile(y, x, fraction))
+    return kept
+
+
+def level0_pixels(grid_pixels: float, downsample: float) -> int:
+    """A grid offset or length in level-0 pixels: ``round(grid_pixels * downsample)``.
+
+    The one rounding of tile coordinates (MRI and MSI tile sets): to the NEAREST level-0 pixel
+    (Python's ``round``, so an exact ``.5`` goes to the even neighbour), not truncation
+    (``int``). The product of a grid offset and a downsample factor that is an integer in
+    principle can fall a hair below it in floating point (``32 * 14.999999999999998`` is
+    ``479.99999999999994``): truncation would put such a tile one level-0 pixel up or left of
+    its grid pixel, and for a fractional factor (``15.37``) it is off by up to a whole pixel,
+    always in the same direction; the nearest pixel is off by at most half a pixel, either way.
+    For an integer factor (the MSI working grid's) both give the same exact product.
+
+    Args:
+        grid_pixels: offset or length in pixels of the downsampled grid.
+        downsample: level-0 pixels per grid pixel.
+
+    Returns:
+        Level-0 pixels (an ``int``).
+    """
+    return round(grid_pixels * downsample)
+
+
+def tile_record(
+    pair_id: str,
+    specimen_id: str,
+    split: str,
+    tile: GridTile,
+    tile_size: int,
+    downsample: float,
+    stored_size: int,
+) -> dict[str, Any]:
+    """The manifest columns every paired tile set shares, for one kept window.
+
+    Args:
+        pair_id, specimen_id, split: the pair's, from its manifest.
+        tile: the window (grid pixels).
+        tile_size: window side in grid pixels.
+        downsample: level-0 pixels per grid pixel.
+        stored_size: side of the stored tile in pixels (``tile_size`` unless resized).
+
+    Returns:
+        ``tile_id`` (``<pair_id>_x<x:05d>_y<y:05d>``, grid pixels), ``pair_id``,
+        ``specimen_id``, ``split``, ``x``, ``y``, ``size`` (level-0 pixels, see
+        :func:`level0_pixels`) and ``scale`` (level-0 pixels per stored pixel).
+    """
+    return {
+        "tile_id": f"{pair_id}_x{tile.x:05d}_y{tile.y:05d}",
+        "pair_id": pair_id,
+        "specimen_id": specimen_id,
+        "split": split,
+        "x": level0_pixels(tile.x, downsample),
+        "y": level0_pixels(tile.y, downsample),
+        "size": level0_pixels(tile_size, downsample),
+        "scale": tile_size * downsample / stored_size,
+    }
 
 
 def _resize(array: np.ndarray, size: int, *, order: int) -> np.ndarray:
@@ -167,43 +273,35 @@ def warn_pairs_without_tiles(reasons: list[str], n_pairs: int) -> None:
         )
 
 
-def plan_tiles(pair: AlignedPair, params: TilingParams) -> list[tuple[int, int, float]]:
+def plan_tiles(pair: AlignedPair, params: TilingParams) -> list[GridTile]:
     """The ``(y, x, tissue_fraction)`` grid offsets of the tiles kept from ``pair``."""
-    stride = params.stride or params.tile_size
-    h, w = pair.mri.shape
-    plan = []
-    for y in tile_origins(h, params.tile_size, stride):
-        for x in tile_origins(w, params.tile_size, stride):
-            window = (slice(y, y + params.tile_size), slice(x, x + params.tile_size))
-            fraction = float(pair.tissue[window].mean())
-            if fraction >= params.min_tissue_fraction:
-                plan.append((y, x, fraction))
-    return plan
+    return grid_tiles(pair.tissue, params.tile_size, params.stride, params.min_tissue_fraction)
 
 
 def tile_rows(
-    pair: AlignedPair, params: TilingParams, plan: list[tuple[int, int, float]]
+    pair: AlignedPair, params: TilingParams, plan: list[GridTile]
 ) -> list[dict[str, Any]]:
     """Manifest rows of the planned tiles (level-0 coordinates, see :func:`paired_tiles`)."""
     out_size = params.output_size or params.tile_size
     return [
         {
-            "tile_id": f"{pair.pair_id}_x{x:05d}_y{y:05d}",
-            "pair_id": pair.pair_id,
-            "specimen_id": pair.specimen_id,
-            "split": pair.split,
-            "x": round(x * pair.downsample),
-            "y": round(y * pair.downsample),
-            "size": round(params.tile_size * pair.downsample),
-            "scale": params.tile_size * pair.downsample / out_size,
-            "tissue_fraction": fraction,
+            **tile_record(
+                pair.pair_id,
+                pair.specimen_id,
+                pair.split,
+                tile,
+                params.tile_size,
+                pair.downsample,
+                out_size,
+            ),
+            "tissue_fraction": tile.fraction,
         }
-        for y, x, fraction in plan
+        for tile in plan
     ]
 
 
 def cut_tiles(
-    pair: AlignedPair, params: TilingParams, plan: list[tuple[int, int, float]]
+    pair: AlignedPair, params: TilingParams, plan: list[GridTile]
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """The planned tiles, resized: ``a`` float32 ``(S, S, 1)``, ``b`` uint8 ``(S, S, 3)``."""
     out_size = params.output_size or params.tile_size
@@ -263,7 +361,7 @@ class PairTilesJob:
                 pair, _ = load()
                 for a, b in cut_tiles(pair, self.params, plan):
                     writer.a[i] = a
-                    writer.b[i] = b  # type: ignore[index]
+                    writer.b[i] = b  # type: ignore[index]  # paired tiles: the writer was opened with b
                     i += 1
                 del pair
             path = writer.commit(manifest, {"input_spec": spec.to_dict()})
@@ -300,7 +398,7 @@ def whole_views(pairs: list[AlignedPair], load_size: int) -> TileSet:
                 "split": pair.split,
                 "x": 0,
                 "y": 0,
-                "size": round(side * pair.downsample),
+                "size": level0_pixels(side, pair.downsample),
                 "scale": side * pair.downsample / load_size,
                 "tissue_fraction": float(pair.tissue.mean()),
             }

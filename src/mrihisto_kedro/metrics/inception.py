@@ -2,10 +2,11 @@
 
 pytorch-fid's ``InceptionV3([3], resize_input=True, normalize_input=True,
 use_fid_inception=True)`` downloads its weights in ``__init__``. Here the same module is built
-from pytorch-fid's own classes (:func:`build_fid_inception`: its ``FIDInceptionA/C/E_1/E_2`` blocks
-and its inherited ``forward``) and loaded with the state dict found by
-:func:`mrihisto_kedro.metrics.weights.load_state_dict` (explicit path > hub cache; never the
-network). Features are therefore those of pytorch-fid: 2048-d pool3 activations.
+from pytorch-fid's own classes (:func:`build_fid_inception`, defined in
+:mod:`mrihisto_kedro.metrics.weights.architectures` and re-exported here: its
+``FIDInceptionA/C/E_1/E_2`` blocks and its inherited ``forward``) and loaded with the state dict
+found by :func:`mrihisto_kedro.metrics.weights.load_state_dict` (explicit path > hub cache; never
+the network). Features are therefore those of pytorch-fid: 2048-d pool3 activations.
 
 Preprocessing (pytorch-fid's, unchanged): float images in [0, 1] are resized to 299 x 299 with
 bilinear interpolation (``align_corners=False``) and mapped to [-1, 1] (``2 x - 1``). Grey images
@@ -19,15 +20,9 @@ from collections.abc import Mapping
 
 import numpy as np
 import torch
-from torch import nn
 
-from mrihisto_kedro.metrics.weights import (
-    WeightsLocation,
-    WeightsUnavailable,
-    fid_inception_skeleton,
-    load_state_dict,
-    normalize_state_dict,
-)
+from mrihisto_kedro.metrics.weights import WeightsLocation, WeightsUnavailable, load_state_dict
+from mrihisto_kedro.metrics.weights.architectures import build_fid_inception
 
 __all__ = [
     "FEATURE_DIM",
@@ -98,94 +93,6 @@ def batch_length(images: ImageBatch) -> int:
             f"got {tuple(images.shape)}"
         )
     return int(images.shape[0])
-
-
-def _fid_inception_v3_class() -> type[nn.Module]:
-    from pytorch_fid.inception import InceptionV3
-
-    class _OfflineInceptionV3(InceptionV3):
-        """pytorch-fid's ``InceptionV3`` (block 3 only) around a given, already loaded
-        FID Inception; ``forward`` is pytorch-fid's own (resize, normalise, blocks)."""
-
-        def __init__(
-            self, inception: nn.Module, resize_input: bool = True, normalize_input: bool = True
-        ) -> None:
-            nn.Module.__init__(self)
-            self.resize_input = resize_input
-            self.normalize_input = normalize_input
-            self.output_blocks = [InceptionV3.DEFAULT_BLOCK_INDEX]
-            self.last_needed_block = InceptionV3.DEFAULT_BLOCK_INDEX
-            # Same blocks, same order as pytorch_fid.inception.InceptionV3.__init__.
-            self.blocks = nn.ModuleList(
-                [
-                    nn.Sequential(
-                        inception.Conv2d_1a_3x3,
-                        inception.Conv2d_2a_3x3,
-                        inception.Conv2d_2b_3x3,
-                        nn.MaxPool2d(kernel_size=3, stride=2),
-                    ),
-                    nn.Sequential(
-                        inception.Conv2d_3b_1x1,
-                        inception.Conv2d_4a_3x3,
-                        nn.MaxPool2d(kernel_size=3, stride=2),
-                    ),
-                    nn.Sequential(
-                        inception.Mixed_5b,
-                        inception.Mixed_5c,
-                        inception.Mixed_5d,
-                        inception.Mixed_6a,
-                        inception.Mixed_6b,
-                        inception.Mixed_6c,
-                        inception.Mixed_6d,
-                        inception.Mixed_6e,
-                    ),
-                    nn.Sequential(
-                        inception.Mixed_7a,
-                        inception.Mixed_7b,
-                        inception.Mixed_7c,
-                        nn.AdaptiveAvgPool2d(output_size=(1, 1)),
-                    ),
-                ]
-            )
-            for param in self.parameters():
-                param.requires_grad = False
-
-    return _OfflineInceptionV3
-
-
-def build_fid_inception(
-    state_dict: Mapping[str, torch.Tensor],
-    *,
-    resize_input: bool = True,
-    normalize_input: bool = True,
-) -> nn.Module:
-    """pytorch-fid's ``InceptionV3([3], resize_input, normalize_input, use_fid_inception=True)``
-    with the given weights instead of downloaded ones, in eval mode on the CPU.
-
-    Args:
-        state_dict: pytorch-fid FID Inception state dict, with or without ``fc.*`` (``fc`` is not
-            on the pool3 path and is dropped). Every other key must be present with its shape.
-            CPU tensors are used as they are (assigned, not copied).
-        resize_input: pytorch-fid's bilinear resize to 299 x 299.
-        normalize_input: pytorch-fid's ``2 x - 1``.
-
-    Returns:
-        A ``pytorch_fid.inception.InceptionV3`` instance; ``model(x)`` returns ``[pool3]`` with
-        ``pool3`` of shape ``(N, 2048, 1, 1)``.
-
-    Raises:
-        WeightsUnavailable: the state dict does not fit.
-    """
-    state = normalize_state_dict("fid", state_dict, "FID Inception state dict")
-    with torch.device("meta"):  # no allocation or random init: every tensor is assigned below
-        inception = fid_inception_skeleton()
-    inception.fc = nn.Identity()  # not part of the pool3 path; keeps loading strict
-    cpu_state = {k: v.detach().to("cpu") for k, v in state.items()}
-    inception.load_state_dict(cpu_state, strict=True, assign=True)
-    model = _fid_inception_v3_class()(
-        inception, resize_input=resize_input, normalize_input=normalize_input
-    )
-    return model.eval()
 
 
 class InceptionFeatures:

@@ -73,7 +73,8 @@ class Spectrum(NamedTuple):
         intensity: float64 ``(n,)`` intensities (file units, usually counts).
     """
 
-    index: int
+    # the field shadows ``tuple.index`` (a method no caller of a spectrum uses)
+    index: int  # type: ignore[assignment]
     row: int
     col: int
     mz: np.ndarray
@@ -262,7 +263,7 @@ class ImzMLReader:
         return {"path": str(self._path)}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["path"])  # type: ignore[misc]
+        self.__init__(state["path"])  # type: ignore[misc]  # re-open the file on unpickling
 
     def __repr__(self) -> str:
         return (
@@ -372,9 +373,9 @@ class ImzMLReader:
             and all(v is not None for v in lows)
             and all(v is not None for v in highs)
         ):
-            lo = np.asarray(lows, dtype=np.float64)[nonempty]
-            hi = np.asarray(highs, dtype=np.float64)[nonempty]
-            return float(lo.min()), float(hi.max())
+            stated_lo = np.asarray(lows, dtype=np.float64)[nonempty]
+            stated_hi = np.asarray(highs, dtype=np.float64)[nonempty]
+            return float(stated_lo.min()), float(stated_hi.max())
         lo, hi = np.inf, -np.inf
         for i in np.flatnonzero(nonempty):
             mz = self._read_mz(int(i))

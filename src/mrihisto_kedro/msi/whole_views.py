@@ -3,7 +3,7 @@
 Paper 003 trained pix2pix on whole specimen images resized to one size, off-tissue glass and
 the padding around the MSI included, and applied the patch-trained U-Net regression to the
 same whole images. :func:`whole_specimen_views` makes that set from the registered pairs the
-tile pipeline uses (:class:`~mrihisto_kedro.msi.pairs.MsiAlignedPair`): one view per specimen,
+tile pipeline uses (:class:`~mrihisto_kedro.msi.tiles.MsiAlignedPair`): one view per specimen,
 the working grid padded to a square (the MSI with its padding colour, the H&E with its own
 border pixels, i.e. glass) and resized to ``size`` x ``size`` px.
 
@@ -22,8 +22,10 @@ import pandas as pd
 from skimage.transform import resize
 
 from mrihisto_kedro.imaging.tileset import TileSet
-from mrihisto_kedro.msi.pairs import MsiAlignedPair, pad_value
+from mrihisto_kedro.imaging.tiling import level0_pixels
+from mrihisto_kedro.msi.padding import pad_value
 from mrihisto_kedro.msi.reduction import PadColour
+from mrihisto_kedro.msi.tiles import MsiAlignedPair
 
 __all__ = ["MsiWholeViewParams", "square_pad", "whole_specimen_views"]
 
@@ -85,7 +87,7 @@ def whole_specimen_views(
     Returns:
         A :class:`TileSet`: ``a`` float32 ``(N, S, S, 3)`` MSI in [0, 1], ``b`` uint8
         ``(N, S, S, 3)`` H&E (``S`` = ``params.size``, ``N`` = number of pairs); manifest as
-        :func:`~mrihisto_kedro.msi.pairs.msi_pair_tiles` (``x, y, size`` in histology level-0
+        :func:`~mrihisto_kedro.msi.tiles.msi_pair_tiles` (``x, y, size`` in histology level-0
         pixels: the padded square, so ``x``/``y`` are negative where padding was added;
         ``scale`` = level-0 pixels per stored pixel; ``mpp`` = µm per stored pixel;
         ``msi_fraction`` = the share of the view covered by MSI pixels).
@@ -109,9 +111,9 @@ def whole_specimen_views(
                 "pair_id": pair.pair_id,
                 "specimen_id": pair.specimen_id,
                 "split": pair.split,
-                "x": -left * pair.downsample,
-                "y": -top * pair.downsample,
-                "size": side * pair.downsample,
+                "x": level0_pixels(-left, pair.downsample),
+                "y": level0_pixels(-top, pair.downsample),
+                "size": level0_pixels(side, pair.downsample),
                 "scale": side * pair.downsample / size,
                 "msi_fraction": float(coverage.mean()),
                 "padding": padding.value,

@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mrihisto_kedro.durability.atomic import atomic_path
 from mrihisto_kedro.imaging.tileset import TileSet
 from mrihisto_kedro.nn.training import CHECKPOINT_NAME, load_checkpoint
 
@@ -63,6 +64,12 @@ class ResumePolicy(StrEnum):
     """Delete it and train from epoch 0 (checkpoints are still written)."""
 
 
+def _write_json(path: Path, value: Any) -> None:
+    """``value`` as sorted JSON at ``path``, atomically (a kill leaves the old file or none)."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(value, sort_keys=True, default=str), encoding="utf-8")
+
+
 def fingerprint(value: Any) -> str:
     """16 hex digits of SHA-256 over ``value`` as canonical JSON (sorted keys)."""
     text = json.dumps(value, sort_keys=True, default=str, separators=(",", ":"))
@@ -73,6 +80,9 @@ def tileset_fingerprint(tileset: TileSet) -> str:
     """Fingerprint of a tile set's identity: its manifest, array shapes and dtypes."""
     digest = hashlib.sha256(tileset.manifest.to_csv(index=False).encode())
     for name, array in (("a", tileset.a), ("b", tileset.b)):
+        if array is None:  # an unpaired set has no b
+            digest.update(f"{name}None".encode())
+            continue
         digest.update(f"{name}{tuple(array.shape)}{np.dtype(array.dtype).str}".encode())
     return digest.hexdigest()[:16]
 
@@ -95,7 +105,7 @@ class TrainingCheckpoint:
 
     def record_run(self, run_id: str) -> None:
         """Remember the MLflow run this training logs to (read back on resume)."""
-        (self.folder / _RUN_FILE).write_text(json.dumps({"run_id": run_id}))
+        _write_json(self.folder / _RUN_FILE, {"run_id": run_id})
 
 
 class CheckpointStore:
@@ -140,7 +150,7 @@ class CheckpointStore:
             logger.info("%s: training.resume is 'never': removing %s", self.experiment, folder)
             shutil.rmtree(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / _PARAMS_FILE).write_text(json.dumps(described, sort_keys=True, default=str))
+        _write_json(folder / _PARAMS_FILE, described)
         epoch = _checkpoint_epoch(folder / CHECKPOINT_NAME)
         run_file = folder / _RUN_FILE
         run_id = json.loads(run_file.read_text())["run_id"] if run_file.is_file() else None
@@ -163,7 +173,7 @@ class CheckpointStore:
             logger.info("%s: training.resume is 'never': removing %s", self.experiment, folder)
             shutil.rmtree(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / _PARAMS_FILE).write_text(json.dumps(described, sort_keys=True, default=str))
+        _write_json(folder / _PARAMS_FILE, described)
         return SearchCheckpoint(folder, self)
 
     def _remove_stale(self, kind: str, keep: Path, described: Mapping[str, Any]) -> None:
@@ -198,7 +208,7 @@ class SearchCheckpoint:
 
     def record_run(self, run_id: str) -> None:
         """Remember the search's MLflow run."""
-        (self.folder / _RUN_FILE).write_text(json.dumps({"run_id": run_id}))
+        _write_json(self.folder / _RUN_FILE, {"run_id": run_id})
 
     def completed(self) -> dict[int, dict[str, Any]]:
         """``{trial number: {"values": ..., "value": metric}}`` of trials that finished."""
@@ -251,5 +261,5 @@ def _changed_keys(path: Path, described: Mapping[str, Any]) -> list[str]:
     flat_before = pd.json_normalize(before, sep=".").to_dict("records")[0]
     flat_now = pd.json_normalize(json.loads(json.dumps(described, default=str)), sep=".")
     now = flat_now.to_dict("records")[0]
-    keys = sorted(set(flat_before) | set(now))
+    keys = sorted({str(k) for k in flat_before} | {str(k) for k in now})  # JSON keys: str
     return [k for k in keys if flat_before.get(k) != now.get(k)]

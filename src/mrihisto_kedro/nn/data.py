@@ -127,7 +127,9 @@ def scale_to_unit(tile: np.ndarray, value_range: tuple[float, float]) -> torch.T
         raise ValueError(f"expected a tile (H, W, C), got shape {arr.shape}")
     lo, hi = value_range
     # float32 is exact for every integer of at most 16 bits; wider types go through float64.
-    work = np.float32 if arr.dtype.itemsize <= 2 or arr.dtype == np.float32 else np.float64
+    work: type[np.floating[Any]] = (
+        np.float32 if arr.dtype.itemsize <= 2 or arr.dtype == np.float32 else np.float64
+    )
     scaled = (arr.astype(work) - work(lo)) * work(2.0 / (hi - lo)) - work(1.0)
     scaled = np.clip(np.nan_to_num(scaled, nan=-1.0), -1.0, 1.0)
     return torch.from_numpy(np.ascontiguousarray(scaled.transpose(2, 0, 1), dtype=np.float32))
@@ -223,6 +225,7 @@ class TileSetTorchDataset(Dataset[dict[str, Any]]):
             raise TypeError(f"expected a TileSet, got {type(tileset).__name__}")
         if len(tileset) == 0:
             raise ValueError("the tile set is empty")
+        b: np.ndarray | None
         if paired:
             if b_tiles is not None:
                 raise ValueError("b_tiles is for unpaired mode; a paired set uses tileset.b")

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import contextlib
 from enum import StrEnum
-from typing import TypeVar
+from typing import TypeVar, overload
 
 import torch
 from torch import nn
@@ -44,7 +44,7 @@ __all__ = [
 
 _CHANNELS_LAST_DEVICES = frozenset({"cuda", "cpu"})
 
-T = TypeVar("T", bound=nn.Module | torch.Tensor)
+M = TypeVar("M", bound=nn.Module)
 
 
 class Precision(StrEnum):
@@ -184,7 +184,19 @@ def needs_grad_scaler(device: torch.device, precision: Precision | str = Precisi
     return device.type == "cuda" and resolve_precision(device, precision) is Precision.FP16
 
 
-def use_channels_last(obj: T, device: torch.device, enabled: bool = True) -> T:
+@overload
+def use_channels_last(obj: M, device: torch.device, enabled: bool = True) -> M: ...
+
+
+@overload
+def use_channels_last(
+    obj: torch.Tensor, device: torch.device, enabled: bool = True
+) -> torch.Tensor: ...
+
+
+def use_channels_last(
+    obj: nn.Module | torch.Tensor, device: torch.device, enabled: bool = True
+) -> nn.Module | torch.Tensor:
     """Convert a module or an image batch to the ``channels_last`` memory format where it helps.
 
     Converted only when ``enabled`` and ``device`` is CUDA or CPU; MPS and disabled calls return

@@ -1,16 +1,16 @@
 """One training run from a tile set: loaders, model, loop (pure PyTorch; no Kedro, no MLflow).
 
-The Kedro node of the modelling pipeline parses parameters into these types, hands in a callback
-that logs to MLflow, and stores what :func:`run_training` returns.
+The training study (:mod:`mrihisto_kedro.tracking.training_study`) hands in parameters of these
+types and a callback that logs to MLflow, and exports what :func:`run_training` returns.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sized
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -106,7 +106,6 @@ def make_loaders(
     train_set = tileset.split("train")
     val_name = _validation_split(tileset, data.val_split)
     val_set = tileset.split(val_name)
-    common = {"a_range": data.a_range, "b_range": data.b_range}
     train_data = TileSetTorchDataset(
         train_set,
         paired=paired,
@@ -115,9 +114,12 @@ def make_loaders(
         crop_size=data.crop_size,
         flip=data.flip,
         seed=seed,
-        **common,
+        a_range=data.a_range,
+        b_range=data.b_range,
     )
-    val_data = TileSetTorchDataset(val_set, paired=True, train=False, **common)
+    val_data = TileSetTorchDataset(
+        val_set, paired=True, train=False, a_range=data.a_range, b_range=data.b_range
+    )
     generator = torch.Generator().manual_seed(seed)
     train_loader = DataLoader(
         train_data,
@@ -174,8 +176,8 @@ def run_training(
     )
     info = {
         "val_split": val_name,
-        "n_train": len(train_loader.dataset),
-        "n_val": len(val_loader.dataset),
+        "n_train": len(cast(Sized, train_loader.dataset)),
+        "n_val": len(cast(Sized, val_loader.dataset)),
         "untrained": untrained,
         "mean_colour": mean_colour_baseline(tileset, val_name, data.b_range, val_loader),
         "input": input_baselines(val_loader),

@@ -154,7 +154,9 @@ def init_weights(
 
     def init_module(module: nn.Module) -> None:
         if isinstance(module, _WEIGHTED_LAYERS):
-            weight = module.weight
+            # conv and linear layers hold their weight (and bias, unless bias=False) as Parameters
+            weight, bias = module.weight, module.bias
+            assert isinstance(weight, torch.Tensor)
             with torch.no_grad():
                 if kind is InitKind.NORMAL:
                     nn.init.normal_(weight, 0.0, gain, generator=generator)
@@ -164,8 +166,8 @@ def init_weights(
                     nn.init.kaiming_normal_(weight, a=0, mode="fan_in", generator=generator)
                 else:
                     nn.init.orthogonal_(weight, gain=gain, generator=generator)
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
+                if isinstance(bias, torch.Tensor):  # None without bias
+                    nn.init.zeros_(bias)
         elif isinstance(module, nn.BatchNorm2d) and module.weight is not None:
             with torch.no_grad():
                 nn.init.normal_(module.weight, 1.0, gain, generator=generator)

@@ -1,7 +1,8 @@
 """Image-translation models: pix2pix, CycleGAN and the U-Net regression baseline.
 
 Each model is a plain class that owns its networks, optimisers, learning-rate schedulers (and,
-for CycleGAN, image pools), built from a frozen, validated config dataclass:
+for CycleGAN, image pools), built from a frozen, validated config dataclass
+(:mod:`mrihisto_kedro.nn.configs`):
 
 * :class:`Pix2Pix` (Isola et al. 2017; seed 000): U-Net generator G, PatchGAN D on the input
   and output concatenated, ``G loss = GAN(D(A, G(A)), real) + lambda_L1 * L1(G(A), B)``,
@@ -41,14 +42,12 @@ Pure PyTorch (no Kedro, no MLflow).
 from __future__ import annotations
 
 import abc
-import dataclasses
 import itertools
 import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from enum import Enum, StrEnum
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -56,6 +55,15 @@ from torch import nn
 from torch.optim import Adam, Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
+from mrihisto_kedro.nn.configs import (
+    CycleGANConfig,
+    GANConfigBase,
+    LRPolicy,
+    ModelConfig,
+    ModelConfigBase,
+    Pix2PixConfig,
+    UNetRegressionConfig,
+)
 from mrihisto_kedro.nn.device import (
     Precision,
     autocast_context,
@@ -66,23 +74,20 @@ from mrihisto_kedro.nn.device import (
     select_device,
     use_channels_last,
 )
-from mrihisto_kedro.nn.discriminators import DiscriminatorKind, build_discriminator
-from mrihisto_kedro.nn.generators import (
-    FinalActivation,
-    GeneratorKind,
-    Upsampling,
-    build_generator,
-)
+from mrihisto_kedro.nn.discriminators import build_discriminator
+from mrihisto_kedro.nn.generators import FinalActivation, Upsampling, build_generator
 from mrihisto_kedro.nn.image_pool import ImagePool
-from mrihisto_kedro.nn.layers import InitKind, NormKind, parse_option
 from mrihisto_kedro.nn.losses import GANLoss, GANMode, gradient_penalty
-from mrihisto_kedro.params import check_int, check_number
 
+# the configs live in nn/configs.py; they stay importable from here
 __all__ = [
     "CycleGAN",
     "CycleGANConfig",
+    "GANConfigBase",
     "LRPolicy",
     "LinearDecay",
+    "ModelConfig",
+    "ModelConfigBase",
     "Pix2Pix",
     "Pix2PixConfig",
     "TranslationModel",
@@ -94,19 +99,8 @@ __all__ = [
     "set_requires_grad",
 ]
 
-_UNET_FIXED_DEPTH = {GeneratorKind.UNET_256: 8, GeneratorKind.UNET_128: 7}
-_RESNET_KINDS = (GeneratorKind.RESNET_6BLOCKS, GeneratorKind.RESNET_9BLOCKS)
-_RESNET_KINDS = (GeneratorKind.RESNET_6BLOCKS, GeneratorKind.RESNET_9BLOCKS)
-_MIN_UNET_DOWNS = 5
 # config fields that may differ between a checkpoint and the model it is loaded into
 _RUNTIME_FIELDS = frozenset({"device", "precision", "channels_last"})
-
-
-class LRPolicy(StrEnum):
-    """Learning-rate schedule over epochs."""
-
-    LINEAR = "linear"  # constant for n_epochs, then linear decay to 0 over n_epochs_decay
-    CONSTANT = "constant"  # lr for every epoch
 
 
 def linear_lr_multiplier(
@@ -178,285 +172,6 @@ def set_requires_grad(nets: nn.Module | list[nn.Module], requires_grad: bool) ->
 
 
 # ----------------------------------------------------------------------------------------------
-# configs
-
-
-class _ConfigMixin:
-    """Shared conversion and validation of the model config dataclasses."""
-
-    _ENUM_FIELDS: ClassVar[dict[str, type[Enum]]] = {
-        "generator": GeneratorKind,
-        "discriminator": DiscriminatorKind,
-        "norm": NormKind,
-        "init": InitKind,
-        "gan_mode": GANMode,
-        "lr_policy": LRPolicy,
-        "precision": Precision,
-        "upsampling": Upsampling,
-    }
-
-    def _normalise_enums(self) -> None:
-        for name, enum_cls in self._ENUM_FIELDS.items():
-            if hasattr(self, name):
-                value = parse_option(enum_cls, getattr(self, name), name=name)
-                object.__setattr__(self, name, value)
-
-    def _validate_common(self) -> None:
-        """Validate the fields every config has (channels, generator, optimiser, schedule)."""
-        self._normalise_enums()
-        check_int("in_channels", self.in_channels, 1)
-        check_int("out_channels", self.out_channels, 1)
-        check_int("ngf", self.ngf, 1)
-        check_number("init_gain", self.init_gain, 1e-12)
-        check_number("lr", self.lr, 1e-30)
-        check_number("beta1", self.beta1, 0.0, 1.0)
-        check_number("beta2", self.beta2, 0.0, 1.0)
-        check_int("n_epochs", self.n_epochs, 0)
-        check_int("n_epochs_decay", self.n_epochs_decay, 0)
-        check_int("epoch_count", self.epoch_count, 1)
-        check_int("seed", self.seed, 0)
-        if self.n_epochs + self.n_epochs_decay < 1:
-            raise ValueError("n_epochs + n_epochs_decay must be >= 1")
-        if not isinstance(self.dropout, bool):
-            raise ValueError(f"dropout must be true or false, got {self.dropout!r}")
-        if self.channels_last is not None and not isinstance(self.channels_last, bool):
-            raise ValueError(
-                f"channels_last must be true, false or null, got {self.channels_last!r}"
-            )
-        kind = self.generator
-        if kind is GeneratorKind.UNET:
-            if self.num_downs is None:
-                raise ValueError("generator 'unet' needs num_downs (>= 5)")
-            check_int("num_downs", self.num_downs, _MIN_UNET_DOWNS)
-        elif kind in _UNET_FIXED_DEPTH:
-            if self.num_downs not in (None, _UNET_FIXED_DEPTH[kind]):
-                raise ValueError(
-                    f"generator {kind.value!r} has num_downs={_UNET_FIXED_DEPTH[kind]}, got "
-                    f"num_downs={self.num_downs}; use generator 'unet' for another depth"
-                )
-        elif self.num_downs is not None:
-            raise ValueError(f"num_downs applies to U-Net generators only, not {kind.value!r}")
-        if not isinstance(self.device, str):
-            raise ValueError(f"device must be a string, got {self.device!r}")
-        text = self.device.strip().lower()
-        if text != "auto":
-            try:
-                device = torch.device(text)
-            except RuntimeError:
-                device = None
-            if device is None or device.type not in ("cpu", "cuda", "mps"):
-                raise ValueError(
-                    f"device={self.device!r} is not valid; expected 'auto', 'cpu', 'cuda', "
-                    "'cuda:<index>' or 'mps'"
-                )
-
-    def _validate_discriminator(self) -> None:
-        check_int("ndf", self.ndf, 1)
-        check_int("n_layers_D", self.n_layers_D, 1)
-        check_number("lambda_gp", self.lambda_gp, 0.0)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain ``{field: value}`` with enums as their string values (for logging, checkpoints)."""
-        out: dict[str, Any] = {}
-        for field in dataclasses.fields(self):  # type: ignore[arg-type]
-            value = getattr(self, field.name)
-            out[field.name] = value.value if isinstance(value, Enum) else value
-        return out
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> Self:
-        """Build the config from :meth:`to_dict` output (or a parameters mapping).
-
-        Raises:
-            ValueError: unknown keys (named) or invalid values.
-        """
-        names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-        unknown = sorted(set(values) - names)
-        if unknown:
-            raise ValueError(f"unknown {cls.__name__} field(s): {unknown}")
-        return cls(**dict(values))
-
-
-@dataclass(frozen=True)
-class Pix2PixConfig(_ConfigMixin):
-    """pix2pix options; defaults are the reference's (U-Net-256, 70x70 PatchGAN, vanilla GAN).
-
-    Attributes:
-        in_channels: channels of A (1 for an MRI slice).
-        out_channels: channels of B (3 for RGB histology).
-        generator: ``unet_256`` (8 down-samplings), ``unet_128``, ``unet`` (depth
-            ``num_downs``), ``resnet_6blocks``, ``resnet_9blocks``.
-        num_downs: U-Net depth for ``unet``.
-        ngf: generator filters in the outermost layer.
-        dropout: Dropout(0.5) in the inner U-Net blocks (reference: on for pix2pix).
-        discriminator: ``basic`` (70x70 PatchGAN), ``n_layers``, ``pixel``.
-        ndf: discriminator filters in the first layer.
-        n_layers_D: PatchGAN depth for ``n_layers``.
-        norm: ``batch``, ``instance``, ``none``.
-        init: ``normal``, ``xavier``, ``kaiming``, ``orthogonal``.
-        init_gain: std of ``normal`` init (0.02).
-        gan_mode: ``vanilla`` (BCE with logits), ``lsgan`` (MSE), ``wgangp``.
-        lambda_L1: weight of the L1 term of the generator loss.
-        lambda_gp: weight of the gradient penalty (``wgangp`` only).
-        lr, beta1, beta2: Adam parameters (both networks).
-        n_epochs: epochs at the initial lr; n_epochs_decay: epochs of linear decay to 0.
-        epoch_count: the reference's starting epoch number in the lr rule (1).
-        lr_policy: ``linear`` or ``constant``.
-        device: ``auto`` (CUDA, MPS, CPU) or a device string.
-        precision: ``auto``, ``fp32``, ``bf16``, ``fp16``.
-        channels_last: memory format switch; ``None`` = automatic (see module docstring).
-        seed: seed of the initial weights (and of the training loop's global RNGs).
-    """
-
-    in_channels: int = 1
-    out_channels: int = 3
-    generator: GeneratorKind = GeneratorKind.UNET_256
-    num_downs: int | None = None
-    ngf: int = 64
-    dropout: bool = True
-    discriminator: DiscriminatorKind = DiscriminatorKind.BASIC
-    ndf: int = 64
-    n_layers_D: int = 3
-    norm: NormKind = NormKind.BATCH
-    init: InitKind = InitKind.NORMAL
-    init_gain: float = 0.02
-    gan_mode: GANMode = GANMode.VANILLA
-    lambda_L1: float = 100.0
-    lambda_gp: float = 10.0
-    lr: float = 2e-4
-    beta1: float = 0.5
-    beta2: float = 0.999
-    n_epochs: int = 100
-    n_epochs_decay: int = 100
-    epoch_count: int = 1
-    lr_policy: LRPolicy = LRPolicy.LINEAR
-    device: str = "auto"
-    precision: Precision = Precision.AUTO
-    channels_last: bool | None = None
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        """Convert option strings to enums and validate every field (ValueError names it)."""
-        self._validate_common()
-        self._validate_discriminator()
-        check_number("lambda_L1", self.lambda_L1, 0.0)
-
-
-@dataclass(frozen=True)
-class CycleGANConfig(_ConfigMixin):
-    """CycleGAN options; defaults are the reference's (ResNet-9 G, PatchGAN D, lsgan, pool 50).
-
-    Attributes:
-        in_channels: channels of domain A; out_channels: channels of domain B.
-        generator, num_downs, ngf, dropout: both generators (reference: resnet_9blocks, no
-            dropout).
-        discriminator, ndf, n_layers_D: both discriminators.
-        norm: ``instance`` (reference CycleGAN default), ``batch`` or ``none``.
-        init, init_gain: weight initialisation.
-        gan_mode: ``lsgan`` (reference), ``vanilla`` or ``wgangp``.
-        lambda_A, lambda_B: cycle loss weights (A -> B -> A and B -> A -> B).
-        lambda_identity: identity loss weight relative to lambda_A/lambda_B (0.5); used only
-            when ``in_channels == out_channels``.
-        lambda_gp: gradient penalty weight (``wgangp`` only).
-        pool_size: image pool capacity per discriminator (50; 0 disables the pools).
-        upsampling: ``transpose`` (reference) or ``resize_conv`` (ResNet generators; no
-            checkerboard artefacts: :class:`~mrihisto_kedro.nn.generators.Upsampling`).
-        lr, beta1, beta2, n_epochs, n_epochs_decay, epoch_count, lr_policy: as
-            :class:`Pix2PixConfig`.
-        device, precision, channels_last, seed: as :class:`Pix2PixConfig`.
-    """
-
-    in_channels: int = 1
-    out_channels: int = 1
-    generator: GeneratorKind = GeneratorKind.RESNET_9BLOCKS
-    num_downs: int | None = None
-    ngf: int = 64
-    dropout: bool = False
-    discriminator: DiscriminatorKind = DiscriminatorKind.BASIC
-    ndf: int = 64
-    n_layers_D: int = 3
-    norm: NormKind = NormKind.INSTANCE
-    init: InitKind = InitKind.NORMAL
-    init_gain: float = 0.02
-    gan_mode: GANMode = GANMode.LSGAN
-    lambda_A: float = 10.0
-    lambda_B: float = 10.0
-    lambda_identity: float = 0.5
-    lambda_gp: float = 10.0
-    pool_size: int = 50
-    upsampling: Upsampling = Upsampling.TRANSPOSE
-    lr: float = 2e-4
-    beta1: float = 0.5
-    beta2: float = 0.999
-    n_epochs: int = 100
-    n_epochs_decay: int = 100
-    epoch_count: int = 1
-    lr_policy: LRPolicy = LRPolicy.LINEAR
-    device: str = "auto"
-    precision: Precision = Precision.AUTO
-    channels_last: bool | None = None
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        """Convert option strings to enums and validate every field (ValueError names it)."""
-        self._validate_common()
-        self._validate_discriminator()
-        for name in ("lambda_A", "lambda_B", "lambda_identity"):
-            check_number(name, getattr(self, name), 0.0)
-        check_int("pool_size", self.pool_size, 0)
-        if self.upsampling is not Upsampling.TRANSPOSE and self.generator not in _RESNET_KINDS:
-            raise ValueError(
-                f"upsampling={self.upsampling.value!r} applies to the ResNet generators "
-                f"(resnet_6blocks, resnet_9blocks), not {self.generator.value!r}"
-            )
-
-
-@dataclass(frozen=True)
-class UNetRegressionConfig(_ConfigMixin):
-    """U-Net regression baseline of seed 003 (sigmoid output, MSE loss, Adam).
-
-    Defaults follow the paper where it states them (Adam, lr 0.01, sigmoid, MSE); beta1 0.9 is
-    the Keras/Adam default the paper's Keras model used.
-
-    Attributes:
-        in_channels, out_channels: channels of A and B.
-        generator, num_downs, ngf, dropout, norm, init, init_gain: the U-Net (any generator
-            kind is accepted; its final activation is always sigmoid).
-        lr, beta1, beta2, n_epochs, n_epochs_decay, epoch_count, lr_policy: optimiser and
-            schedule (``n_epochs_decay=0`` with ``linear`` keeps the lr constant).
-        device, precision, channels_last, seed: as :class:`Pix2PixConfig`.
-    """
-
-    in_channels: int = 1
-    out_channels: int = 3
-    generator: GeneratorKind = GeneratorKind.UNET_256
-    num_downs: int | None = None
-    ngf: int = 64
-    dropout: bool = False
-    norm: NormKind = NormKind.BATCH
-    init: InitKind = InitKind.NORMAL
-    init_gain: float = 0.02
-    lr: float = 1e-2
-    beta1: float = 0.9
-    beta2: float = 0.999
-    n_epochs: int = 100
-    n_epochs_decay: int = 0
-    epoch_count: int = 1
-    lr_policy: LRPolicy = LRPolicy.LINEAR
-    device: str = "auto"
-    precision: Precision = Precision.AUTO
-    channels_last: bool | None = None
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        """Convert option strings to enums and validate every field (ValueError names it)."""
-        self._validate_common()
-
-
-ModelConfig = Pix2PixConfig | CycleGANConfig | UNetRegressionConfig
-
-
-# ----------------------------------------------------------------------------------------------
 # models
 
 
@@ -477,7 +192,7 @@ class TranslationModel(abc.ABC):
         pools: ``{name: ImagePool}`` (CycleGAN only).
     """
 
-    config_class: ClassVar[type[_ConfigMixin]]
+    config_class: ClassVar[type[ModelConfigBase]]
     generator_name: ClassVar[str] = "G"
     generator_activation: ClassVar[FinalActivation] = FinalActivation.TANH
 
@@ -529,7 +244,7 @@ class TranslationModel(abc.ABC):
     def _build_discriminator(self, in_channels: int) -> nn.Module:
         """Build one discriminator from the config, initialised from the config's seed."""
         c = self.config
-        assert isinstance(c, Pix2PixConfig | CycleGANConfig)
+        assert isinstance(c, GANConfigBase)  # only the GAN models build discriminators
         return build_discriminator(
             c.discriminator,
             in_channels,
@@ -1001,7 +716,7 @@ class UNetRegression(TranslationModel):
         return {"MSE": float(loss.detach())}
 
 
-_MODELS: dict[type[_ConfigMixin], type[TranslationModel]] = {
+_MODELS: dict[type[ModelConfigBase], type[TranslationModel]] = {
     Pix2PixConfig: Pix2Pix,
     CycleGANConfig: CycleGAN,
     UNetRegressionConfig: UNetRegression,

@@ -42,7 +42,6 @@ import logging
 import os
 import random
 import time
-import uuid
 import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -55,6 +54,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
+from mrihisto_kedro.durability.atomic import atomic_path
 from mrihisto_kedro.durability.disk_space import require_free_space
 from mrihisto_kedro.nn.generators import build_generator
 from mrihisto_kedro.nn.models import TranslationModel
@@ -189,10 +189,10 @@ def _display(x: torch.Tensor) -> np.ndarray:
 
     One channel is shown as grey, three as RGB; other counts show their first channel as grey.
     """
-    x = ((x.detach().float().cpu().clamp(-1.0, 1.0) + 1.0) * 0.5).numpy()
-    if x.shape[1] != 3:
-        x = np.repeat(x[:, :1], 3, axis=1)
-    return np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+    array = ((x.detach().float().cpu().clamp(-1.0, 1.0) + 1.0) * 0.5).numpy()
+    if array.shape[1] != 3:
+        array = np.repeat(array[:, :1], 3, axis=1)
+    return np.ascontiguousarray(array.transpose(0, 2, 3, 1))
 
 
 @dataclass(frozen=True)
@@ -399,9 +399,9 @@ def _restore_loader(loader: Any, state: Mapping[str, Any]) -> None:
     for name, gen in _loader_generators(loader).items():
         if name in state:
             gen.set_state(state[name])
-    dataset = getattr(loader, "dataset", None)
-    if "dataset" in state and callable(getattr(dataset, "load_state_dict", None)):
-        dataset.load_state_dict(state["dataset"])
+    load_state = getattr(getattr(loader, "dataset", None), "load_state_dict", None)
+    if "dataset" in state and callable(load_state):
+        load_state(state["dataset"])
 
 
 def _rng_state() -> dict[str, Any]:
@@ -455,26 +455,17 @@ def checkpoint_bytes(model: TranslationModel) -> int:
 
 
 def save_checkpoint(payload: Mapping[str, Any], path: str | os.PathLike[str]) -> Path:
-    """Write ``payload`` with ``torch.save`` atomically: temp file, fsync, ``os.replace``.
+    """Write ``payload`` with ``torch.save`` atomically (``durability.atomic.atomic_path``).
 
-    A crash while writing leaves the previous file at ``path`` intact (and at worst a
-    ``.<name>.tmp-*`` file beside it, removed on the next successful write's failure path).
+    A crash while writing leaves the previous file at ``path`` intact (and, after a kill, at
+    worst a ``.<stem>.tmp-<12 hex>.pt`` file beside it, which the next run's cleaner removes).
 
     Returns:
         ``path`` as a :class:`Path`.
     """
     dest = Path(path)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.parent / f".{dest.name}.tmp-{uuid.uuid4().hex[:12]}"
-    try:
-        with open(tmp, "wb") as handle:
-            torch.save(dict(payload), handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, dest)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_path(dest) as tmp, tmp.open("wb") as handle:
+        torch.save(dict(payload), handle)
     return dest
 
 
@@ -501,8 +492,9 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 def _set_epoch(loader: Any, epoch: int) -> None:
     for obj in (getattr(loader, "dataset", None), getattr(loader, "sampler", None)):
-        if callable(getattr(obj, "set_epoch", None)):
-            obj.set_epoch(epoch)
+        set_epoch = getattr(obj, "set_epoch", None)
+        if callable(set_epoch):
+            set_epoch(epoch)
 
 
 def _check_loader(loader: Any, name: str) -> None:
@@ -691,7 +683,7 @@ def export_generator(
     Args:
         model: the trained model.
         input_spec: what the generator was trained on (``InputSpec.to_dict()`` of
-            :mod:`mrihisto_kedro.nn.input_spec`: pixel size, normalisation, plane, padding),
+            :mod:`mrihisto_kedro.imaging.input_spec`: pixel size, normalisation, plane, padding),
             stored as ``input_spec`` so inference needs only the model and the MRI.
 
     Returns:

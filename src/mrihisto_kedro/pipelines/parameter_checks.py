@@ -28,9 +28,11 @@ from typing import Any
 from kedro.pipeline import Pipeline
 
 from mrihisto_kedro.demo.generate import DemoParams
+from mrihisto_kedro.evaluation.experiment import EvaluationParams
 from mrihisto_kedro.evaluation.synthesis import SynthesisParams
+from mrihisto_kedro.imaging.tiling_params import PairTilingParams, VolumeTilingParams
 from mrihisto_kedro.manifest import SplitFractions
-from mrihisto_kedro.msi.pairs import (
+from mrihisto_kedro.msi.params import (
     MsiRegistrationParams,
     MsiTilingParams,
     ReductionParams,
@@ -41,6 +43,7 @@ from mrihisto_kedro.nn.experiment import model_config
 from mrihisto_kedro.nn.training import VALIDATION_METRICS
 from mrihisto_kedro.params import ParameterError, parse_params
 from mrihisto_kedro.tracking.search import apply_choices
+from mrihisto_kedro.tracking.training_params import TrainingParams
 
 from .data_engineering import nodes as de
 from .demo import nodes as demo
@@ -73,7 +76,7 @@ def parsed_as(cls: type) -> Check:
 
 def check_training(values: Any, key: str) -> None:
     """``<experiment>.training``: the dataclass, the model's config, the search's choices."""
-    p = parse_params(mo.TrainingParams, values, key)
+    p = parse_params(TrainingParams, values, key)
     try:
         model_config(p.model_type, p.model)
     except (ValueError, TypeError) as exc:
@@ -102,7 +105,7 @@ def _check_msi_demo(values: Any, key: str) -> None:
 
 
 _DE = parsed_as(de.DataEngineeringParams)
-_REG = parsed_as(reg.RegistrationPipelineParams)
+_REG = parsed_as(reg.RegistrationStudyParams)
 
 NODE_PARAMETERS: dict[Callable[..., Any], dict[str, Check]] = {
     demo.make_demo: {"parameters": parsed_as(DemoParams)},
@@ -114,10 +117,10 @@ NODE_PARAMETERS: dict[Callable[..., Any], dict[str, Check]] = {
     de.qc_figures: {"parameters": _DE},
     reg.register_pairs: {"parameters": _REG},
     reg.register_pairs_from_control_points: {"parameters": _REG},
-    mo.build_pair_tiles: {"tiling": parsed_as(mo.PairTilingParams), "data_engineering": _DE},
-    mo.build_volume_tiles: {"tiling": parsed_as(mo.VolumeTilingParams)},
+    mo.build_pair_tiles: {"tiling": parsed_as(PairTilingParams), "data_engineering": _DE},
+    mo.build_volume_tiles: {"tiling": parsed_as(VolumeTilingParams)},
     mo.train_experiment: {"training": check_training},
-    ev.evaluate_experiment: {"evaluation": parsed_as(ev.EvaluationParams)},
+    ev.evaluate_experiment: {"evaluation": parsed_as(EvaluationParams)},
     ev.synthesise_slides: {"synthesis": parsed_as(SynthesisParams)},
     inf.synthesise_new_slide: {"inference": parsed_as(inf.InferenceParams)},
     inf.translate_new_volume: {"inference_volume": parsed_as(inf.VolumeInferenceParams)},
@@ -200,6 +203,20 @@ def search_conflicts(key: str, training: Any, runtime_params: dict[str, Any] | N
     return messages
 
 
+def _problem(
+    dataset: str, check: Check, values: Any, runtime_params: dict[str, Any] | None
+) -> str | None:
+    """What is wrong with one ``params:`` dataset (``None``: nothing)."""
+    key = dataset.removeprefix("params:")
+    try:
+        check(values, key)
+    except (ParameterError, ValueError, TypeError) as exc:
+        return str(exc)
+    if check is check_training and (conflicts := search_conflicts(key, values, runtime_params)):
+        return "\n  - ".join(conflicts)
+    return None
+
+
 def check_pipeline_parameters(
     pipeline: Pipeline,
     load: Callable[[str], Any],
@@ -217,17 +234,10 @@ def check_pipeline_parameters(
     """
     problems: dict[str, str] = {}
     for _, _, dataset, check in parameter_inputs(pipeline):
-        if check is None or dataset in problems:
-            continue
-        key = dataset.removeprefix("params:")
-        values = load(dataset)
-        try:
-            check(values, key)
-        except (ParameterError, ValueError, TypeError) as exc:
-            problems[dataset] = str(exc)
-            continue
-        if check is check_training and (conflicts := search_conflicts(key, values, runtime_params)):
-            problems[dataset] = "\n  - ".join(conflicts)
+        if check is not None and dataset not in problems:
+            problem = _problem(dataset, check, load(dataset), runtime_params)
+            if problem:
+                problems[dataset] = problem
     if problems:
         lines = "\n".join(f"  - {message}" for message in dict.fromkeys(problems.values()))
         raise ParameterError(

@@ -1,6 +1,8 @@
 """Figures of the evaluation: ``input | real | generated`` panels and the seam comparison.
 
 No Kedro imports; figures are ``matplotlib.figure.Figure`` objects built without ``pyplot``.
+They draw what :mod:`mrihisto_kedro.evaluation.tiles` returns (:class:`EvaluatedSplit`); the
+evaluation code never imports this module (the figure nodes of ``pipelines/evaluation`` call it).
 """
 
 from __future__ import annotations
@@ -39,7 +41,8 @@ def tile_panels(splits: Sequence[EvaluatedSplit], n: int, title: str) -> Figure:
             ((s.a[i], "input"), (s.b[i], "real"), (s.generated[i], "generated"))
         ):
             _show(axes[r, c], image, label if r == 0 else None)
-        axes[r, 0].set_ylabel(f"{s.split} {s.manifest.loc[i, 'tile_id']}", fontsize=7)
+        tile_id = str(s.manifest.loc[i, "tile_id"])
+        axes[r, 0].set_ylabel(f"{s.split} {tile_id}", fontsize=7)
     fig.suptitle(title)
     fig.tight_layout()
     return fig

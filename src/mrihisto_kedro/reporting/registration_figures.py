@@ -1,5 +1,9 @@
 """Registration quality-control figure: checkerboard and edge overlay, before and after.
 
+Drawn from the images a registration returns
+(:class:`~mrihisto_kedro.imaging.registration.qc.QcImages`): :func:`registration_qc_figures`
+draws one figure per pair for the ``registration`` pipeline's ``registration_qc`` folder.
+
 No Kedro imports. The figure is a ``matplotlib.figure.Figure`` built without ``pyplot`` (so it is
 never registered with a GUI backend or kept alive by pyplot's figure manager; saving it renders
 with Agg). Axes are in millimetres of the fixed (histology) grid.
@@ -8,22 +12,15 @@ with Agg). Axes are in millimetres of the fixed (histology) grid.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import numpy as np
 from matplotlib.figure import Figure
 from skimage.feature import canny
 
-__all__ = ["checkerboard", "registration_qc_figure"]
+from mrihisto_kedro.imaging.registration.qc import QcImages, block_mean
 
-
-def _block_mean(image: np.ndarray, factor: int) -> np.ndarray:
-    """Mean over ``factor x factor`` blocks (trailing partial blocks are dropped)."""
-    if factor <= 1:
-        return image
-    rows = (image.shape[0] // factor) * factor
-    cols = (image.shape[1] // factor) * factor
-    cropped = image[:rows, :cols]
-    return cropped.reshape(rows // factor, factor, cols // factor, factor).mean(axis=(1, 3))
+__all__ = ["checkerboard", "qc_figure", "registration_qc_figure", "registration_qc_figures"]
 
 
 def _normalise(image: np.ndarray) -> np.ndarray:
@@ -101,7 +98,7 @@ def registration_qc_figure(
     if max_size < 16:
         raise ValueError(f"max_size must be >= 16, got {max_size}")
     factor = max(1, math.ceil(max(arrays[0].shape) / max_size))
-    fixed, before, after = (_normalise(_block_mean(x, factor)) for x in arrays)
+    fixed, before, after = (_normalise(block_mean(x, factor)) for x in arrays)
     sx, sy = (float(spacing_mm[0]) * factor, float(spacing_mm[1]) * factor)
     extent = (0.0, fixed.shape[1] * sx, fixed.shape[0] * sy, 0.0)
 
@@ -125,3 +122,21 @@ def registration_qc_figure(
         fig.suptitle(heading)
     fig.tight_layout()
     return fig
+
+
+def qc_figure(images: QcImages) -> Figure:
+    """The QC figure of one registered pair (:func:`registration_qc_figure` of its images)."""
+    return registration_qc_figure(
+        images.fixed,
+        images.before,
+        images.after,
+        spacing_mm=images.spacing_mm,
+        title=images.title,
+        notes=images.notes,
+    )
+
+
+def registration_qc_figures(qc: Mapping[str, QcImages]) -> dict[str, Figure]:
+    """One QC figure per pair, keyed ``<pair_id>.png`` (file names in the ``registration_qc``
+    folder)."""
+    return {f"{pair_id}.png": qc_figure(images) for pair_id, images in qc.items()}

@@ -1,8 +1,8 @@
 """MLflow logging of training runs: parameters, per-epoch metrics, sample grids, the generator.
 
-Used by the modelling pipeline's nodes under kedro-mlflow, which sets the tracking URI
-(``conf/base/mlflow.yml``: ``sqlite:///mlflow.db`` in the project) and opens the pipeline run;
-each training is a nested run under it.
+Used by the training study (:mod:`mrihisto_kedro.tracking.training_study`) under kedro-mlflow,
+which sets the tracking URI (``conf/base/mlflow.yml``: ``sqlite:///mlflow.db`` in the project)
+and opens the pipeline run; each training is a nested run under it.
 """
 
 from __future__ import annotations
@@ -118,6 +118,21 @@ def log_numerics(numerics: Mapping[str, str]) -> None:
     active run, as ``runtime.*`` parameters and as the tag ``numerics`` (one readable line)."""
     log_params_once({f"runtime.{key}": value for key, value in numerics.items()})
     mlflow.set_tag("numerics", describe_numerics(dict(numerics)))
+
+
+def log_search_best(best: Mapping[str, Any], metric: str, value: float) -> None:
+    """Log a search's outcome to the active (search) run: the best trial's choices as
+    ``best.<key>`` parameters and its metric as ``best_<metric>``."""
+    mlflow.log_params({f"best.{key}": choice for key, choice in best.items()})
+    mlflow.log_metric(f"best_{metric}", float(value))
+
+
+def log_summary_metrics(summary: Mapping[str, Any]) -> None:
+    """Log the numeric values of a training's summary row (ints, floats and bools; ``None``,
+    ids and text are skipped) to the active run as metrics."""
+    mlflow.log_metrics(
+        {key: float(value) for key, value in summary.items() if isinstance(value, float | int)}
+    )
 
 
 class EpochLogger:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 import optuna
 import pandas as pd
@@ -67,7 +67,7 @@ class SearchParams:
             )
 
     @property
-    def direction(self) -> str:
+    def direction(self) -> Literal["minimize", "maximize"]:
         """``maximize`` for SSIM-like metrics, else ``minimize``."""
         return "maximize" if "SSIM" in self.metric else "minimize"
 

@@ -5,28 +5,24 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import PurePath
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import SimpleITK as sitk
 from matplotlib.figure import Figure
 
-from mrihisto_kedro.imaging.downsample import downsample_slide, downsampled_origin_mm
-from mrihisto_kedro.imaging.masks import (
-    MriMaskMethod,
-    SlideMaskMethod,
-    mri_tissue_mask,
-    slide_tissue_mask,
+from mrihisto_kedro.imaging.downsample import downsample_slide
+from mrihisto_kedro.imaging.mri import MriNormalisation
+from mrihisto_kedro.imaging.pair_masks import (
+    MriMaskParams,
+    SlideMaskParams,
+    mask_pairs,
+    pair_qc_views,
 )
-from mrihisto_kedro.imaging.mri import (
-    extract_slice,
-    robust_normalise,
-    select_volume,
-)
+from mrihisto_kedro.imaging.pair_slices import pair_mri_slices
 from mrihisto_kedro.imaging.slide_image import SlideImage
-from mrihisto_kedro.imaging.slides import Slide
 from mrihisto_kedro.manifest import (
     InputHeaders,
     SlideLimits,
@@ -40,40 +36,17 @@ from mrihisto_kedro.reporting.qc_figures import pair_qc_figure
 
 logger = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True)
-class MriNormalisation:
-    """Robust percentile scaling of MRI slices to [0, 1]."""
-
-    lower_percentile: float = 1.0
-    upper_percentile: float = 99.5
-
-
-@dataclass(frozen=True)
-class SlideMaskParams:
-    """Tissue mask of a downsampled slide (Otsu on optical density of a thumbnail)."""
-
-    method: SlideMaskMethod = SlideMaskMethod.LOG_OD
-    threshold: float | None = None
-    min_threshold: float | None = 0.03
-    max_size: int = 2048
-    min_object_px: int = 64
-    closing_radius_px: int = 2
-    min_tissue_fraction: float = 0.001  # below: blank glass or a failed scan, refused by name
-
-
-@dataclass(frozen=True)
-class MriMaskParams:
-    """Tissue mask of an MRI slice: Otsu, or a fixed threshold on the [0, 1] intensities."""
-
-    method: MriMaskMethod = MriMaskMethod.OTSU
-    threshold: float | None = None
-    min_object_px: int = 16
+_KEY = "data_engineering"
 
 
 @dataclass(frozen=True)
 class DataEngineeringParams:
-    """Parameters of data_engineering (``conf/base/parameters_data_engineering.yml``)."""
+    """Parameters of data_engineering (``conf/base/parameters_data_engineering.yml``).
+
+    ``downsample_factor`` (>= 1) is used by ``downsample_slides`` only: later steps read the
+    factor each downsampled slide records. ``slide_mpp`` (µm, > 0) is the fallback level-0
+    pixel size of slides whose file and manifest row record none.
+    """
 
     downsample_factor: float = 15.0
     slide_mpp: float | None = None
@@ -91,7 +64,7 @@ class DataEngineeringParams:
 
 
 def _params(parameters: dict[str, Any]) -> DataEngineeringParams:
-    return parse_params(DataEngineeringParams, parameters, "data_engineering")
+    return parse_params(DataEngineeringParams, parameters, _KEY)
 
 
 def validate_manifest(
@@ -158,71 +131,30 @@ def downsample_slides(
             "the validated manifest has no slide_mpp_x_um column (written by validate_manifest); "
             "re-run the data_engineering pipeline from validate_manifest"
         )
-
-    def make(slide_name: str, mpp: tuple[float, float]) -> Callable[[], SlideImage]:
-        def run() -> SlideImage:
-            logger.info("downsampling %s by %s (level-0 %.4g µm/px)", slide_name, factor, mpp[0])
-            with slides[slide_name]() as slide:  # the lazy result stays valid after closing
-                return downsample_slide(slide, factor, mpp=mpp)
-
-        return run
-
     return {
-        row.pair_id: make(row.slide, (float(row.slide_mpp_x_um), float(row.slide_mpp_y_um)))
-        for row in pairs.itertuples()
+        str(row["pair_id"]): partial(
+            _downsample,
+            slides[str(row["slide"])],
+            str(row["slide"]),
+            factor,
+            (float(row["slide_mpp_x_um"]), float(row["slide_mpp_y_um"])),
+        )
+        for row in pairs.to_dict("records")
     }
+
+
+def _downsample(load: Loader, name: str, factor: float, mpp: tuple[float, float]) -> SlideImage:
+    """Open one slide and return its lazy downsample (valid after the slide is closed)."""
+    logger.info("downsampling %s by %s (level-0 %.4g µm/px)", name, factor, mpp[0])
+    with load() as slide:
+        return downsample_slide(slide, factor, mpp=mpp)
 
 
 def extract_mri_slices(
     pairs: pd.DataFrame, mri_volumes: dict[str, Loader], parameters: dict[str, Any]
 ) -> dict[str, sitk.Image]:
     """Extract and normalise each pair's MRI slice (float32 in [0, 1], spacing in mm kept)."""
-    norm = _params(parameters).mri_normalisation
-    cache: dict[str, sitk.Image] = {}
-    out: dict[str, sitk.Image] = {}
-    for row in pairs.itertuples():
-        if row.mri not in cache:
-            cache[row.mri] = mri_volumes[row.mri]()
-        index = int(getattr(row, "mri_volume", 0))
-        plane_image = extract_slice(
-            select_volume(cache[row.mri], index), row.plane, row.slice_index
-        )
-        array = robust_normalise(
-            sitk.GetArrayViewFromImage(plane_image), norm.lower_percentile, norm.upper_percentile
-        )
-        image = sitk.GetImageFromArray(array)
-        image.CopyInformation(plane_image)
-        for key in plane_image.GetMetaDataKeys():
-            image.SetMetaData(key, plane_image.GetMetaData(key))
-        out[row.pair_id] = image
-    return out
-
-
-def _slide_mask_input(slide: Slide, max_size: int) -> tuple[np.ndarray, tuple[float, float]]:
-    """Level-0 pixels of a (downsampled) slide, or a thumbnail within ``max_size``, and mm/px."""
-    width, height = slide.level_dimensions[0]
-    mpp = slide.mpp
-    if mpp is None:  # validate_manifest settles every slide's mpp before downsampling
-        raise ValueError(f"downsampled slide {slide.path} records no microns per pixel")
-    rgb = slide.thumbnail(max_size) if max(width, height) > max_size else None
-    if rgb is None:
-        rgb = slide.read_region((0, 0), 0, (width, height))
-    spacing = (mpp[0] * width / rgb.shape[1] / 1000.0, mpp[1] * height / rgb.shape[0] / 1000.0)
-    return rgb, spacing
-
-
-def _mask_image(
-    mask: np.ndarray,
-    spacing_mm: tuple[float, float],
-    level0_mpp: tuple[float, float] | None = None,
-) -> sitk.Image:
-    """A uint8 mask image in mm; a slide mask gets the pixel-centre origin of its reduced grid."""
-    image = sitk.GetImageFromArray(mask.astype(np.uint8))
-    image.SetSpacing(tuple(float(s) for s in spacing_mm))
-    if level0_mpp is not None:
-        factor = tuple(s * 1000.0 / m for s, m in zip(spacing_mm, level0_mpp, strict=True))
-        image.SetOrigin(downsampled_origin_mm(factor, level0_mpp))
-    return image
+    return pair_mri_slices(pairs, mri_volumes, _params(parameters).mri_normalisation)
 
 
 def tissue_masks(
@@ -235,80 +167,19 @@ def tissue_masks(
 
     Returns:
         ``(slide_masks, mri_masks, report)``: masks as uint8 images with spacing in mm, and one
-        report row per pair with sizes, pixel sizes, thresholds and tissue fractions.
+        report row per pair with sizes, pixel sizes, thresholds and tissue fractions
+        (:func:`mrihisto_kedro.imaging.pair_masks.mask_pairs`). A blank slide stops the run.
     """
     p = _params(parameters)
-    slide_masks: dict[str, sitk.Image] = {}
-    mri_masks: dict[str, sitk.Image] = {}
-    rows = []
-    for row in pairs.itertuples():
-        slide: Slide = downsampled_slides[row.pair_id]()
-        rgb, slide_spacing = _slide_mask_input(slide, p.slide_mask.max_size)
-        smask = slide_tissue_mask(
-            rgb,
-            method=p.slide_mask.method,
-            threshold=p.slide_mask.threshold,
-            min_threshold=p.slide_mask.min_threshold,
-            min_object_px=p.slide_mask.min_object_px,
-            closing_radius_px=p.slide_mask.closing_radius_px,
-        )
-        level0_mpp = (
-            (slide.mpp[0] / p.downsample_factor, slide.mpp[1] / p.downsample_factor)
-            if slide.mpp
-            else None
-        )
-        slide_masks[row.pair_id] = _mask_image(smask.mask, slide_spacing, level0_mpp)
-        mri_image: sitk.Image = mri_slices[row.pair_id]()
-        mri = sitk.GetArrayFromImage(mri_image)
-        mmask = mri_tissue_mask(
-            mri,
-            method=p.mri_mask.method,
-            threshold=p.mri_mask.threshold,
-            min_object_px=p.mri_mask.min_object_px,
-        )
-        mri_masks[row.pair_id] = _mask_image(mmask.mask, mri_image.GetSpacing())
-        width, height = slide.level_dimensions[0]
-        rows.append(
-            {
-                "pair_id": row.pair_id,
-                "specimen_id": row.specimen_id,
-                "split": row.split,
-                "slide_width_px": width,
-                "slide_height_px": height,
-                "slide_mpp": slide.mpp[0] if slide.mpp else np.nan,
-                "slide_mask_method": smask.method,
-                "slide_mask_threshold": smask.threshold,
-                "slide_tissue_fraction": float(smask.mask.mean()),
-                "mri_rows": mri.shape[0],
-                "mri_cols": mri.shape[1],
-                "mri_spacing_x_mm": mri_image.GetSpacing()[0],
-                "mri_spacing_y_mm": mri_image.GetSpacing()[1],
-                "mri_mask_method": mmask.method,
-                "mri_mask_threshold": mmask.threshold,
-                "mri_tissue_fraction": float(mmask.mask.mean()),
-            }
-        )
-        slide.close()
-    report = pd.DataFrame(rows)
-    _refuse_blank_slides(report, pairs, p.slide_mask.min_tissue_fraction)
-    return slide_masks, mri_masks, report
-
-
-def _refuse_blank_slides(report: pd.DataFrame, pairs: pd.DataFrame, minimum: float) -> None:
-    """Stop, naming every pair whose slide shows (almost) no tissue, before registration."""
-    slides = pairs.set_index("pair_id")["slide"]
-    blank = report[report["slide_tissue_fraction"] < minimum]
-    if len(blank):
-        lines = "; ".join(
-            f"pair {r.pair_id}: slide {slides[r.pair_id]} shows tissue on "
-            f"{100 * r.slide_tissue_fraction:.2f} % of its downsampled image"
-            for r in blank.itertuples()
-        )
-        raise ValueError(
-            f"{lines} (below data_engineering.slide_mask.min_tissue_fraction = {minimum:g}): "
-            "blank glass or a failed scan; remove those rows from the pairs manifest (the "
-            "other pairs are fine) and run again"
-        )
+    study = mask_pairs(
+        pairs,
+        downsampled_slides,
+        mri_slices,
+        p.slide_mask,
+        p.mri_mask,
+        setting=f"{_KEY}.slide_mask.min_tissue_fraction",
+    )
+    return study.slide_masks, study.mri_masks, study.report
 
 
 def qc_figures(
@@ -320,24 +191,6 @@ def qc_figures(
     parameters: dict[str, Any],
 ) -> dict[str, Figure]:
     """One QC figure per pair: MRI slice and downsampled slide side by side, masks outlined."""
-    p = _params(parameters)
-    figures: dict[str, Figure] = {}
-    for row in pairs.itertuples():
-        slide: Slide = downsampled_slides[row.pair_id]()
-        rgb, spacing = _slide_mask_input(slide, p.slide_mask.max_size)
-        slide.close()
-        mri_image: sitk.Image = mri_slices[row.pair_id]()
-        smask: sitk.Image = slide_masks[row.pair_id]()
-        mmask: sitk.Image = mri_masks[row.pair_id]()
-        figures[f"{row.pair_id}.png"] = pair_qc_figure(
-            pair_id=row.pair_id,
-            mri=sitk.GetArrayFromImage(mri_image),
-            mri_spacing_mm=mri_image.GetSpacing(),
-            mri_mask=sitk.GetArrayFromImage(mmask).astype(bool),
-            slide_rgb=rgb,
-            slide_spacing_mm=spacing,
-            slide_mask=sitk.GetArrayFromImage(smask).astype(bool),
-            slide_mask_spacing_mm=smask.GetSpacing(),
-            notes=f"specimen {row.specimen_id}, split {row.split}, {row.plane} {row.slice_index}",
-        )
-    return figures
+    max_size = _params(parameters).slide_mask.max_size
+    views = pair_qc_views(pairs, downsampled_slides, mri_slices, slide_masks, mri_masks, max_size)
+    return {f"{v.pair_id}.png": pair_qc_figure(**v.figure_arguments()) for v in views}

@@ -1,5 +1,8 @@
 """data_engineering pipeline: manifest -> downsampled slides, MRI slices, tissue masks, QC."""
 
+from collections.abc import Callable
+from typing import Any
+
 from kedro.pipeline import Node, Pipeline
 
 from .nodes import (
@@ -11,58 +14,29 @@ from .nodes import (
     validate_manifest,
 )
 
+_PARAMS = "params:data_engineering"
+_PAIR_IMAGES = ["pairs_with_splits", "downsampled_slides", "mri_slices"]
+_MASKS = ["slide_masks", "mri_masks"]
 
-def create_pipeline(**kwargs) -> Pipeline:
+
+def _node(func: Callable[..., Any], inputs: list[str], outputs: str | list[str]) -> Node:
+    """A node named after its function."""
+    return Node(func, inputs, outputs, name=func.__name__)
+
+
+def create_pipeline(**kwargs: Any) -> Pipeline:
     """Inputs: ``pairs``, ``slides``, ``mri_volumes``; parameters ``data_engineering``."""
     return Pipeline(
         [
-            Node(
-                validate_manifest,
-                ["pairs", "slides", "mri_volumes", "params:data_engineering"],
-                "pairs_validated",
-                name="validate_manifest",
+            _node(
+                validate_manifest, ["pairs", "slides", "mri_volumes", _PARAMS], "pairs_validated"
             ),
-            Node(
-                split_by_specimen,
-                ["pairs_validated", "params:data_engineering"],
-                "pairs_with_splits",
-                name="split_by_specimen",
+            _node(split_by_specimen, ["pairs_validated", _PARAMS], "pairs_with_splits"),
+            _node(
+                downsample_slides, ["pairs_with_splits", "slides", _PARAMS], "downsampled_slides"
             ),
-            Node(
-                downsample_slides,
-                ["pairs_with_splits", "slides", "params:data_engineering"],
-                "downsampled_slides",
-                name="downsample_slides",
-            ),
-            Node(
-                extract_mri_slices,
-                ["pairs_with_splits", "mri_volumes", "params:data_engineering"],
-                "mri_slices",
-                name="extract_mri_slices",
-            ),
-            Node(
-                tissue_masks,
-                [
-                    "pairs_with_splits",
-                    "downsampled_slides",
-                    "mri_slices",
-                    "params:data_engineering",
-                ],
-                ["slide_masks", "mri_masks", "data_engineering_report"],
-                name="tissue_masks",
-            ),
-            Node(
-                qc_figures,
-                [
-                    "pairs_with_splits",
-                    "downsampled_slides",
-                    "mri_slices",
-                    "slide_masks",
-                    "mri_masks",
-                    "params:data_engineering",
-                ],
-                "data_engineering_qc",
-                name="qc_figures",
-            ),
+            _node(extract_mri_slices, ["pairs_with_splits", "mri_volumes", _PARAMS], "mri_slices"),
+            _node(tissue_masks, [*_PAIR_IMAGES, _PARAMS], [*_MASKS, "data_engineering_report"]),
+            _node(qc_figures, [*_PAIR_IMAGES, *_MASKS, _PARAMS], "data_engineering_qc"),
         ]
     )

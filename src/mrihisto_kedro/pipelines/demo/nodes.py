@@ -36,13 +36,14 @@ def make_demo(
     """
     params = parse_params(DemoParams, parameters, "demo")
     plan = plan_demo(params)
-    control_points = {}
-    for k, row in enumerate(plan.ground_truth.itertuples()):
-        affine = np.array([[row.a11, row.a12, row.tx], [row.a21, row.a22, row.ty]])
-        rng = np.random.default_rng([params.seed, _CLICK_STREAM + k])
-        control_points[row.pair_id] = simulate_control_points(
-            plan.tissue_maps[row.pair_id], affine, rng
+    control_points: dict[str, pd.DataFrame] = {}
+    for k, row in enumerate(plan.ground_truth.to_dict("records")):
+        affine = np.array(
+            [[row["a11"], row["a12"], row["tx"]], [row["a21"], row["a22"], row["ty"]]]
         )
+        rng = np.random.default_rng([params.seed, _CLICK_STREAM + k])
+        pair_id = str(row["pair_id"])
+        control_points[pair_id] = simulate_control_points(plan.tissue_maps[pair_id], affine, rng)
     return plan.slides, plan.volumes, plan.pairs, plan.ground_truth, control_points
 
 

@@ -1,5 +1,5 @@
 """evaluation pipeline: metric tables and synthetic whole slides of the trained experiments."""
 
-from .pipeline import create_msi_evaluation, create_pipeline
+from .pipeline import create_pipeline, measurement_pipeline
 
-__all__ = ["create_msi_evaluation", "create_pipeline"]
+__all__ = ["measurement_pipeline", "create_pipeline"]

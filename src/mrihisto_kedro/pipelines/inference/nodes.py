@@ -16,9 +16,9 @@ from mrihisto_kedro.evaluation.synthesis import (
     stitch_options,
 )
 from mrihisto_kedro.evaluation.volume_translation import NewVolumeParams, translate_volume
+from mrihisto_kedro.imaging.input_spec import generator_input_spec
 from mrihisto_kedro.nn.generators import size_multiple
 from mrihisto_kedro.nn.inference import load_predictor
-from mrihisto_kedro.nn.input_spec import generator_input_spec
 from mrihisto_kedro.params import parse_params
 
 logger = logging.getLogger(__name__)
@@ -88,7 +88,7 @@ def translate_new_volume(
         mri,
         predictor,
         spec,
-        output_range=tuple(generator["output_range"]),  # type: ignore[arg-type]
+        output_range=tuple(generator["output_range"]),
         multiple=size_multiple(generator["architecture"]),
         batch_size=p.batch_size,
         volume_index=p.volume_index,

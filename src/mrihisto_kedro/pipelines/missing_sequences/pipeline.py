@@ -12,6 +12,8 @@ Nodes: ``train_dcgan`` (T2 slices of the training split) -> ``synthesise`` (ever
 test slices, with and without style refinement) -> ``table`` (long metric table, markdown, figure).
 """
 
+from typing import Any
+
 from kedro.pipeline import Node, Pipeline
 
 from .nodes import sequence_table_node, synthesise_sequences, train_sequence_dcgan_node
@@ -24,7 +26,25 @@ INPUTS = {
 }
 
 
-def create_pipeline(**kwargs) -> Pipeline:
+#: inputs of the ``synthesise`` and ``table`` nodes (template names, inside the namespace)
+_SYNTHESIS_INPUTS = [
+    "tileset",
+    "pix2pix_generator",
+    "cyclegan_generator",
+    "dcgan",
+    "params:synthesis",
+]
+_TABLE_INPUTS = [
+    "tileset",
+    "synthetic",
+    "refinement_history",
+    "dcgan",
+    "params:table",
+    "params:synthesis",
+]
+
+
+def create_pipeline(**kwargs: Any) -> Pipeline:
     """The ``missing_sequences`` namespace: DCGAN, synthesis with refinement, the table."""
     template = Pipeline(
         [
@@ -36,29 +56,11 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             Node(
                 synthesise_sequences,
-                [
-                    "tileset",
-                    "pix2pix_generator",
-                    "cyclegan_generator",
-                    "dcgan",
-                    "params:synthesis",
-                ],
+                _SYNTHESIS_INPUTS,
                 ["synthetic", "refinement_history"],
                 name="synthesise",
             ),
-            Node(
-                sequence_table_node,
-                [
-                    "tileset",
-                    "synthetic",
-                    "refinement_history",
-                    "dcgan",
-                    "params:table",
-                    "params:synthesis",
-                ],
-                ["table", "table_md", "figure"],
-                name="table",
-            ),
+            Node(sequence_table_node, _TABLE_INPUTS, ["table", "table_md", "figure"], name="table"),
         ]
     )
     return Pipeline(template, namespace="missing_sequences", inputs=INPUTS)

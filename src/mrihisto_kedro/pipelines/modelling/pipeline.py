@@ -1,104 +1,89 @@
-"""modelling pipeline: one modular pipeline, instantiated per experiment as a Kedro namespace.
+"""modelling pipeline: one modular pipeline per registered experiment, as a Kedro namespace.
 
-Run one experiment with one parameter overridden::
+The experiments come from :data:`mrihisto_kedro.experiments.EXPERIMENTS`; each one's nodes
+are ``<name>.build_tiles`` (when it cuts its own tiles from the registered pairs or from two
+volumes) and ``<name>.train``, with parameters ``params:<name>.tiling`` and
+``params:<name>.training``. Run one experiment with one parameter overridden::
 
     kedro run --pipeline=modelling --namespaces=tiles_256 \
         --params="tiles_256.training.model.gan_mode=lsgan,tiles_256.training.search.n_trials=0"
 
 (a searched key given alone is refused before any work: the search would replace it).
+Experiments of a group (``msi_to_he``) sit under the group's namespace as well, so
+``--namespaces=msi_to_he`` trains the three MSI models.
 """
+
+from __future__ import annotations
+
+from typing import Any
 
 from kedro.pipeline import Node, Pipeline
 
-from .msi import create_msi_experiments
+from mrihisto_kedro.experiments import Experiment, Task, TileSource, experiments
+from mrihisto_kedro.pipelines.binding import bind_experiment, grouped
+
 from .nodes import build_pair_tiles, build_volume_tiles, train_experiment
 
-#: MRI -> histology experiments of paper 000 (tiles or whole-slide views, pix2pix)
-PAIR_EXPERIMENTS = ("whole_slide_4096", "tiles_1024", "tiles_256")
-_SHARED_PAIR_INPUTS = {
+#: what one training writes (``<name>.generator`` ...)
+TRAINING_OUTPUTS = ("generator", "training_history", "training_summary")
+_PAIR_INPUTS = (
     "pairs_with_splits",
     "registration_report",
     "aligned_mri",
     "aligned_mri_masks",
     "downsampled_slides",
     "slide_masks",
-}
+)
+_VOLUME_INPUTS = ("icbm152_t1", "icbm152_t2")
 
 
-def _train_node() -> Node:
-    return Node(
-        train_experiment,
+def _tiling_node(source: TileSource) -> Node | None:
+    """The node that cuts the experiment's tile set, for the sources modelling owns."""
+    if source is TileSource.PAIR_TILES:
+        return Node(
+            build_pair_tiles,
+            [*_PAIR_INPUTS, "params:tiling", "params:data_engineering"],
+            "tileset",
+            name="build_tiles",
+        )
+    if source is TileSource.VOLUME_SLICES:
+        return Node(
+            build_volume_tiles, [*_VOLUME_INPUTS, "params:tiling"], "tileset", name="build_tiles"
+        )
+    return None
+
+
+def training_pipeline(experiment: Experiment) -> Pipeline:
+    """``experiment``'s tiling (if modelling cuts its tiles) and training, in its namespace."""
+    train = Node(
+        bind_experiment(train_experiment, experiment.name),
         ["tileset", "params:training", "checkpoints"],
-        ["generator", "training_history", "training_summary"],
+        list(TRAINING_OUTPUTS),
         name="train",
     )
-
-
-def _pair_experiment(name: str) -> Pipeline:
-    template = Pipeline(
-        [
-            Node(
-                build_pair_tiles,
-                [
-                    "pairs_with_splits",
-                    "registration_report",
-                    "aligned_mri",
-                    "aligned_mri_masks",
-                    "downsampled_slides",
-                    "slide_masks",
-                    "params:tiling",
-                    "params:data_engineering",
-                ],
-                "tileset",
-                name="build_tiles",
-            ),
-            _train_node(),
-        ]
-    )
+    tiling = _tiling_node(experiment.tiles)
+    shared = {"params:data_engineering"} if experiment.tiles is TileSource.PAIR_TILES else None
+    free = {"tileset": experiment.tileset} if tiling is None else {}
+    if experiment.tiles is TileSource.PAIR_TILES:
+        free |= {k: k for k in _PAIR_INPUTS}
+    elif experiment.tiles is TileSource.VOLUME_SLICES:
+        free |= {k: k for k in _VOLUME_INPUTS}
     return Pipeline(
-        template,
-        namespace=name,
-        inputs=_SHARED_PAIR_INPUTS,
-        parameters={"params:data_engineering"},
+        [train] if tiling is None else [tiling, train],
+        namespace=experiment.name,
+        inputs=free or None,
+        parameters=shared,
     )
 
 
-def create_pipeline(**kwargs) -> Pipeline:
-    """Every experiment: the paper's three, the U-Net baseline (on tiles_256's tiles),
-    CycleGAN and pix2pix T1 -> T2 on the ICBM152 pair, and seed 003's MSI -> H&E trainings
-    (grouped under the namespace ``msi_to_he``; their tile sets come from
-    ``msi_data_engineering``)."""
-    experiments = [_pair_experiment(name) for name in PAIR_EXPERIMENTS]
-    experiments.append(
-        Pipeline(
-            Pipeline([_train_node()]),
-            namespace="unet_baseline",
-            inputs={"tileset": "tiles_256.tileset"},
-        )
+def create_pipeline(task: Task | None = None, **kwargs: Any) -> Pipeline:
+    """Every experiment of the default run that trains a model of its own (of ``task``, or
+    of every task)."""
+    return sum(
+        (
+            grouped(e, training_pipeline(e), TRAINING_OUTPUTS)
+            for e in experiments(trains=True)
+            if task is None or e.task is task
+        ),
+        start=Pipeline([]),
     )
-    experiments.append(  # pix2pix T1 -> T2 (seed 002) on the same slabs as the CycleGAN
-        Pipeline(
-            Pipeline([_train_node()]),
-            namespace="t1_to_t2_pix2pix",
-            inputs={"tileset": "t1_to_t2.tileset"},
-        )
-    )
-    experiments.append(
-        Pipeline(
-            Pipeline(
-                [
-                    Node(
-                        build_volume_tiles,
-                        ["icbm152_t1", "icbm152_t2", "params:tiling"],
-                        "tileset",
-                        name="build_tiles",
-                    ),
-                    _train_node(),
-                ]
-            ),
-            namespace="t1_to_t2",
-            inputs={"icbm152_t1", "icbm152_t2"},
-        )
-    )
-    experiments.append(create_msi_experiments())
-    return sum(experiments, start=Pipeline([]))

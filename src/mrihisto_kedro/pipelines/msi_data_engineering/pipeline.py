@@ -74,6 +74,44 @@ def create_demo_pipeline(**kwargs) -> Pipeline:
     )
 
 
+#: the registration node's outputs, in the order ``register_msi_pairs`` returns them
+REGISTRATION_OUTPUTS: list[str] = [
+    "msi_registration_transforms",
+    "msi_histology_grid",
+    "msi_registered_black",
+    "msi_registered_white",
+    "msi_coverage",
+    "msi_registration_report",
+    "msi_registration_qc",
+]
+
+
+def _registration_node() -> Node:
+    """Reduced MSI + H&E (+ landmarks, + known affines) -> registered pairs and their report."""
+    return Node(
+        register_msi_pairs,
+        [
+            "msi_pairs_with_splits",
+            "msi_reduced",
+            "msi_histology",
+            "msi_control_points",
+            "msi_ground_truth",
+            "params:msi_data_engineering.registration",
+        ],
+        REGISTRATION_OUTPUTS,
+        name="register_msi_pairs",
+    )
+
+
+def _tiles_pipeline(colour: PadColour, experiment: str) -> Pipeline:
+    """``<experiment>.build_tiles``: the ``colour``-padded pairs -> ``<experiment>.tileset``."""
+    pairs = ["msi_pairs_with_splits", "msi_histology_grid", f"msi_registered_{colour.value}"]
+    inputs = [*pairs, "msi_coverage"]
+    params = ["params:msi_data_engineering.tiling", "params:msi_data_engineering.reduction"]
+    node = Node(_tiles_for(colour), [*inputs, *params], "tileset", name="build_tiles")
+    return Pipeline([node], namespace=experiment, inputs=set(inputs), parameters=set(params))
+
+
 def create_analysis_pipeline(**kwargs) -> Pipeline:
     """Manifest -> splits -> peak stacks -> 3 channels -> registration -> tile sets.
 
@@ -81,16 +119,13 @@ def create_analysis_pipeline(**kwargs) -> Pipeline:
     ``control_points`` mode only, but listed: the folder must exist), ``msi_ground_truth``
     (optional file).
     """
+    splits = ["msi_pairs", "params:msi_data_engineering.splits"]
+    spectra = ["msi_pairs_with_splits", "msi_imzml", "params:msi_data_engineering.spectra"]
     nodes = [
-        Node(
-            assign_msi_splits,
-            ["msi_pairs", "params:msi_data_engineering.splits"],
-            "msi_pairs_with_splits",
-            name="assign_msi_splits",
-        ),
+        Node(assign_msi_splits, splits, "msi_pairs_with_splits", name="assign_msi_splits"),
         Node(
             build_peak_stacks,
-            ["msi_pairs_with_splits", "msi_imzml", "params:msi_data_engineering.spectra"],
+            spectra,
             ["msi_peak_stacks", "msi_peaks"],
             name="build_peak_stacks",
         ),
@@ -100,59 +135,9 @@ def create_analysis_pipeline(**kwargs) -> Pipeline:
             "msi_reduced",
             name="reduce_peak_stacks",
         ),
-        Node(
-            register_msi_pairs,
-            [
-                "msi_pairs_with_splits",
-                "msi_reduced",
-                "msi_histology",
-                "msi_control_points",
-                "msi_ground_truth",
-                "params:msi_data_engineering.registration",
-            ],
-            [
-                "msi_registration_transforms",
-                "msi_histology_grid",
-                "msi_registered_black",
-                "msi_registered_white",
-                "msi_coverage",
-                "msi_registration_report",
-                "msi_registration_qc",
-            ],
-            name="register_msi_pairs",
-        ),
+        _registration_node(),
     ]
-    tiles = [
-        Pipeline(
-            [
-                Node(
-                    _tiles_for(colour),
-                    [
-                        "msi_pairs_with_splits",
-                        "msi_histology_grid",
-                        f"msi_registered_{colour.value}",
-                        "msi_coverage",
-                        "params:msi_data_engineering.tiling",
-                        "params:msi_data_engineering.reduction",
-                    ],
-                    "tileset",
-                    name="build_tiles",
-                )
-            ],
-            namespace=experiment,
-            inputs={
-                "msi_pairs_with_splits",
-                "msi_histology_grid",
-                f"msi_registered_{colour.value}",
-                "msi_coverage",
-            },
-            parameters={
-                "params:msi_data_engineering.tiling",
-                "params:msi_data_engineering.reduction",
-            },
-        )
-        for colour, experiment in TILE_EXPERIMENTS.items()
-    ]
+    tiles = [_tiles_pipeline(colour, name) for colour, name in TILE_EXPERIMENTS.items()]
     return sum(tiles, start=Pipeline(nodes))
 
 

@@ -21,14 +21,25 @@ from __future__ import annotations
 
 from kedro.pipeline import Node, Pipeline
 
-from mrihisto_kedro.pipelines.evaluation.nodes import WHOLE_TABLE_EXPERIMENTS, whole_design_tables
+from mrihisto_kedro.evaluation.report_tables import WHOLE_TABLE_EXPERIMENTS
+from mrihisto_kedro.experiments import by_name
+from mrihisto_kedro.pipelines.evaluation.nodes import whole_design_tables
 from mrihisto_kedro.pipelines.evaluation.pipeline import evaluation_pipeline
-from mrihisto_kedro.pipelines.modelling.msi import training_pipeline
+from mrihisto_kedro.pipelines.modelling.pipeline import training_pipeline
 from mrihisto_kedro.pipelines.msi_data_engineering.nodes import build_msi_whole_views
 
 #: the experiment whose ``tileset`` holds the whole views and which trains pix2pix on them
 WHOLE_EXPERIMENT = "msi_to_he_whole"
 WHOLE_TILESET = f"{WHOLE_EXPERIMENT}.tileset"
+
+
+def _views_pipeline() -> Pipeline:
+    """``msi_to_he_whole.build_whole_views``: the black-padded registered pairs -> one view per
+    specimen in ``msi_to_he_whole.tileset``."""
+    inputs = ["msi_pairs_with_splits", "msi_histology_grid", "msi_registered_black", "msi_coverage"]
+    params = ["params:msi_data_engineering.whole_views", "params:msi_data_engineering.reduction"]
+    node = Node(build_msi_whole_views, [*inputs, *params], "tileset", name="build_whole_views")
+    return Pipeline([node], namespace=WHOLE_EXPERIMENT, inputs=set(inputs), parameters=set(params))
 
 
 def create_pipeline(**kwargs) -> Pipeline:
@@ -38,36 +49,9 @@ def create_pipeline(**kwargs) -> Pipeline:
     ``msi_coverage`` (``msi_data_engineering``) and ``msi_unet.generator`` /
     ``msi_unet.training_summary`` (the ``msi_to_he`` experiments of ``modelling``).
     """
-    views = Pipeline(
-        [
-            Node(
-                build_msi_whole_views,
-                [
-                    "msi_pairs_with_splits",
-                    "msi_histology_grid",
-                    "msi_registered_black",
-                    "msi_coverage",
-                    "params:msi_data_engineering.whole_views",
-                    "params:msi_data_engineering.reduction",
-                ],
-                "tileset",
-                name="build_whole_views",
-            )
-        ],
-        namespace=WHOLE_EXPERIMENT,
-        inputs={
-            "msi_pairs_with_splits",
-            "msi_histology_grid",
-            "msi_registered_black",
-            "msi_coverage",
-        },
-        parameters={
-            "params:msi_data_engineering.whole_views",
-            "params:msi_data_engineering.reduction",
-        },
-    )
-    models = training_pipeline(WHOLE_EXPERIMENT, WHOLE_TILESET) + sum(
-        (evaluation_pipeline(name, WHOLE_TILESET) for name in WHOLE_TABLE_EXPERIMENTS),
+    views = _views_pipeline()
+    models = training_pipeline(by_name(WHOLE_EXPERIMENT)) + sum(
+        (evaluation_pipeline(by_name(name)) for name in WHOLE_TABLE_EXPERIMENTS),
         start=Pipeline([]),
     )
     table = Node(

@@ -1,5 +1,7 @@
 """registration pipeline: data_engineering outputs -> aligned MRI on the histology grid + report."""
 
+from typing import Any
+
 from kedro.pipeline import Node, Pipeline
 
 from .nodes import register_pairs, register_pairs_from_control_points
@@ -23,12 +25,12 @@ _OUTPUTS = [
 _PARAMS = ["params:registration"]
 
 
-def create_pipeline(**kwargs) -> Pipeline:
+def create_pipeline(**kwargs: Any) -> Pipeline:
     """Intensity-based mode (the default run uses this one)."""
     return Pipeline([Node(register_pairs, _INPUTS + _PARAMS, _OUTPUTS, name="register_pairs")])
 
 
-def create_control_point_pipeline(**kwargs) -> Pipeline:
+def create_control_point_pipeline(**kwargs: Any) -> Pipeline:
     """Control-point mode: ``kedro run --pipeline=registration_control_points``."""
     return Pipeline(
         [

@@ -1,0 +1,107 @@
+"""One registered MRI/histology pair loaded onto its downsampled grid, for tiling (no Kedro).
+
+The registration pipeline writes, per pair, the aligned MRI slice and its coverage mask on the
+downsampled histology grid; data_engineering writes the downsampled slide and its tissue mask.
+:func:`aligned_pair_loaders` turns a pairs table and those per-pair partitions into one
+zero-argument loader per pair that :class:`~mrihisto_kedro.imaging.tiling.PairTilesJob` calls
+when it needs the pair (twice: to plan, then to cut), so one pair at a time is in memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from functools import partial
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import SimpleITK as sitk
+
+from mrihisto_kedro.imaging.downsample import recorded_downsample
+from mrihisto_kedro.imaging.level_array import LevelArray
+from mrihisto_kedro.imaging.slides import Slide
+from mrihisto_kedro.imaging.tiling import AlignedPair
+
+__all__ = ["PairLoader", "aligned_pair", "aligned_pair_loaders", "level0_mpp", "tissue_on_grid"]
+
+#: one partition, read when called
+_Partition = Callable[[], Any]
+#: a pair on its grid and its slide's level-0 microns per pixel ``(x, y)``, read when called
+PairLoader = Callable[[], tuple[AlignedPair, tuple[float, float]]]
+
+
+def tissue_on_grid(mask: sitk.Image, reference: sitk.Image) -> np.ndarray:
+    """``mask`` resampled (nearest neighbour) onto ``reference``'s grid, as bool ``(H, W)``."""
+    resampled = sitk.Resample(
+        mask, reference, sitk.Transform(2, sitk.sitkIdentity), sitk.sitkNearestNeighbor, 0
+    )
+    return sitk.GetArrayFromImage(resampled) != 0
+
+
+def level0_mpp(slide: Slide, factor: float) -> tuple[float, float]:
+    """Level-0 microns per pixel ``(x, y)`` of the slide a downsampled ``slide`` was made from.
+
+    Raises:
+        ValueError: the downsampled slide records no microns per pixel.
+    """
+    if slide.mpp is None:
+        raise ValueError(f"downsampled slide {slide.path} records no microns per pixel")
+    return (slide.mpp[0] / factor, slide.mpp[1] / factor)
+
+
+def aligned_pair(
+    row: Any,
+    mri_loader: _Partition,
+    mri_mask: _Partition,
+    slide_loader: _Partition,
+    slide_mask: _Partition,
+) -> tuple[AlignedPair, tuple[float, float]]:
+    """One registered pair on its downsampled grid, and the slide's level-0 mpp ``(x, y)``.
+
+    ``row`` has ``pair_id``, ``specimen_id`` and ``split``. The MRI becomes float32 ``(H, W)``;
+    the histology is a :class:`LevelArray` over the open downsampled slide, so tiling reads the
+    windows it keeps, by region, never the whole level. Tissue is the slide's tissue mask AND
+    the registered MRI's coverage, both on the MRI's grid. The downsampling factor is the one
+    the slide records (:func:`~mrihisto_kedro.imaging.downsample.recorded_downsample`).
+    """
+    mri: sitk.Image = mri_loader()
+    slide: Slide = slide_loader()
+    factor = recorded_downsample(slide)
+    tissue = tissue_on_grid(slide_mask(), mri) & tissue_on_grid(mri_mask(), mri)
+    pair = AlignedPair(
+        pair_id=row.pair_id,
+        specimen_id=row.specimen_id,
+        split=row.split,
+        mri=np.asarray(sitk.GetArrayFromImage(mri), dtype=np.float32),
+        histology=LevelArray(slide, 0),
+        tissue=tissue,
+        downsample=factor,
+    )
+    return pair, level0_mpp(slide, factor)
+
+
+def aligned_pair_loaders(
+    pairs: pd.DataFrame,
+    aligned_mri: Mapping[str, _Partition],
+    aligned_mri_masks: Mapping[str, _Partition],
+    downsampled_slides: Mapping[str, _Partition],
+    slide_masks: Mapping[str, _Partition],
+) -> list[PairLoader]:
+    """One :func:`aligned_pair` loader per row of ``pairs``, in the rows' order.
+
+    Args:
+        pairs: ``pair_id, specimen_id, split`` per pair to load.
+        aligned_mri, aligned_mri_masks: ``{pair_id: loader}`` of the registered MRI slice and
+            its coverage mask (SimpleITK images on the downsampled grid).
+        downsampled_slides: ``{pair_id: loader}`` of the downsampled slide (a ``Slide``).
+        slide_masks: ``{pair_id: loader}`` of the slide's tissue mask (a SimpleITK image).
+
+    Raises:
+        KeyError: a pair without one of its four partitions.
+    """
+    loaders: list[PairLoader] = []
+    for row in pairs.itertuples():
+        pair_id = str(row.pair_id)
+        partitions = (aligned_mri, aligned_mri_masks, downsampled_slides, slide_masks)
+        loaders.append(partial(aligned_pair, row, *(loads[pair_id] for loads in partitions)))
+    return loaders

@@ -1,0 +1,112 @@
+"""All specimens' peak stacks embedded together in 3 channels in [0, 1] (no Kedro).
+
+Step 2 of paper 003's MSI processing: the peak vectors of all specimens' pixels are embedded
+together (PCA, t-SNE, UMAP) and scaled together, so a colour means the same chemistry in every
+specimen (a per-specimen PCA would give each specimen its own colour code and a model could not
+generalise between them). The embedding is unsupervised: it sees MSI only, never the histology,
+so no test-specimen H&E leaks into training.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import SimpleITK as sitk
+
+from mrihisto_kedro.msi.geometry import image_to_array
+from mrihisto_kedro.msi.params import ReductionParams
+from mrihisto_kedro.msi.reduction import reduce_to_rgb
+
+__all__ = ["reduce_images", "reduce_jointly"]
+
+
+def reduce_jointly(
+    stacks: Mapping[str, np.ndarray],
+    params: ReductionParams,
+    acquired: Mapping[str, np.ndarray] | None = None,
+) -> dict[str, np.ndarray]:
+    """Embed the pixels of all specimens together in 3 channels, scaled to [0, 1] together.
+
+    The stacks are laid side by side in one mosaic (never-acquired pixels and the mosaic's
+    filler masked out) and reduced with
+    :func:`~mrihisto_kedro.msi.reduction.reduce_to_rgb`: one PCA (or t-SNE / UMAP) and one
+    scaling for the whole study, so that a colour means the same ions in every specimen.
+
+    Args:
+        stacks: ``{pair_id: float (n_peaks, h, w)}`` with the same peaks in each.
+        params: :class:`ReductionParams`.
+        acquired: ``{pair_id: bool (h, w)}``; ``None``: pixels with any non-zero ion count.
+
+    Returns:
+        ``{pair_id: float32 (h, w, 3)}`` in [0, 1]; never-acquired pixels are 0.
+    """
+    if not stacks:
+        raise ValueError("no peak stacks to reduce")
+    keys = list(stacks)
+    arrays = [np.asarray(stacks[k], dtype=np.float32) for k in keys]
+    n_peaks = {a.shape[0] for a in arrays}
+    if len(n_peaks) != 1 or any(a.ndim != 3 for a in arrays):
+        raise ValueError(f"stacks must be (n_peaks, h, w) with one n_peaks, got {n_peaks}")
+    height = max(a.shape[1] for a in arrays)
+    width = sum(a.shape[2] for a in arrays)
+    mosaic = np.zeros((arrays[0].shape[0], height, width), dtype=np.float32)
+    mask = np.zeros((height, width), dtype=bool)
+    spans = []
+    left = 0
+    for key, array in zip(keys, arrays, strict=True):
+        _, h, w = array.shape
+        mosaic[:, :h, left : left + w] = array
+        used = (
+            np.asarray(acquired[key], dtype=bool)
+            if acquired is not None
+            else np.any(array != 0, axis=0)
+        )
+        if used.shape != (h, w):
+            raise ValueError(f"{key}: acquired mask {used.shape} differs from its stack {(h, w)}")
+        mask[:h, left : left + w] = used
+        spans.append((h, left, w))
+        left += w
+    rgb = reduce_to_rgb(
+        mosaic,
+        params.method,
+        mask=mask,
+        percentiles=params.percentiles,
+        seed=params.seed,
+        standardise=params.standardise,
+        log_transform=params.log_transform,
+        background=0.0,
+        perplexity=params.perplexity,
+        n_neighbors=params.n_neighbors,
+        tsne_max_iter=params.tsne_max_iter,
+    )
+    return {
+        key: np.ascontiguousarray(rgb[:h, left : left + w])
+        for key, (h, left, w) in zip(keys, spans, strict=True)
+    }
+
+
+def reduce_images(
+    stacks: Mapping[str, sitk.Image], params: ReductionParams
+) -> dict[str, sitk.Image]:
+    """:func:`reduce_jointly` on vector images (one component per peak), geometry kept.
+
+    Pixels whose ion images are all zero (never acquired) are left out of the embedding and set
+    to 0.
+
+    Args:
+        stacks: ``{pair_id: vector image}`` of
+            :meth:`~mrihisto_kedro.msi.peaks.MsiPeakStacks.vector_images` (the same peaks in each).
+        params: :class:`~mrihisto_kedro.msi.params.ReductionParams`.
+
+    Returns:
+        ``{pair_id: vector float32 image (3 components) in [0, 1]}`` with each stack's spacing,
+        origin and direction, in ``stacks``' order.
+    """
+    arrays = {k: np.moveaxis(image_to_array(v), -1, 0) for k, v in stacks.items()}
+    out = {}
+    for pair_id, rgb in reduce_jointly(arrays, params).items():
+        image = sitk.GetImageFromArray(rgb.astype(np.float32), isVector=True)
+        image.CopyInformation(stacks[pair_id])
+        out[pair_id] = image
+    return out

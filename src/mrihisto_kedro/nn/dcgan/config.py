@@ -1,0 +1,115 @@
+"""DCGAN options: :class:`DCGANConfig` and its option enums (validated on construction).
+
+Pure Python (no Kedro, no torch).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from mrihisto_kedro.nn.layers import parse_option
+from mrihisto_kedro.params import ConfigDict, check_int, check_number
+
+__all__ = ["MIN_IMAGE_SIZE", "DCGANConfig", "GeneratorActivation", "NoiseKind", "is_power_of_two"]
+
+#: the smallest image side (px) the networks are built for
+MIN_IMAGE_SIZE = 32
+
+
+class GeneratorActivation(StrEnum):
+    """Activation of the generator's hidden layers."""
+
+    RELU = "relu"  # Radford et al. 2016
+    LEAKY_RELU = "leaky_relu"  # slope 0.2 (seed 002's description)
+
+
+class NoiseKind(StrEnum):
+    """Distribution of the generator's noise vector z."""
+
+    NORMAL = "normal"  # N(0, 1) per component (PyTorch DCGAN example)
+    UNIFORM = "uniform"  # U[-1, 1) per component (Radford et al. 2016)
+
+
+def is_power_of_two(n: int) -> bool:
+    """Whether ``n`` is 1, 2, 4, 8, ..."""
+    return n > 0 and n & (n - 1) == 0
+
+
+@dataclass(frozen=True)
+class DCGANConfig(ConfigDict):
+    """DCGAN options; defaults are Radford et al.'s (Adam lr 2e-4, beta1 0.5, N(0, 0.02) init).
+
+    Seed 002's Table 1 used batch size 120, 3750 epochs, lr 1e-4 for D and 2e-4 for G: set
+    ``batch_size=120, epochs=3750, lr_D=1e-4`` to follow it.
+
+    Attributes:
+        nz: length of the noise vector z.
+        ngf: generator filters of the last hidden layer (side S/2); earlier layers have
+            ``ngf * mult``.
+        ndf: discriminator filters of the first layer (side S/2).
+        image_size: side S of the square images in pixels, a power of 2 >= 32.
+        channels: image channels (1 for an MRI sequence).
+        max_mult: cap of the width multiplier (16: no cap up to S = 128).
+        generator_activation: ``relu`` or ``leaky_relu``.
+        noise: ``normal`` or ``uniform``.
+        lr: Adam learning rate of the generator.
+        lr_D: Adam learning rate of the discriminator; ``None``: same as ``lr``.
+        beta1, beta2: Adam betas (both networks).
+        init_gain: standard deviation of the N(0, gain) initialisation (0.02).
+        epochs: passes over the training images in
+            :func:`~mrihisto_kedro.nn.dcgan.training.train_dcgan`.
+        batch_size: images per iteration (a trailing batch of one image is skipped: batch norm
+            in training mode needs at least two).
+        seed: seed of the initial weights, of the noise and of the batch order.
+        device: ``auto`` (CUDA, MPS, CPU) or a device string (``cpu``, ``cuda:0``).
+    """
+
+    nz: int = 100
+    ngf: int = 64
+    ndf: int = 64
+    image_size: int = 128
+    channels: int = 1
+    max_mult: int = 16
+    generator_activation: GeneratorActivation = GeneratorActivation.RELU
+    noise: NoiseKind = NoiseKind.NORMAL
+    lr: float = 2e-4
+    lr_D: float | None = None
+    beta1: float = 0.5
+    beta2: float = 0.999
+    init_gain: float = 0.02
+    epochs: int = 25
+    batch_size: int = 64
+    seed: int = 0
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        """Convert option strings to enums and validate every field (ValueError names it)."""
+        for name, enum_cls in (
+            ("generator_activation", GeneratorActivation),
+            ("noise", NoiseKind),
+        ):
+            object.__setattr__(self, name, parse_option(enum_cls, getattr(self, name), name=name))
+        for name in ("nz", "ngf", "ndf", "channels", "max_mult", "batch_size"):
+            check_int(name, getattr(self, name), 1)
+        check_int("image_size", self.image_size, MIN_IMAGE_SIZE)
+        if not is_power_of_two(self.image_size):
+            raise ValueError(
+                f"image_size must be a power of 2 >= {MIN_IMAGE_SIZE} (32, 64, 128, 256, ...), "
+                f"got {self.image_size}"
+            )
+        check_int("epochs", self.epochs, 0)
+        check_int("seed", self.seed, 0)
+        check_number("lr", self.lr, 1e-30)
+        if self.lr_D is not None:
+            check_number("lr_D", self.lr_D, 1e-30)
+        check_number("beta1", self.beta1, 0.0, 1.0)
+        check_number("beta2", self.beta2, 0.0, 1.0)
+        check_number("init_gain", self.init_gain, 1e-12)
+        if not isinstance(self.device, str):
+            raise ValueError(f"device must be a string, got {self.device!r}")
+
+    @property
+    def lr_discriminator(self) -> float:
+        """The discriminator's learning rate (``lr_D``, or ``lr`` when unset)."""
+        return float(self.lr if self.lr_D is None else self.lr_D)

@@ -1,0 +1,224 @@
+"""The modelling nodes called directly on tiny in-memory inputs (seconds).
+
+``build_pair_tiles`` on three registered pairs (one flagged by registration QC) written as small
+pyramidal TIFFs, ``build_volume_tiles`` on two small volumes, ``train_experiment`` with one epoch
+of a 4-filter U-Net pix2pix on the CPU (and a two-trial search), MLflow to a sqlite store.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+import SimpleITK as sitk
+import torch
+from tiny_modelling import TINY_TRAINING
+
+from mrihisto_kedro.imaging.tileset import TileSet, load_tileset
+from mrihisto_kedro.imaging.tiling import PairTilesJob
+from mrihisto_kedro.nn.checkpoint_store import CheckpointStore
+from mrihisto_kedro.nn.training import generator_digest, load_generator
+from mrihisto_kedro.params import ParameterError
+from mrihisto_kedro.pipelines.modelling.nodes import (
+    build_pair_tiles,
+    build_volume_tiles,
+    train_experiment,
+)
+
+#: the downsampled slides' grid: rows, columns, factor, microns per downsampled pixel
+ROWS, COLS, FACTOR, MPP = 96, 128, 4.0, 2.0
+PAIRS = pd.DataFrame(
+    {
+        "pair_id": ["p1", "p2", "p3"],
+        "specimen_id": ["s1", "s2", "s3"],
+        "split": ["train", "test", "train"],
+    }
+)
+REPORT = pd.DataFrame(
+    {"pair_id": ["p1", "p2", "p3"], "flagged": [False, False, True], "converged": True}
+)
+NORMALISATION = {"mri_normalisation": {"lower_percentile": 2.0, "upper_percentile": 98.0}}
+
+
+def _image(array: np.ndarray) -> sitk.Image:
+    return sitk.GetImageFromArray(array)  # spacing 1, origin 0: the downsampled grid
+
+
+@pytest.fixture
+def pair_inputs(
+    write_slide: Callable[..., Path],
+    tissue_rgb: Callable[..., np.ndarray],
+    slide_loaders: Callable[..., Any],
+    memory_loaders: Callable[..., Any],
+) -> dict[str, Any]:
+    """``build_pair_tiles``'s partitioned inputs: ``{pair_id: counting loader}`` each."""
+    ids = list(PAIRS["pair_id"])
+    rgb = {k: tissue_rgb(ROWS, COLS, i) for i, k in enumerate(ids)}
+    paths = {k: write_slide(f"{k}.tiff", rgb[k], MPP, downsample=FACTOR) for k in ids}
+    mri = {k: _image((rgb[k][..., 1] / 255.0).astype(np.float32)) for k in ids}
+    coverage = np.zeros((ROWS, COLS), np.uint8)
+    coverage[:, : COLS - 32] = 1  # the registered MRI covers all but the last 32 columns
+    return {
+        "aligned_mri": memory_loaders(mri),
+        "aligned_mri_masks": memory_loaders(dict.fromkeys(ids, _image(coverage))),
+        "downsampled_slides": slide_loaders(paths),
+        "slide_masks": memory_loaders(
+            {k: _image((rgb[k].min(axis=-1) < 240).astype(np.uint8)) for k in ids}
+        ),
+    }
+
+
+def _pair_tiles(pair_inputs: dict[str, Any], **tiling: Any) -> TileSet | PairTilesJob:
+    return build_pair_tiles(
+        PAIRS, REPORT, **pair_inputs, tiling=tiling, data_engineering=NORMALISATION
+    )
+
+
+def test_pair_tiles_are_written_one_pair_at_a_time_without_flagged_pairs(
+    pair_inputs: dict[str, Any], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING):
+        job = _pair_tiles(pair_inputs, tile_size=32, min_tissue_fraction=0.3)
+    assert "excluded 1 of 3 pairs" in caplog.text and "p3" in caplog.text
+    assert isinstance(job, PairTilesJob)
+    assert sum(pair_inputs["downsampled_slides"].calls.values()) == 0  # the dataset reads them
+    tiles = load_tileset(job.write(tmp_path / "tileset"))
+    calls = pair_inputs["downsampled_slides"].calls
+    assert calls == {"p1": 2, "p2": 2, "p3": 0}  # planned, then cut; the flagged pair never
+    assert set(tiles.manifest["pair_id"]) == {"p1", "p2"}
+    assert tiles.a.shape[1:] == (32, 32, 1) and tiles.b.shape[1:] == (32, 32, 3)
+    # level-0 coordinates: grid origins times the recorded factor, never past the MRI coverage
+    assert set(tiles.manifest["x"]) <= {0, 128, 256} and set(tiles.manifest["y"]) <= {0, 128, 256}
+    spec = tiles.attrs["input_spec"]
+    assert spec["pixel_size_um"] == [MPP, MPP]  # level-0 mpp (MPP / FACTOR) x FACTOR px a tile px
+    assert (spec["lower_percentile"], spec["upper_percentile"]) == (2.0, 98.0)
+
+
+def test_flagged_pairs_are_tiled_when_asked(pair_inputs: dict[str, Any], tmp_path: Path) -> None:
+    job = _pair_tiles(
+        pair_inputs, tile_size=32, min_tissue_fraction=0.3, include_flagged_pairs=True
+    )
+    assert isinstance(job, PairTilesJob)
+    tiles = load_tileset(job.write(tmp_path / "tileset"))
+    assert set(tiles.manifest["pair_id"]) == {"p1", "p2", "p3"}
+
+
+def test_whole_views_are_one_view_per_pair_in_memory(pair_inputs: dict[str, Any]) -> None:
+    views = _pair_tiles(pair_inputs, kind="whole", load_size=32)
+    assert isinstance(views, TileSet)
+    assert list(views.manifest["pair_id"]) == ["p1", "p2"]
+    assert views.a.shape == (2, 32, 32, 1) and views.b.shape == (2, 32, 32, 3)
+    assert views.b.dtype == np.uint8
+    assert pair_inputs["downsampled_slides"].calls == {"p1": 1, "p2": 1, "p3": 0}
+    # a view of the padded 128 px square: level-0 side 128 x 4, 16 level-0 px per view px
+    assert list(views.manifest["size"]) == [512, 512]
+    assert views.attrs["input_spec"]["pixel_size_um"] == [8.0, 8.0]
+
+
+def test_a_misspelt_tiling_key_is_named(pair_inputs: dict[str, Any]) -> None:
+    with pytest.raises(ParameterError, match=r"'tile_sise'.*'tiling'"):
+        _pair_tiles(pair_inputs, tile_sise=32)
+    with pytest.raises(ParameterError, match="data_engineering.mri_normalisation"):
+        build_pair_tiles(
+            PAIRS,
+            REPORT,
+            **pair_inputs,
+            tiling={},
+            data_engineering={
+                "mri_normalisation": {"lower_percentile": 99.0, "upper_percentile": 1.0}
+            },
+        )
+
+
+def test_volume_slices_are_dealt_to_three_splits_with_gaps(
+    brain_volume: Callable[..., sitk.Image],
+) -> None:
+    t1 = brain_volume((40, 24, 20))
+    t2 = sitk.InvertIntensity(t1, maximum=300.0)
+    tiling = {"plane": "axial", "fractions": [0.6, 0.2, 0.2], "block": 4, "gap": 1, "pad_to": 32}
+    tiles = build_volume_tiles(t1, t2, tiling)
+    m = tiles.manifest
+    assert set(m["split"]) == {"train", "val", "test"}
+    assert tiles.a.shape[1:] == (32, 32, 1) and tiles.b.shape == tiles.a.shape
+    assert m["slice_index"].is_unique
+    owner = dict(zip(m["slice_index"], m["split"], strict=True))
+    ordered = sorted(owner)
+    for i, j in zip(ordered, ordered[1:], strict=False):  # a split change skips a gap slice
+        assert owner[i] == owner[j] or j - i > 1, (i, j)
+    # B is the inverted A (both scaled by their own volume's percentiles), inside the brain
+    inside = tiles.a[..., 0] > 0.5
+    assert np.corrcoef(tiles.a[..., 0][inside], tiles.b[..., 0][inside])[0, 1] < -0.9
+    spec = tiles.attrs["input_spec"]
+    assert (
+        spec["plane"] == "axial"
+        and spec["pad_to"] == 32
+        and spec["pixel_size_um"] == [400.0, 400.0]
+    )
+
+
+def test_train_experiment_returns_generator_history_summary_and_logs_its_run(
+    tileset: TileSet, tmp_path: Path, mlflow_experiment: str
+) -> None:
+    store = CheckpointStore(tmp_path / "checkpoints", "tiny")
+    generator, history, summary = train_experiment(tileset, TINY_TRAINING, store, experiment="tiny")
+
+    assert list(history["epoch"]) == [1]
+    row = summary.iloc[0]
+    assert len(summary) == 1
+    assert (row["experiment"], row["model_type"], row["epochs"]) == ("tiny", "pix2pix", 1)
+    assert (row["n_train_tiles"], row["n_val_tiles"], row["val_split"]) == (6, 4, "val")
+    assert row["generator"] == generator_digest(generator)
+    assert row["val_L1"] == pytest.approx(history["val_L1"].iloc[-1])
+    net = load_generator(generator)
+    assert net(torch.zeros(1, 1, 32, 32)).shape == (1, 3, 32, 32)
+
+    run = mlflow.get_run(row["run_id"])
+    assert run.info.run_name == "tiny" and run.info.status == "FINISHED"
+    assert run.data.tags["experiment"] == "tiny" and run.data.tags["model_type"] == "pix2pix"
+    assert run.data.params["model.ngf"] == "4" and run.data.params["tiles"] == "10"
+    assert run.data.params["total_epochs"] == "1"
+    for metric in ("val_L1", "untrained_val_L1", "mean_colour_val_L1", "n_train_tiles"):
+        assert run.data.metrics[metric] == pytest.approx(float(row[metric])), metric
+    assert "runtime.device" in run.data.params and "numerics" in run.data.tags
+    artifacts = {
+        a.path for a in mlflow.tracking.MlflowClient().list_artifacts(run.info.run_id, "generator")
+    }
+    assert "generator/generator.pt" in artifacts
+
+
+def test_a_search_without_a_val_split_validates_on_held_out_training_specimens(
+    make_tileset: Callable[..., TileSet], tmp_path: Path, mlflow_experiment: str
+) -> None:
+    tiles = make_tileset(splits=["train"] * 6 + ["test"] * 4)
+    search = {
+        "n_trials": 2,
+        "sampler": "random",
+        "seed": 0,
+        "space": {"lr": [0.0002, 0.002]},
+        "holdout_specimens": 1,
+    }
+    training = {**TINY_TRAINING, "search": search}
+    store = CheckpointStore(tmp_path / "checkpoints", "tiny")
+    _, _, table = train_experiment(tiles, training, store, experiment="tiny")
+
+    assert len(table) == 3  # the final training, then one row per trial
+    final = table.iloc[0]
+    assert final["search_val"].startswith("held-out training specimens: s")
+    assert final["val_split"] == "test"  # the final training itself validates on test
+    assert list(table["trial"].iloc[1:]) == [0, 1]
+    runs = mlflow.search_runs(experiment_names=[mlflow_experiment], output_format="pandas")
+    names = runs.set_index("tags.mlflow.runName")
+    assert set(names.index) == {"tiny", "tiny-search", "tiny-trial-0", "tiny-trial-1"}
+    search_run = names.loc["tiny-search"]
+    for trial in ("tiny-trial-0", "tiny-trial-1"):
+        assert names.loc[trial, "tags.mlflow.parentRunId"] == search_run["run_id"]
+    assert search_run["metrics.best_val_L1"] == pytest.approx(table["val_L1"].iloc[1:].min())
+    best_lr = table.loc[table["val_L1"].iloc[1:].idxmin(), "lr"]
+    assert float(search_run["params.best.lr"]) == best_lr
+    assert names.loc["tiny", "params.model.lr"] == str(best_lr)  # the final training used it
