@@ -127,6 +127,11 @@ def log_search_best(best: Mapping[str, Any], metric: str, value: float) -> None:
     mlflow.log_metric(f"best_{metric}", float(value))
 
 
+def log_step_metrics(values: Mapping[str, float], step: int) -> None:
+    """Log ``values`` to the active run as metrics at ``step`` (e.g. a 1-based epoch)."""
+    mlflow.log_metrics({key: float(value) for key, value in values.items()}, step=step)
+
+
 def log_summary_metrics(summary: Mapping[str, Any]) -> None:
     """Log the numeric values of a training's summary row (ints, floats and bools; ``None``,
     ids and text are skipped) to the active run as metrics."""

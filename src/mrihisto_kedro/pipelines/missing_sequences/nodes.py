@@ -11,7 +11,6 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-import mlflow
 import pandas as pd
 from matplotlib.figure import Figure
 
@@ -31,7 +30,12 @@ from mrihisto_kedro.sequences import (
     synthesise_split,
     train_split_dcgan,
 )
-from mrihisto_kedro.tracking.mlflow_tracking import log_numerics, training_run
+from mrihisto_kedro.tracking.mlflow_tracking import (
+    log_numerics,
+    log_step_metrics,
+    log_summary_metrics,
+    training_run,
+)
 
 __all__ = [
     "DCGANTrainingParams",
@@ -47,7 +51,7 @@ logger = logging.getLogger(__name__)
 
 def _log_epoch(epoch: int, means: Mapping[str, float], model: DCGAN) -> None:
     """One DCGAN epoch's means as MLflow metrics (step = the 1-based epoch)."""
-    mlflow.log_metrics({k: float(v) for k, v in means.items()}, step=epoch + 1)
+    log_step_metrics(means, epoch + 1)
 
 
 def train_sequence_dcgan_node(
@@ -67,7 +71,7 @@ def train_sequence_dcgan_node(
         # the DCGAN trains in fp32 (no autocast) on its configured device
         log_numerics(numerics_report(select_device(p.model.device), Precision.FP32, False))
         training = train_split_dcgan(slices, p, _log_epoch)
-        mlflow.log_metric("seconds", training.seconds)
+        log_summary_metrics({"seconds": training.seconds})
     logger.info(
         "DCGAN: %d %s T2 slices at %d px, %d epochs in %.1f s",
         training.n_slices,
