@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from evaluation_inputs import tiny_pix2pix
 from scipy import ndimage
 from skimage.data import immunohistochemistry
 
@@ -15,7 +16,6 @@ from mrihisto_kedro.evaluation.degenerate import check_degenerate, output_spread
 from mrihisto_kedro.evaluation.experiment import EvaluationParams, evaluate_model
 from mrihisto_kedro.evaluation.table import render_markdown
 from mrihisto_kedro.imaging.tileset import TileSet
-from mrihisto_kedro.nn.models import Pix2Pix, Pix2PixConfig
 from mrihisto_kedro.nn.training import export_generator, generator_digest
 from mrihisto_kedro.params import parse_params
 
@@ -59,19 +59,7 @@ def test_a_constant_model_is_flagged_a_blurred_one_is_not(real_tiles: np.ndarray
 
 def _constant_payload() -> dict:
     """An exported pix2pix generator whose last layer is zeroed: tanh(0.3) everywhere."""
-    torch.manual_seed(0)
-    model = Pix2Pix(
-        Pix2PixConfig(
-            generator="unet",
-            num_downs=5,
-            ngf=8,
-            ndf=8,
-            in_channels=1,
-            out_channels=3,
-            device="cpu",
-            precision="fp32",
-        )
-    )
+    model = tiny_pix2pix()
     last = [m for m in model.generator.modules() if isinstance(m, torch.nn.ConvTranspose2d)][-1]
     with torch.no_grad():
         last.weight.zero_()

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-import torch
+from evaluation_inputs import tiny_pix2pix
 
 from mrihisto_kedro.evaluation.experiment import (
     EvaluationParams,
@@ -17,7 +17,6 @@ from mrihisto_kedro.evaluation.experiment import (
 from mrihisto_kedro.evaluation.table import TABLE_COLUMNS
 from mrihisto_kedro.evaluation.tiles import FeatureBackends, TileEvaluationParams
 from mrihisto_kedro.imaging.tileset import TileSet
-from mrihisto_kedro.nn.models import Pix2Pix, Pix2PixConfig
 from mrihisto_kedro.nn.training import export_generator, generator_digest
 
 
@@ -43,18 +42,7 @@ def _tileset() -> TileSet:
 
 @pytest.fixture(scope="module")
 def payload() -> dict:
-    torch.manual_seed(0)
-    config = Pix2PixConfig(
-        generator="unet",
-        num_downs=5,
-        ngf=8,
-        ndf=8,
-        in_channels=1,
-        out_channels=3,
-        device="cpu",
-        precision="fp32",
-    )
-    return export_generator(Pix2Pix(config))
+    return export_generator(tiny_pix2pix())
 
 
 def test_the_training_record_of_a_summary() -> None:

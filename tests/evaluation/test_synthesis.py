@@ -8,7 +8,7 @@ import numpy as np
 import openslide
 import pytest
 import SimpleITK as sitk
-import torch
+from evaluation_inputs import tiny_pix2pix
 
 from mrihisto_kedro.datasets.slide_dataset import OpenSlideDataset
 from mrihisto_kedro.evaluation.synthesis import (
@@ -20,24 +20,12 @@ from mrihisto_kedro.evaluation.synthesis import (
     new_slice_input,
     stitch_options,
 )
-from mrihisto_kedro.nn.models import Pix2Pix, Pix2PixConfig
 from mrihisto_kedro.nn.training import export_generator
 
 
 @pytest.fixture(scope="module")
 def payload() -> dict:
-    torch.manual_seed(0)
-    config = Pix2PixConfig(
-        generator="unet",
-        num_downs=5,
-        ngf=8,
-        ndf=8,
-        in_channels=1,
-        out_channels=3,
-        device="cpu",
-        precision="fp32",
-    )
-    return export_generator(Pix2Pix(config))
+    return export_generator(tiny_pix2pix())
 
 
 def _volume() -> sitk.Image:

@@ -8,7 +8,7 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
-import torch
+from evaluation_inputs import tiny_pix2pix, tiny_tileset
 from pytorch_fid import fid_score
 from skimage.metrics import structural_similarity
 
@@ -27,53 +27,18 @@ from mrihisto_kedro.evaluation.tiles import (
     select_tiles,
     tile_metrics,
 )
-from mrihisto_kedro.imaging.tileset import TileSet
 from mrihisto_kedro.metrics.frechet import feature_statistics
 from mrihisto_kedro.metrics.mutual_information import mutual_information
-from mrihisto_kedro.nn.models import Pix2Pix, Pix2PixConfig
 from mrihisto_kedro.nn.training import export_generator
-
-
-def _tileset(n_per_slide: int = 4, slides: int = 3) -> TileSet:
-    rng = np.random.default_rng(0)
-    n = n_per_slide * slides
-    a = rng.random((n, 32, 32, 1), dtype=np.float32)
-    b = (np.repeat(a, 3, axis=-1) * 200 + rng.integers(0, 50, (n, 32, 32, 3))).astype(np.uint8)
-    manifest = pd.DataFrame(
-        {
-            "tile_id": [f"t{i:02d}" for i in range(n)],
-            "pair_id": [f"slide{i // n_per_slide}" for i in range(n)],
-            "specimen_id": [f"spec{i // n_per_slide}" for i in range(n)],
-            "split": ["train" if i < 2 * n_per_slide else "test" for i in range(n)],
-            "x": [32 * i for i in range(n)],
-            "y": [0] * n,
-            "size": [32] * n,
-            "scale": [1.0] * n,
-        }
-    )
-    return TileSet(manifest=manifest, a=a, b=b)
 
 
 @pytest.fixture(scope="module")
 def payload() -> dict:
-    torch.manual_seed(0)
-    model = Pix2Pix(
-        Pix2PixConfig(
-            generator="unet",
-            num_downs=5,
-            ngf=8,
-            ndf=8,
-            in_channels=1,
-            out_channels=3,
-            device="cpu",
-            precision="fp32",
-        )
-    )
-    return export_generator(model)
+    return export_generator(tiny_pix2pix())
 
 
 def test_select_tiles_caps_per_slide_deterministically() -> None:
-    tiles = _tileset(n_per_slide=5)
+    tiles = tiny_tileset(n_per_slide=5)
     rows = select_tiles(tiles, "train", per_slide=2, seed=1)
     picked = tiles.manifest.iloc[rows]
     assert picked["pair_id"].value_counts().to_dict() == {"slide0": 2, "slide1": 2}
@@ -83,7 +48,7 @@ def test_select_tiles_caps_per_slide_deterministically() -> None:
 
 
 def test_tile_metrics_equal_reference_implementations(payload: dict) -> None:
-    tiles = _tileset()
+    tiles = tiny_tileset()
     params = TileEvaluationParams(device="cpu", mi_bins=16)
     data = evaluate_split(tiles, payload, "test", params)
     assert data is not None and data.generated.shape == (4, 32, 32, 3)
