@@ -12,6 +12,7 @@ from pathlib import Path
 
 import mlflow
 import pytest
+import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
@@ -37,6 +38,18 @@ def mlflow_client(tmp_path: Path) -> Iterator[mlflow.tracking.MlflowClient]:
     finally:
         _end_active_runs()
         mlflow.set_tracking_uri(None)
+
+
+@pytest.fixture
+def one_torch_thread() -> Iterator[None]:
+    """Tiny models run fastest (and without oversubscription on a busy 2-core CI box) on one
+    torch thread; the previous count is restored after the test."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

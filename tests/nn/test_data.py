@@ -12,15 +12,6 @@ from mrihisto_kedro.imaging.tileset import TileSet, load_tileset, save_tileset
 from mrihisto_kedro.nn.data import TileSetTorchDataset, resolve_range, scale_to_unit, to_image
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run fastest (and without oversubscription on a busy CI box) on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _manifest(n: int, split: str = "train") -> pd.DataFrame:
     return pd.DataFrame(
         {

@@ -24,15 +24,6 @@ from mrihisto_kedro.nn.dcgan import (
 TINY = {"image_size": 32, "ngf": 8, "ndf": 8, "nz": 16, "batch_size": 8, "device": "cpu"}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run fastest (and without oversubscription on a busy CI box) on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _disks(n: int = 32, size: int = 32, seed: int = 0) -> np.ndarray:
     """(n, size, size) float32 in [0, 1]: a bright disk of random centre/radius on black."""
     rng = np.random.default_rng(seed)

@@ -12,15 +12,6 @@ from mrihisto_kedro.nn.generators import ResnetGenerator, build_generator
 from mrihisto_kedro.nn.inference import GeneratorPredictor, load_predictor
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run fastest (and without oversubscription on a busy CI box) on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _randomise_batch_norm(module: nn.Module, seed: int = 0) -> None:
     """Non-trivial running statistics, so eval-mode batch norm actually does something."""
     gen = torch.Generator().manual_seed(seed)

@@ -26,16 +26,6 @@ from mrihisto_kedro.nn.models import (
 )
 from mrihisto_kedro.params import ParameterError, parse_params
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run fastest (and without oversubscription on a busy CI box) on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 SMALL = {
     "generator": "unet",
     "num_downs": 5,

@@ -41,15 +41,6 @@ TINY_CFG = tuple(c if c == "M" else int(c) // 16 for c in VGG_CONFIGS["vgg16"])
 LAYERS = ("relu1_1", "relu1_2", "relu2_1", "relu3_1", "relu4_1", "relu4_2", "relu5_1")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small networks run fastest (and without oversubscription on a busy CI box) on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _tiny(pooling: str = "avg", seed: int = 0) -> VGGFeatures:
     return vgg_trunk(TINY_CFG, pooling, generator=torch.Generator().manual_seed(seed))
 

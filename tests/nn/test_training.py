@@ -42,15 +42,6 @@ SMALL = {"generator": "unet", "num_downs": 5, "ngf": 8, "device": "cpu", "precis
 SMALL_D = {**SMALL, "ndf": 8}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run fastest (and without oversubscription on a busy CI box) on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _tileset(n: int = 8, size: int = 32, seed: int = 0) -> TileSet:
     """uint16 MRI-like A (1 channel) and uint8 RGB B = a fixed colour mapping of A."""
     rng = np.random.default_rng(seed)

@@ -67,12 +67,8 @@ TINY_DCGAN = tiny.TINY_DCGAN
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny networks, two shared cores: one thread, restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_thread(one_torch_thread: None) -> None:
+    """Every test here on one torch thread (the root conftest's ``one_torch_thread``)."""
 
 
 @pytest.fixture(scope="module")

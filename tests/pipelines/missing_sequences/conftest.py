@@ -8,7 +8,6 @@ not exist (FID, KID and LPIPS are then reported missing, as on a machine without
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,12 +36,8 @@ TRANSFER = {"optimizer": "adam", "lr": 0.01, "steps": 2, "batch_size": 4}
 
 
 @pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Tiny networks, two shared cores: one thread, restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_thread(one_torch_thread: None) -> None:
+    """Every test here on one torch thread (the root conftest's ``one_torch_thread``)."""
 
 
 @pytest.fixture

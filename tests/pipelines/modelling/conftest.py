@@ -12,7 +12,6 @@ from pathlib import Path
 
 import mlflow
 import pytest
-import torch
 from tiny_modelling import tiny_tileset
 
 from mrihisto_kedro.imaging.tileset import TileSet
@@ -31,12 +30,8 @@ def make_tileset() -> Callable[..., TileSet]:
 
 
 @pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Tiny networks, two shared cores: one torch thread, restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_thread(one_torch_thread: None) -> None:
+    """Every test here on one torch thread (the root conftest's ``one_torch_thread``)."""
 
 
 @pytest.fixture(scope="session")
