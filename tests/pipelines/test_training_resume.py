@@ -15,58 +15,23 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
-import numpy as np
 import pandas as pd
 import pytest
 import torch
+from tiny_modelling import TINY_TRAINING, tiny_tileset
 
 from mrihisto_kedro.datasets.checkpoint_store_dataset import CheckpointStoreDataset
-from mrihisto_kedro.imaging.tileset import TileSet
 from mrihisto_kedro.nn.checkpoint_store import CheckpointStore
 from mrihisto_kedro.nn.training import CHECKPOINT_NAME, load_checkpoint, load_generator
 from mrihisto_kedro.pipelines.modelling.nodes import train_experiment
 from mrihisto_kedro.tracking import mlflow_tracking
 
+#: the tiny training for 3 epochs (2 + 1 decay), so that a kill can land between epochs
 TRAINING: dict[str, Any] = {
-    "model_type": "pix2pix",
-    "model": {
-        "generator": "unet",
-        "num_downs": 5,
-        "ngf": 4,
-        "ndf": 4,
-        "n_epochs": 2,
-        "n_epochs_decay": 1,
-        "device": "cpu",
-        "precision": "fp32",
-        "seed": 0,
-    },
+    **TINY_TRAINING,
+    "model": {**TINY_TRAINING["model"], "n_epochs": 2, "n_epochs_decay": 1},
     "data": {"load_size": 32, "crop_size": 32, "flip": True, "batch_size": 4, "val_split": "val"},
-    "sample_every": 0,
 }
-
-
-def _tileset(n: int = 10) -> TileSet:
-    """Blocky MRI-like tiles and an RGB colour mapping of them (6 train, 4 val)."""
-    rng = np.random.default_rng(0)
-    a01 = np.kron(rng.random((n, 4, 4)), np.ones((8, 8)))
-    b = np.stack([a01, 1 - a01, 0.5 * a01 + 0.25], axis=-1)
-    manifest = pd.DataFrame(
-        {
-            "tile_id": [f"t{i}" for i in range(n)],
-            "pair_id": [f"p{i % 5}" for i in range(n)],
-            "specimen_id": [f"s{i % 5}" for i in range(n)],
-            "split": ["train"] * 6 + ["val"] * (n - 6),
-            "x": np.arange(n) * 32,
-            "y": 0,
-            "size": 32,
-            "scale": 1.0,
-        }
-    )
-    return TileSet(
-        manifest=manifest,
-        a=a01[..., None].astype(np.float32),
-        b=np.round(b * 255).astype(np.uint8),
-    )
 
 
 @pytest.fixture(autouse=True)
@@ -112,7 +77,7 @@ def _same_weights(a: dict[str, Any], b: dict[str, Any]) -> bool:
 def test_interrupted_training_resumes_bit_identical_in_its_mlflow_run(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    tiles = _tileset()
+    tiles = tiny_tileset()
     reference, ref_history, _ = train_experiment(
         tiles, TRAINING, _store(tmp_path / "a"), experiment="tiny"
     )
@@ -160,7 +125,7 @@ def test_interrupted_training_resumes_bit_identical_in_its_mlflow_run(
 def test_completed_training_is_reused_and_a_changed_parameter_starts_fresh(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    tiles = _tileset()
+    tiles = tiny_tileset()
     store = _store(tmp_path)
     first, _, _ = train_experiment(tiles, TRAINING, store, experiment="tiny")
     with caplog.at_level(logging.INFO):
@@ -191,7 +156,7 @@ def test_completed_training_is_reused_and_a_changed_parameter_starts_fresh(
 def test_interrupted_search_skips_completed_trials(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    tiles = _tileset()
+    tiles = tiny_tileset()
     search = {
         **TRAINING,
         "search": {

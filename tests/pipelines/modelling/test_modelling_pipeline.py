@@ -15,6 +15,7 @@ import SimpleITK as sitk
 import torch
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
+from tiny_modelling import TINY_TRAINING
 
 from mrihisto_kedro.datasets.checkpoint_store_dataset import CheckpointStoreDataset
 from mrihisto_kedro.datasets.tileset_dataset import TileSetDataset
@@ -24,22 +25,8 @@ from mrihisto_kedro.nn.training import generator_digest, load_generator
 from mrihisto_kedro.pipelines.modelling.pipeline import training_pipeline
 
 TILING = {"plane": "axial", "fractions": [0.6, 0.2, 0.2], "block": 4, "gap": 1, "pad_to": 32}
-TRAINING = {
-    "model_type": "cyclegan",
-    "model": {
-        "generator": "unet",
-        "num_downs": 5,
-        "ngf": 4,
-        "ndf": 4,
-        "n_epochs": 1,
-        "n_epochs_decay": 0,
-        "device": "cpu",
-        "precision": "fp32",
-        "seed": 0,
-    },
-    "data": {"batch_size": 4},
-    "sample_every": 0,
-}
+#: the tiny training as a one-epoch CycleGAN (t1_to_t2 has no validation split here)
+TRAINING = {**TINY_TRAINING, "model_type": "cyclegan", "data": {"batch_size": 4}}
 OUTPUTS = ("generator", "training_history", "training_summary")
 
 
