@@ -3,9 +3,20 @@
 The reference pix2pix at full size: U-Net-256 generator (1 -> 3 channels, ngf 64, 54,411,907
 parameters) and the basic 70x70 PatchGAN (4 input channels, ndf 64, 2,766,657 parameters),
 256 x 256 tiles, vanilla GAN + 100 L1, Adam. For each batch size (1 and 4) and each variant
-(fp32, fp32 + channels_last, bf16 autocast, bf16 autocast + channels_last), one
-:meth:`Pix2Pix.train_step` (forward G, D update, G update) is timed ``--steps`` times after
-``--warmup`` untimed steps; the median is reported, in ms per step and ms per image.
+(fp32 with torch's default Adam, fp32 with fused Adam, fp32 + channels_last, bf16 autocast,
+bf16 autocast + channels_last; the last three with the automatic optimiser choice, fused on CPU
+and CUDA), one :meth:`Pix2Pix.train_step` (forward G, D update, G update; one autocast context
+per step) is timed ``--steps`` times after ``--warmup`` untimed steps; the median is reported,
+in ms per step and ms per image.
+
+Reference implementation: ``--reference PATH`` names a checkout of the reference pix2pix
+(junyanz/pytorch-CycleGAN-and-pix2pix, the folder holding ``models/networks.py``) that the user
+already has; nothing is downloaded. Its ``define_G``/``define_D`` build the same networks, the
+project's initial weights are copied into them, and its ``optimize_parameters`` step (forward G;
+D on fake and real pairs, BCE with logits, 0.5 (fake + real), Adam step; G with GAN + 100 L1,
+Adam step; torch's default Adam) is timed in the same run, first for each batch size. The
+``ratio`` column is each variant's median over the reference's (over the project's ``fp32``
+variant without ``--reference``).
 
 Data loading: a tile set of ``--tiles`` 256 x 256 tiles (A uint16 one channel, B uint8 RGB) is
 written with :func:`save_tileset` to a temporary folder and opened memory-mapped with
@@ -17,8 +28,8 @@ the steady state of a training run whose tile set fits in memory.
 
 Usage::
 
-    python benchmarks/bench_training_step.py [--steps 5] [--warmup 2] [--batches 1 4]
-        [--tiles 64] [--threads N] [--json out.json]
+    python benchmarks/bench_training_step.py [--reference PATH] [--steps 5] [--warmup 2]
+        [--batches 1 4] [--tiles 64] [--threads N] [--json out.json]
 
 Prints a table; ``--json`` also writes the numbers. ``--device cuda`` times a GPU. On a CPU
 without native bf16 (AVX2 only: oneDNN emulates bf16, one convolution ~200x slower than fp32)
@@ -29,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import importlib.util
 import json
 import os
 import platform
@@ -36,6 +48,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import pandas as pd
@@ -48,7 +61,8 @@ from mrihisto_kedro.nn.models import Pix2Pix, Pix2PixConfig, cpu_has_fast_bf16
 
 SIZE = 256
 VARIANTS: dict[str, dict[str, object]] = {
-    "fp32": {"precision": "fp32", "channels_last": False},
+    "fp32": {"precision": "fp32", "channels_last": False, "fused_optimizer": False},
+    "fp32+fused_adam": {"precision": "fp32", "channels_last": False, "fused_optimizer": True},
     "fp32+channels_last": {"precision": "fp32", "channels_last": True},
     "bf16": {"precision": "bf16", "channels_last": False},
     "bf16+channels_last": {"precision": "bf16", "channels_last": True},
@@ -114,6 +128,85 @@ def time_steps(
     }
 
 
+def load_reference(path: Path) -> ModuleType:
+    """The reference's ``models/networks.py`` under ``path``, imported from that file alone."""
+    source = path / "models" / "networks.py"
+    if not source.is_file():
+        raise SystemExit(
+            f"--reference {path}: no models/networks.py there (a checkout of "
+            "junyanz/pytorch-CycleGAN-and-pix2pix is expected)"
+        )
+    spec = importlib.util.spec_from_file_location("reference_networks", source)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _copy_weights(source: torch.nn.Module, target: torch.nn.Module) -> None:
+    """Copy parameters and buffers in order (same architecture, possibly other names)."""
+    theirs = list(target.state_dict().values())
+    ours = list(source.state_dict().values())
+    if [t.shape for t in theirs] != [t.shape for t in ours]:
+        raise SystemExit("the reference networks differ from the project's: cannot compare")
+    with torch.no_grad():
+        for dst, src in zip(theirs, ours, strict=True):
+            dst.copy_(src)
+
+
+def time_reference(
+    networks: ModuleType, batch_size: int, steps: int, warmup: int, device: str
+) -> dict[str, float]:
+    """Median ms of the reference ``optimize_parameters`` (fp32), with the project's weights."""
+    ours = Pix2Pix(Pix2PixConfig(device=device, precision="fp32", channels_last=False))
+    net_g = networks.define_G(1, 3, 64, "unet_256", "batch", True, "normal", 0.02, [])
+    net_d = networks.define_D(4, 64, "basic", 3, "batch")
+    _copy_weights(ours.nets["G"], net_g)
+    _copy_weights(ours.nets["D"], net_d)
+    dev = ours.device
+    del ours
+    net_g, net_d = net_g.to(dev).train(), net_d.to(dev).train()
+    opt_g = torch.optim.Adam(net_g.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    opt_d = torch.optim.Adam(net_d.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    bce = torch.nn.BCEWithLogitsLoss()
+    gen = torch.Generator().manual_seed(0)
+    real_a = (torch.rand(batch_size, 1, SIZE, SIZE, generator=gen) * 2 - 1).to(dev)
+    real_b = (torch.rand(batch_size, 3, SIZE, SIZE, generator=gen) * 2 - 1).to(dev)
+
+    def step() -> None:
+        fake_b = net_g(real_a)
+        for p in net_d.parameters():
+            p.requires_grad = True
+        opt_d.zero_grad()
+        fake_ab = torch.cat((real_a, fake_b), 1)
+        pred_fake = net_d(fake_ab.detach())
+        pred_real = net_d(torch.cat((real_a, real_b), 1))
+        loss_d = 0.5 * (
+            bce(pred_fake, torch.zeros_like(pred_fake)) + bce(pred_real, torch.ones_like(pred_real))
+        )
+        loss_d.backward()
+        opt_d.step()
+        for p in net_d.parameters():
+            p.requires_grad = False
+        opt_g.zero_grad()
+        pred_fake = net_d(fake_ab)
+        l1 = torch.nn.functional.l1_loss(fake_b, real_b)
+        loss_g = bce(pred_fake, torch.ones_like(pred_fake)) + 100.0 * l1
+        loss_g.backward()
+        opt_g.step()
+
+    times = []
+    for i in range(warmup + steps):
+        _sync(dev)
+        start = time.perf_counter()
+        step()
+        _sync(dev)
+        if i >= warmup:
+            times.append((time.perf_counter() - start) * 1000.0)
+    median = statistics.median(times)
+    return {"ms_per_step": median, "ms_per_image": median / batch_size}
+
+
 def build_tileset(folder: Path, n_tiles: int) -> TileSet:
     """Write a random paired 256 x 256 tile set and open it memory-mapped."""
     rng = np.random.default_rng(0)
@@ -172,6 +265,12 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--json", type=Path, default=None, help="also write results here")
     parser.add_argument(
+        "--reference",
+        type=Path,
+        default=None,
+        help="a local checkout of junyanz/pytorch-CycleGAN-and-pix2pix to time side by side",
+    )
+    parser.add_argument(
         "--force-bf16",
         action="store_true",
         help="time bf16 even on a CPU without native bf16 (emulated: ~50 s per step)",
@@ -202,6 +301,7 @@ def main() -> None:
             if skipped:
                 print(f"skipping {skipped} (use --force-bf16 to time them anyway)")
         print()
+    networks = load_reference(args.reference) if args.reference is not None else None
     results: list[dict[str, object]] = []
     with tempfile.TemporaryDirectory() as tmp:
         tileset = build_tileset(Path(tmp) / "tiles", args.tiles)
@@ -210,31 +310,48 @@ def main() -> None:
             for b in args.batches
         }
         header = (
-            f"{'variant':<20} {'batch':>5} {'ms/step':>9} {'ms/image':>9} {'fetch ms':>9} "
-            f"{'data share':>10}"
+            f"{'variant':<20} {'batch':>5} {'ms/step':>9} {'ms/image':>9} {'ratio':>7} "
+            f"{'fetch ms':>9} {'data share':>10}"
         )
         print(header)
         print("-" * len(header))
         for batch_size in args.batches:
+            baseline: float | None = None
+            if networks is not None:
+                ref = time_reference(networks, batch_size, args.steps, args.warmup, args.device)
+                baseline = ref["ms_per_step"]
+                results.append({"variant": "reference", "batch": batch_size, **ref})
+                print(
+                    f"{'reference (junyanz)':<20} {batch_size:>5} {ref['ms_per_step']:>9.1f} "
+                    f"{ref['ms_per_image']:>9.1f} {1.0:>6.2f}x",
+                    flush=True,
+                )
             for variant in variants:
                 step = time_steps(variant, batch_size, args.steps, args.warmup, args.device)
+                if baseline is None:
+                    baseline = step["ms_per_step"]  # the first variant (fp32) without --reference
                 fetch = loading[batch_size]["fetch_ms"]
                 share = fetch / (fetch + step["ms_per_step"])
+                ratio = step["ms_per_step"] / baseline
                 row = {
                     "variant": variant,
                     "batch": batch_size,
                     **step,
+                    "ratio": ratio,
                     **loading[batch_size],
                     "data_share": share,
                 }
                 results.append(row)
                 print(
                     f"{variant:<20} {batch_size:>5} {step['ms_per_step']:>9.1f} "
-                    f"{step['ms_per_image']:>9.1f} {fetch:>9.2f} {share:>10.2%}",
+                    f"{step['ms_per_image']:>9.1f} {ratio:>6.2f}x {fetch:>9.2f} {share:>10.2%}",
                     flush=True,
                 )
+    ours = [r for r in results if r["variant"] != "reference"]
+    against = "the reference (junyanz, fp32)" if networks is not None else "the fp32 variant"
+    print(f"\nratio: median ms per step over that of {against} at the same batch size")
     print(
-        f"\nparameters: G {results[0]['params_G']:,}, D {results[0]['params_D']:,}; "
+        f"parameters: G {ours[0]['params_G']:,}, D {ours[0]['params_D']:,}; "
         f"data: {args.tiles} memory-mapped tiles (A uint16, B uint8 RGB), resize 286 + crop "
         f"256 + flip, DataLoader num_workers=0, warm page cache; "
         f"total {time.perf_counter() - started:.0f} s"

@@ -25,6 +25,19 @@ def _end_active_runs() -> None:
         mlflow.end_run()
 
 
+@pytest.fixture(autouse=True)
+def no_mlflow_run_outlives_its_test(request: pytest.FixtureRequest) -> Iterator[None]:
+    """End a run a test left active, while its store is still the current one: kedro-mlflow
+    adopts an already active run ("configuration is inferred from the environment") and would
+    log a later test's whole ``kedro run`` into the leaked run's store."""
+    yield
+    if mlflow.active_run() is not None:
+        import warnings
+
+        warnings.warn(f"{request.node.nodeid} left an MLflow run active; ended", stacklevel=1)
+        _end_active_runs()
+
+
 @pytest.fixture
 def mlflow_client(tmp_path: Path) -> Iterator[mlflow.tracking.MlflowClient]:
     """A client of a fresh SQLite store under ``tmp_path``, set as the tracking URI for the

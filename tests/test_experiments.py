@@ -39,7 +39,7 @@ def test_unknown_name_lists_the_registered_ones() -> None:
 
 def test_derived_names() -> None:
     assert by_name("unet_baseline").tileset == "tiles_256.tileset"
-    assert by_name("msi_unet").evaluate_node == "msi_to_he.msi_unet.evaluate"
+    assert by_name("msi_unet").evaluate_node == "msi_unet.evaluate"
     assert by_name("msi_unet_whole").model == "msi_unet"
     assert not by_name("msi_unet_whole").trains
     assert {e.name for e in registry.experiments(table=Table.MSI)} == {

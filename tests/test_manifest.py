@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pandas as pd
@@ -12,10 +13,12 @@ from hypothesis import strategies as st
 from mrihisto_kedro.manifest import (
     ManifestError,
     SlideHeader,
+    SlideLimits,
     SplitFractions,
     assign_splits,
     validate_pairs,
 )
+from mrihisto_kedro.params import ParameterError, parse_params
 
 SLIDES = {"s1.svs", "s2.svs", "s3.svs"}
 MRIS = {"vol.nii.gz"}
@@ -146,8 +149,37 @@ def test_given_splits_are_kept_and_counted() -> None:
 
 
 def test_split_fractions_must_sum_to_one() -> None:
-    with pytest.raises(ValueError, match="sum to 1"):
+    with pytest.raises(ParameterError, match=r"must sum to 1, got \(0\.5, 0\.1, 0\.1\)"):
         SplitFractions(train=0.5, val=0.1, test=0.1)
+    with pytest.raises(
+        ParameterError, match=r"^parameter 'data_engineering\.splits' fractions .*sum to 1"
+    ):
+        parse_params(SplitFractions, {"val": 0.5}, "data_engineering.splits")
+    assert SplitFractions(train=0.6, val=0.3, test=0.1 + 1e-7).test == 0.1 + 1e-7  # within 1e-6
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"train": -0.25, "test": 1.25}, r"'splits\.train' must be >= 0, got -0\.25"),
+        ({"val": float("nan")}, r"'splits\.val' must be >= 0, got nan"),
+        ({"test": "0.375"}, r"'splits\.test' must be a number"),
+        ({"seed": 4.2}, r"'splits\.seed' must be an integer"),
+    ],
+)
+def test_split_fractions_name_the_bad_key(values: dict, message: str) -> None:
+    with pytest.raises(ParameterError, match=message):
+        parse_params(SplitFractions, values, "splits")
+
+
+def test_slide_limits_are_parameters() -> None:
+    limits = parse_params(
+        SlideLimits, {"max_level0_px": 1_000_000}, "data_engineering.slide_limits"
+    )
+    assert limits.max_level0_px == 1e6 and type(limits.max_level0_px) is float
+    assert parse_params(SlideLimits, {"max_level0_px": float("inf")}).max_level0_px == math.inf
+    with pytest.raises(ParameterError, match=r"'data_engineering\.slide_limits\.min_bytes_per"):
+        parse_params(SlideLimits, {"min_bytes_per_px": "small"}, "data_engineering.slide_limits")
 
 
 # ------------------------------------------------------------------ slide pixel size (issue 14)
@@ -220,7 +252,7 @@ def test_bad_mpp_is_refused(overrides: dict, default: float | None, expected: st
 def test_implausible_slide_headers_are_refused_before_any_pixel(shared_data: Path) -> None:
     """Issue 15: a 68 KB TIFF claiming 200,000 x 200,000 px was streamed for 131 s at 5 GB."""
     from mrihisto_kedro.imaging.slides import open_slide
-    from mrihisto_kedro.manifest import InputHeaders, SlideLimits
+    from mrihisto_kedro.manifest import InputHeaders
 
     real = shared_data / "histology" / "CMU-1-Small-Region.svs"
     headers = InputHeaders({"s1.svs": lambda: open_slide(real)}, {})

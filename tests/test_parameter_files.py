@@ -45,6 +45,20 @@ def test_experiment_parameters_parse(env: str) -> None:
         assert params["tiles_1024"]["tiling"]["tile_size"] == 1024
 
 
+@pytest.mark.parametrize("env", ["local", "paper", "full_scale"])
+def test_the_msi_demo_parameters_are_the_demo_pipelines_in_every_environment(env: str) -> None:
+    """``make_msi_demo`` (demo pipeline) reads ``demo_msi``; msi_data_engineering has no demo."""
+    from mrihisto_kedro.demo.msi_inputs import MsiDemoNodeParams
+
+    loader = OmegaConfigLoader(
+        conf_source=str(REPO_ROOT / "conf"), base_env="base", default_run_env=env
+    )
+    params = loader["parameters"]
+    demo = parse_params(MsiDemoNodeParams, params["demo_msi"], "demo_msi")
+    assert demo.simulation.n_regions == 10
+    assert "demo" not in params["msi_data_engineering"]
+
+
 def test_full_scale_environment_is_paper_size_and_writes_apart() -> None:
     """``--env=full_scale``: 60,000 px slides, and every dataset under data/full_scale (the
     demo's outputs are never replaced); the base environment keeps data/."""
@@ -99,6 +113,8 @@ def test_evaluation_and_inference_parameters_parse() -> None:
     assert parse_params(SynthesisParams, params["synthesis"], "synthesis").overlap_fraction == 0.5
     inference = parse_params(InferenceParams, params["inference"], "inference")
     assert inference.synthesis.window == 256 and inference.new_slice.slice_index is None
-    with pytest.raises(ValueError, match=r"'n_bootstrap' in 'tiles_256\.evaluation'"):
+    with pytest.raises(
+        ValueError, match=r"'tiles_256\.evaluation' has unknown key\(s\) 'n_bootstrap'"
+    ):
         bad = {**params["tiles_256"]["evaluation"], "n_bootstrap": 5}
         parse_params(EvaluationParams, bad, "tiles_256.evaluation")

@@ -18,20 +18,9 @@ import torch
 from demo_as_your_data import use_demo_as_your_data
 from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
+from project_copy import copy_project
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
-def _copy_project(dest: Path) -> Path:
-    for name in ("pyproject.toml", ".telemetry"):
-        shutil.copy(REPO_ROOT / name, dest / name)
-    (dest / "src").mkdir()  # the package itself is imported from the installed project
-    shutil.copytree(REPO_ROOT / "conf" / "base", dest / "conf" / "base")
-    (dest / "conf" / "local").mkdir(parents=True)
-    for layer in (REPO_ROOT / "data").iterdir():
-        if layer.is_dir():
-            (dest / "data" / layer.name).mkdir(parents=True)
-    return dest
 
 
 def _run(project: Path, pipeline: str | None = None, params: dict | None = None) -> None:
@@ -42,19 +31,28 @@ def _run(project: Path, pipeline: str | None = None, params: dict | None = None)
 
 @pytest.fixture(scope="module")
 def demo_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The default run, on 2 torch threads whatever earlier tests left set: the thread count
-    changes float summation order, so the trained models' numbers (issue 13), and 2 is what a
-    user's ``kedro run`` uses on the project's 2-core machines (its margins to every assertion
+    """The default run as a user types it (``kedro run`` in its own process, so nothing an
+    earlier test left in this process, an MLflow run or Kedro's project settings, can change
+    where it logs), on 2 torch threads (``OMP_NUM_THREADS``): the thread count changes float
+    summation order, so the trained models' numbers (issue 13), and 2 is what a user's
+    ``kedro run`` uses on the project's 2-core machines (its margins to every assertion
     below: ``python benchmarks/e2e_margins.py PROJECT`` after a ``kedro run``)."""
-    project = _copy_project(tmp_path_factory.mktemp("project"))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        with pytest.MonkeyPatch.context() as mp:
-            mp.chdir(project)
-            _run(project)
-    finally:
-        torch.set_num_threads(threads)
+    import os
+    import subprocess
+    import sys
+
+    project = copy_project(tmp_path_factory.mktemp("project"))
+    env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "1", "OMP_NUM_THREADS": "2"}
+    done = subprocess.run(
+        [sys.executable, "-m", "kedro", "run"],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=3000,
+        check=False,
+    )
+    assert done.returncode == 0, (done.stdout + done.stderr)[-5000:]
     use_demo_as_your_data(project)  # the tests of the user's pipelines read the demo's files
     return project
 
@@ -100,7 +98,7 @@ def test_data_engineering_alone_reruns_on_existing_inputs(demo_project: Path) ->
 
 
 def test_bad_manifest_fails_naming_the_file(demo_project: Path, tmp_path: Path) -> None:
-    project = _copy_project(tmp_path)
+    project = copy_project(tmp_path)
     bad = tmp_path / "bad_pairs.csv"
     pd.read_csv(demo_project / "data" / "01_raw" / "demo" / "pairs.csv").drop(
         columns="plane"
@@ -236,7 +234,6 @@ def test_a_wrong_pairing_passes_dice_but_is_flagged_and_not_tiled(
             slides,
             {k: image("03_primary/slide_masks", v) for k, v in slide_of.items()},
             {"kind": "tiles", "tile_size": 64},
-            {},
         )
     assert len(job.loaders) == 2
     assert (
@@ -709,3 +706,47 @@ def test_cli_runs_one_experiment_with_overridden_parameters(demo_project: Path) 
     text = table_md.read_text()
     assert "**STALE**" not in text
     assert f"- Measured tiles_256: generator {summary.loc[0, 'generator']}, MLflow run " in text
+
+
+def test_torchrun_trains_one_experiment_on_two_processes(demo_project: Path) -> None:
+    """``torchrun ... kedro run`` (issue 18, docs/cluster.md): two Kedro sessions train one
+    model with DDP on gloo; rank 0 alone writes the generator and the one MLflow pipeline run,
+    rank 1 keeps its outputs in memory and does not take the output root's lock.
+
+    Runs after the CLI test: it replaces the ``t1_to_t2`` generator.
+    """
+    import os
+    import subprocess
+    import sys
+
+    import mlflow
+
+    generator = demo_project / "data" / "06_models" / "t1_to_t2" / "generator.pt"
+    before = generator.stat().st_mtime_ns
+    mlflow.set_tracking_uri(f"sqlite:///{demo_project / 'mlflow.db'}")
+    runs_before = len(mlflow.search_runs(experiment_names=["mrihisto_kedro"]))
+    params = "t1_to_t2.training.model.n_epochs=1,t1_to_t2.training.model.n_epochs_decay=0"
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
+        + ["-m", "kedro", "run", "--pipeline=modelling", "--namespaces=t1_to_t2"]
+        + ["--nodes=t1_to_t2.train", f"--params={params}"],
+        cwd=demo_project,
+        env={**os.environ, "KEDRO_DISABLE_TELEMETRY": "1", "COLUMNS": "200"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    assert "torchrun rank 1: 3 outputs kept in memory" in output
+    assert generator.stat().st_mtime_ns > before
+    runs = mlflow.search_runs(experiment_names=["mrihisto_kedro"], order_by=["start_time DESC"])
+    new = runs.iloc[: len(runs) - runs_before]
+    assert sorted(new["tags.mlflow.runName"]) == ["modelling", "t1_to_t2"]  # rank 0's only
+    trained = new[new["tags.mlflow.runName"] == "t1_to_t2"].iloc[0]
+    assert trained["params.distributed.processes"] == "2"
+    from mrihisto_kedro.durability.lock import OutputRootLock
+
+    with OutputRootLock(demo_project / "data"):  # released by rank 0, never held by rank 1
+        pass

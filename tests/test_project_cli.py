@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -44,3 +45,8 @@ def test_viz_build_writes_the_pipeline_graph(tmp_path: Path) -> None:
     main = (project / "build" / "api" / "main").read_text()
     for node in ("make_demo", "validate_manifest", "downsample_slides", "qc_figures"):
         assert node in main
+    assert "make_msi_demo" in main
+    graph = json.loads(main)  # one namespace per experiment; the MSI group is a tag
+    assert {"msi_to_he_black", "msi_unet", "tiles_256"} <= set(graph["modular_pipelines"])
+    assert "msi_to_he" not in graph["modular_pipelines"]
+    assert {"id": "msi_to_he", "name": "msi_to_he"} in graph["tags"]

@@ -66,9 +66,23 @@ def test_the_error_names_each_entry_its_path_and_the_way_out(tmp_path: Path) -> 
     assert "conf/local/catalog.yml" in text and "`kedro run`" in text
 
 
-def test_data_engineering_without_your_data_stops_before_any_work(tmp_path: Path) -> None:
-    """A fresh clone, no conf/local: ``kedro run --pipeline=data_engineering`` says what to
-    set, and writes nothing (the base catalog's raw entries have no demo default)."""
+@pytest.mark.parametrize(
+    ("pipeline", "entries", "first"),
+    [
+        ("data_engineering", ("slides", "mri_volumes", "pairs"), "data/01_raw/slides"),
+        (
+            "msi_data_engineering",
+            ("msi_pairs", "msi_imzml", "msi_histology", "msi_control_points"),
+            "data/01_raw/msi/histology",
+        ),
+    ],
+)
+def test_a_users_pipeline_without_your_data_stops_before_any_work(
+    tmp_path: Path, pipeline: str, entries: tuple[str, ...], first: str
+) -> None:
+    """A fresh clone, no conf/local: ``kedro run --pipeline=data_engineering`` (or
+    ``msi_data_engineering``) says what to set, and writes nothing (the base catalog's raw
+    entries have no demo default; only the default run and ``msi`` read the demo's)."""
     project = tmp_path / "project"
     project.mkdir()
     for name in ("pyproject.toml", ".telemetry"):
@@ -82,12 +96,12 @@ def test_data_engineering_without_your_data_stops_before_any_work(tmp_path: Path
             mp.chdir(project)
             with KedroSession.create(project_path=project) as session:
                 with pytest.raises(MissingRawInputError) as error:
-                    session.run(pipeline_names=["data_engineering"])
+                    session.run(pipeline_names=[pipeline])
     finally:
         bootstrap_project(REPO_ROOT)
     text = str(error.value)
-    for name in ("slides", "mri_volumes", "pairs"):
+    for name in entries:
         assert f"  - {name}: " in text
-    assert "data/01_raw/slides does not exist" in text
+    assert f"{first} does not exist" in text
     written = [p for p in (project / "data").rglob("*") if p.is_file()]
     assert written == []

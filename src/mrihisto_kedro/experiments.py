@@ -78,8 +78,9 @@ class Experiment:
             own.
         synthesised: its generator is also slid over every test slide's aligned MRI
             (synthetic whole slides; tile-trained MRI -> histology models).
-        group: an outer node namespace shared with other experiments (``msi_to_he``: one
-            ``--namespaces`` runs the group); ``None``: none.
+        group: a node tag shared with other experiments (``msi_to_he``: ``kedro run
+            --tags=msi_to_he`` runs the group); ``None``: none. Not a namespace: its nodes'
+            namespace is its name alone.
         tables: the metric tables it is a row of.
         pipeline: where it runs (the default run, or an opt-in pipeline).
         full_scale: part of the ``full_scale`` pipeline (the slide path at paper size).
@@ -117,8 +118,8 @@ class Experiment:
 
     @property
     def evaluate_node(self) -> str:
-        """The full name of its evaluation node (``msi_to_he.msi_unet.evaluate``)."""
-        return ".".join(filter(None, (self.group, self.name, "evaluate")))
+        """The full name of its evaluation node (``msi_unet.evaluate``)."""
+        return f"{self.name}.evaluate"
 
 
 _MSI = Task.MSI_TO_HE

@@ -246,3 +246,36 @@ def mark_stale_tables(catalog: Any) -> dict[str, dict[str, str]]:
                 rebuild_command(sorted(stale), nodes, pipeline),
             )
     return found
+
+
+def torchrun_rank() -> int:
+    """This process's rank under ``torchrun`` (``RANK``; 0 outside torchrun)."""
+    try:
+        return int(os.environ.get("RANK", "0"))
+    except ValueError:
+        return 0
+
+
+class WorkerRankHooks:
+    """The one hook of a ``torchrun`` worker (rank > 0) in ``torchrun ... kedro run``.
+
+    Every rank runs a whole Kedro session; rank 0's writes the outputs, holds the output
+    root's lock and owns the MLflow run (docs/cluster.md). A worker's session replaces every
+    output of the pipeline by an in-memory dataset, so it saves nothing: it reads its inputs
+    (the tile set rank 0 or an earlier run wrote) and joins rank 0's training. ``settings.py``
+    installs this hook instead of the run-safety hooks and disables kedro-mlflow's on ranks > 0.
+    """
+
+    @hook_impl(tryfirst=True)
+    def before_pipeline_run(self, pipeline: Any, catalog: Any) -> None:
+        """Outputs of ``pipeline`` -> ``MemoryDataset`` (nothing is written by this rank)."""
+        from kedro.io import MemoryDataset
+
+        outputs = sorted(pipeline.all_outputs())
+        for name in outputs:
+            catalog[name] = MemoryDataset(copy_mode="assign")
+        logger.info(
+            "torchrun rank %d: %d outputs kept in memory (rank 0 writes them)",
+            torchrun_rank(),
+            len(outputs),
+        )

@@ -21,7 +21,7 @@ import re
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import pandas as pd
@@ -34,6 +34,7 @@ from mrihisto_kedro.imaging.mri import (
     slice_count,
     volume_count,
 )
+from mrihisto_kedro.params import Params, Range, fail
 
 logger = logging.getLogger(__name__)
 
@@ -103,7 +104,7 @@ class SlideHeader:
 
 
 @dataclass(frozen=True)
-class SlideLimits:
+class SlideLimits(Params):
     """``data_engineering.slide_limits``: a slide header's plausibility, before any pixel.
 
     A 68 KB TIFF whose header claimed 200,000 x 200,000 px was streamed for 131 s at 5 GB of
@@ -505,18 +506,28 @@ def _resolve_mpp(
 
 
 @dataclass(frozen=True)
-class SplitFractions:
-    """Fractions of specimens per split; they must sum to 1."""
+class SplitFractions(Params):
+    """Fractions of specimens per split (each >= 0); they must sum to 1.
 
-    train: float = 0.625
-    val: float = 0.0
-    test: float = 0.375
+    Used where the manifest's split is empty; the defaults deal the demo's 8 specimens 5 train /
+    3 test, as in the paper.
+
+    Attributes:
+        train, val, test: target fractions of the specimens in each split.
+        seed: seed of the shuffle that deals the specimens (:func:`assign_splits`).
+    """
+
+    train: Annotated[float, Range(ge=0.0)] = 0.625
+    val: Annotated[float, Range(ge=0.0)] = 0.0
+    test: Annotated[float, Range(ge=0.0)] = 0.375
     seed: int = 42
 
-    def __post_init__(self) -> None:
+    def validate(self) -> None:
+        """The fractions sum to 1 (within 1e-6)."""
         values = (self.train, self.val, self.test)
-        if any(v < 0 for v in values) or abs(sum(values) - 1.0) > 1e-6:
-            raise ValueError(f"split fractions must be >= 0 and sum to 1, got {values}")
+        if abs(sum(values) - 1.0) > 1e-6:
+            total = sum(values)
+            fail("", f"fractions train, val, test must sum to 1, got {values} (sum {total:g})")
 
 
 def assign_splits(pairs: pd.DataFrame, fractions: SplitFractions) -> pd.DataFrame:

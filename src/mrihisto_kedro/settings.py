@@ -5,10 +5,21 @@ https://docs.kedro.org/en/stable/configure/configuration_basics/#configuration""
 # Instantiated project hooks: one run per output root (a lock), stale temporaries removed
 # and stale MLflow runs marked before any node (src/mrihisto_kedro/hooks.py).
 # Metric tables measured on a model retrained since are marked STALE after each run.
-from mrihisto_kedro.hooks import RunSafetyHooks, RunTagHooks, StaleTableHooks  # noqa: E402
+from mrihisto_kedro.hooks import (  # noqa: E402
+    RunSafetyHooks,
+    RunTagHooks,
+    StaleTableHooks,
+    WorkerRankHooks,
+    torchrun_rank,
+)
 
-_SAFETY = RunSafetyHooks()
-HOOKS = (_SAFETY, RunTagHooks(_SAFETY), StaleTableHooks())
+if torchrun_rank() > 0:  # a torchrun worker: rank 0 writes, locks and logs (docs/cluster.md)
+    HOOKS: tuple[object, ...] = (WorkerRankHooks(),)
+    # the distribution's metadata Name, which Kedro matches (kedro-mlflow 1.x: "kedro_mlflow")
+    DISABLE_HOOKS_FOR_PLUGINS = ("kedro_mlflow", "kedro-mlflow")
+else:
+    _SAFETY = RunSafetyHooks()
+    HOOKS = (_SAFETY, RunTagHooks(_SAFETY), StaleTableHooks())
 
 # Installed plugins for which to disable hook auto-registration.
 # DISABLE_HOOKS_FOR_PLUGINS = ("kedro-viz",)

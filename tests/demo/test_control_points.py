@@ -10,9 +10,11 @@ from mrihisto_kedro.demo.control_points import (
     CONTROL_POINT_COLUMNS,
     ClickRegion,
     ClickSide,
+    ControlPointSimulation,
     simulate_control_points,
 )
 from mrihisto_kedro.demo.virtual_histology import TissueMaps
+from mrihisto_kedro.params import ParameterError, parse_params
 
 TRUTH = np.array([[2.0, 0.1, 1.0], [-0.1, 2.0, -3.0]])  # moving mm -> fixed mm
 
@@ -105,3 +107,21 @@ def test_impossible_requests_are_refused() -> None:
         )
     with pytest.raises(ValueError, match="spacing_mm"):
         ClickRegion(few, (0.1, 0.0))
+
+
+@pytest.mark.parametrize(
+    ("values", "key", "reason"),
+    [
+        ({"n_points": 2}, "n_points", "must be >= 3, got 2"),
+        ({"click_noise_um": -0.5}, "click_noise_um", "must be >= 0, got -0.5"),
+        ({"click_noise_um": float("inf")}, "click_noise_um", "must be >= 0, got inf"),
+        ({"seed": "zero"}, "seed", "must be an integer, got 'zero'"),
+    ],
+)
+def test_click_simulation_parameters_are_checked(values: dict, key: str, reason: str) -> None:
+    with pytest.raises(ParameterError) as caught:
+        parse_params(ControlPointSimulation, values, "demo_msi.control_points")
+    assert caught.value.key == f"demo_msi.control_points.{key}"
+    assert caught.value.reason == reason
+    clicks = ControlPointSimulation(n_points=3, click_noise_um=0)  # type: ignore[arg-type]
+    assert clicks.click_noise_um == 0.0 and isinstance(clicks.click_noise_um, float)

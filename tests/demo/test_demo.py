@@ -44,6 +44,7 @@ from mrihisto_kedro.demo.virtual_histology import (
 from mrihisto_kedro.imaging.mri import extract_slice, slice_count
 from mrihisto_kedro.imaging.nuclei import nucleus_diameters_um
 from mrihisto_kedro.imaging.slide_image import SlideImage
+from mrihisto_kedro.params import ParameterError, parse_params
 
 SMALL = {"level0_height": 600, "level0_width": 800}
 
@@ -185,6 +186,23 @@ def test_layout_alternates_hemispheres_and_rejects_bad_input() -> None:
         cut_block(load_icbm152(), BlockGeometry(Hemisphere.LEFT, 90.0, 20.0))
 
 
+def test_block_geometry_validates_its_fields() -> None:
+    block = BlockGeometry("left", lateral_offset_mm=1, thickness_mm=2)  # type: ignore[arg-type]
+    assert block.hemisphere is Hemisphere.LEFT and block.thickness_mm == 2.0
+    for kwargs, key, reason in [
+        ({"hemisphere": "up"}, "hemisphere", "= 'up' is not one of: left, right"),
+        ({"lateral_offset_mm": -1.0}, "lateral_offset_mm", "must be >= 0, got -1.0"),
+        ({"height_si_mm": 0.0}, "height_si_mm", "must be > 0, got 0.0"),
+        ({"outline_exponent": 0.5}, "outline_exponent", "must be >= 1, got 0.5"),
+        ({"outline_harmonics": (0.1, 0.2, 0.3)}, "outline_harmonics", "an even number"),
+    ]:
+        values = {"hemisphere": "right", "lateral_offset_mm": 1.0, "thickness_mm": 2.0, **kwargs}
+        with pytest.raises(ParameterError) as caught:
+            BlockGeometry(**values)
+        assert caught.value.key == key and reason in caught.value.reason
+    assert BlockGeometry(Hemisphere.RIGHT, 1.0, 2.0, outline_exponent=None).outline_exponent is None
+
+
 # --------------------------------------------------------------------------------- manifests
 
 
@@ -229,25 +247,45 @@ def test_volumes_write_as_nifti_with_their_geometry(plan: DemoPlan, tmp_path: Pa
     )
 
 
-def test_params_validation_names_the_field() -> None:
-    for bad, field in [
-        ({"n_specimens": 0}, "n_specimens"),
-        ({"level0_height": 10}, "level0_height"),
-        ({"seed": -1}, "seed"),
-        ({"seed": 1.5}, "seed"),
-        ({"max_rotation_deg": 90.0}, "max_rotation_deg"),
-        ({"tissue_fill": 1.5}, "tissue_fill"),
-        ({"slide_suffix": ".png"}, "slide_suffix"),
-        ({"max_lateral_offset_mm": 50.0}, "max_lateral_offset_mm"),
-        ({"true_cell_size": "yes"}, "true_cell_size"),
-        ({"mri_spacing_mm": 0.0}, "mri_spacing_mm"),
-        ({"block_length_ap_mm": 5.0}, "block_length_ap_mm"),
-    ]:
-        with pytest.raises(ValueError, match=field):
-            DemoParams(**bad)
-    with pytest.raises(ValueError, match="levl0_height"):
-        DemoParams.from_mapping({"levl0_height": 100})
-    assert DemoParams.from_mapping({"seed": 3}).seed == 3
+@pytest.mark.parametrize(
+    ("bad", "reason"),
+    [
+        ({"n_specimens": 0}, "must be in [1, 16], got 0"),
+        ({"level0_height": 10}, "must be in [64, 200000], got 10"),
+        ({"seed": -1}, "must be >= 0, got -1"),
+        ({"seed": 1.5}, "must be an integer, got 1.5"),
+        ({"max_rotation_deg": 90.0}, "must be in [0, 45], got 90.0"),
+        ({"tissue_fill": 1.5}, "must be in [0.3, 0.98], got 1.5"),
+        ({"slide_suffix": ".png"}, "= '.png' is not one of: .svs, .tif, .tiff"),
+        ({"true_cell_size": "yes"}, "must be true or false, got 'yes'"),
+        ({"mri_spacing_mm": 0.0}, "must be in [0.1, 2], got 0.0"),
+        ({"block_length_ap_mm": 5.0}, "must be in [10, 150], got 5.0"),
+        ({"edge_noise": float("nan")}, "must be in [0, 0.4], got nan"),
+    ],
+)
+def test_params_validation_names_the_field(bad: dict, reason: str) -> None:
+    ((field, _),) = bad.items()
+    with pytest.raises(ParameterError) as caught:
+        parse_params(DemoParams, bad, "demo")
+    assert caught.value.key == f"demo.{field}" and caught.value.reason == reason
+    with pytest.raises(ParameterError, match=f"parameter '{field}' "):
+        DemoParams(**bad)  # constructed in code: the same checks, keyed by the field
+
+
+def test_params_cross_field_rule_and_unknown_keys() -> None:
+    with pytest.raises(ParameterError) as caught:
+        parse_params(DemoParams, {"max_lateral_offset_mm": 50.0}, "demo")
+    assert caught.value.key == "demo.max_lateral_offset_mm"
+    assert "+ block_thickness_mm must be <= 60 mm" in caught.value.reason
+    assert "got 50 + 12" in caught.value.reason
+    DemoParams(max_lateral_offset_mm=48.0, block_thickness_mm=12.0)  # 60 mm: still inside
+    with pytest.raises(ParameterError, match=r"'demo' has unknown key\(s\) 'levl0_height'"):
+        parse_params(DemoParams, {"levl0_height": 100}, "demo")
+    assert DemoParams.from_dict({"seed": 3}).seed == 3
+    assert DemoParams.from_dict(DemoParams(seed=4).to_dict()) == DemoParams(seed=4)
+    # YAML integers for float fields are coerced once, on construction
+    assert DemoParams(block_jitter_mm=1).block_jitter_mm == 1.0  # type: ignore[arg-type]
+    assert isinstance(DemoParams(block_jitter_mm=1).block_jitter_mm, float)  # type: ignore[arg-type]
 
 
 # ------------------------------------------------------------------------------ determinism
@@ -367,6 +405,28 @@ def test_stain_style_varies_per_slide(plan: DemoPlan) -> None:
     assert len({s.background_rgb for s in styles}) == len(styles)
     nominal = StainStyle()
     assert nominal.dab_vector[2] > nominal.dab_vector[0]  # DAB absorbs blue most: brown
+
+
+def test_stain_style_validates_its_fields() -> None:
+    for kwargs, key, reason in [
+        ({"background_rgb": (0.9, 0.0, 0.9)}, "background_rgb[1]", "must be in (0, 1], got 0.0"),
+        ({"background_rgb": (0.9, 0.9)}, "background_rgb", "must have 3 items, got 2"),
+        ({"dab_vector": (0.2, -0.1, 0.7)}, "dab_vector[1]", "must be >= 0, got -0.1"),
+        ({"haematoxylin_vector": (0, 0, 0)}, "haematoxylin_vector", "must not be all 0"),
+        ({"edge_gain": -0.5}, "edge_gain", "must be >= 0, got -0.5"),
+        ({"gradient": 1.0}, "gradient", "must be in [0, 1), got 1.0"),
+    ]:
+        with pytest.raises(ParameterError) as caught:
+            StainStyle(**kwargs)
+        assert caught.value.key == key and reason in caught.value.reason
+    # the vectors are directions: scaling one does not change the rendered colours
+    maps = TissueMaps(np.full((8, 8), 0.5), np.full((8, 8), 0.5), (1.0, 1.0))
+    geometry = plan_section_geometry(maps, 64, 64, np.random.default_rng(0))
+    scaled = StainStyle(dab_vector=tuple(2.0 * v for v in StainStyle().dab_vector))
+    np.testing.assert_array_equal(
+        render_virtual_gfap(maps, geometry, scaled, seed=1),
+        render_virtual_gfap(maps, geometry, StainStyle(), seed=1),
+    )
 
 
 def test_section_geometry_and_affine_conventions() -> None:

@@ -18,6 +18,7 @@ from mrihisto_kedro.evaluation.table import TABLE_COLUMNS
 from mrihisto_kedro.evaluation.tiles import FeatureBackends, TileEvaluationParams
 from mrihisto_kedro.imaging.tileset import TileSet
 from mrihisto_kedro.nn.training import export_generator, generator_digest
+from mrihisto_kedro.params import ParameterError, parse_params
 
 
 def _tileset() -> TileSet:
@@ -98,3 +99,25 @@ def test_set_metrics_and_missing_metrics_become_rows(payload: dict) -> None:
     assert set(table["views"]) == {""}  # the generator records no input spec
     assert result.markdown.startswith("# toy: evaluation")
     assert set(result.per_tile["metric"]) == {"L1", "PSNR", "SSIM", "MI"}
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"min_spread_ratio": 0.0}, "'x.evaluation.min_spread_ratio' must be in (0, 1], got 0.0"),
+        ({"min_spread_ratio": 1.5}, "'x.evaluation.min_spread_ratio' must be in (0, 1], got 1.5"),
+        ({"n_boot": 0}, "'x.evaluation.n_boot' must be >= 1, got 0"),
+        ({"alpha": 1.0}, "'x.evaluation.alpha' must be in (0, 1), got 1.0"),
+        ({"tiles": {"mi_bins": 1}}, "'x.evaluation.tiles.mi_bins' must be >= 2, got 1"),
+        ({"weights": {"vgg": None}}, "'x.evaluation.weights' has unknown key(s) 'vgg'"),
+    ],
+)
+def test_evaluation_parameters_name_the_dotted_key(values: dict[str, object], message: str) -> None:
+    with pytest.raises(ParameterError) as error:
+        parse_params(EvaluationParams, values, "x.evaluation")
+    assert message in str(error.value)
+
+
+def test_evaluation_parameters_accept_the_closed_upper_bound() -> None:
+    params = EvaluationParams(min_spread_ratio=1, tiles={"splits": ["test"]})
+    assert params.min_spread_ratio == 1.0 and params.tiles.splits == ("test",)

@@ -66,8 +66,8 @@ def test_stale_experiments_compare_the_measured_and_the_current_digest() -> None
 
 
 def test_the_rebuild_command_names_nodes_of_the_pipeline_it_runs() -> None:
-    """MSI entries are grouped under ``msi_to_he``; the whole-view entries live in
-    ``msi_whole_specimen``; every node a command names exists in the pipeline it runs."""
+    """MSI entries are tagged ``msi_to_he`` (a tag, not a namespace); the whole-view entries
+    live in ``msi_whole_specimen``; every node a command names exists in the pipeline it runs."""
     from mrihisto_kedro.experiments import by_name
     from mrihisto_kedro.pipeline_registry import register_pipelines
 
@@ -80,7 +80,7 @@ def test_the_rebuild_command_names_nodes_of_the_pipeline_it_runs() -> None:
         command = rebuild_command(entries, nodes, pipeline)
         assert command.startswith(f"kedro run --pipeline={pipeline} --from-nodes=")
         assert set(nodes.values()) <= {n.name for n in registry[pipeline].nodes}
-    assert by_name("msi_unet").evaluate_node == "msi_to_he.msi_unet.evaluate"
+    assert by_name("msi_unet").evaluate_node == "msi_unet.evaluate"
     # the whole-view entry measures msi_unet's model: its generator and training summary
     node = next(
         n for n in registry["msi_whole_specimen"].nodes if n.name == "msi_unet_whole.evaluate"
@@ -169,7 +169,7 @@ def test_a_whole_view_entry_is_judged_by_the_model_it_measured(tmp_path: Path) -
     assert set(found["msi_table_md"]) == {"msi_unet"}
     assert set(found["msi_whole_table_md"]) == {"msi_unet_whole"}  # msi_to_he_whole is current
     assert (
-        "`kedro run --pipeline=evaluation --from-nodes=msi_to_he.msi_unet.evaluate`"
+        "`kedro run --pipeline=evaluation --from-nodes=msi_unet.evaluate`"
         in (tmp_path / "msi_table.md").read_text()
     )
     assert (

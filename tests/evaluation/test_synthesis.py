@@ -20,7 +20,10 @@ from mrihisto_kedro.evaluation.synthesis import (
     new_slice_input,
     stitch_options,
 )
+from mrihisto_kedro.imaging.mri import Plane
+from mrihisto_kedro.imaging.stitching import WeightKind
 from mrihisto_kedro.nn.training import export_generator
+from mrihisto_kedro.params import ParameterError, parse_params
 
 
 @pytest.fixture(scope="module")
@@ -143,3 +146,31 @@ def test_job_is_written_by_the_slide_dataset(tmp_path: Path, payload: dict) -> N
         assert slide.properties["openslide.vendor"] == "aperio"
         pixels = np.asarray(slide.read_region((0, 0), 0, (90, 70)).convert("RGB"))
     assert pixels.std() > 0  # the generator's output, not a blank canvas
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"window": 8}, "'synthesis.window' must be >= 16, got 8"),
+        ({"overlap_fraction": 1.0}, "'synthesis.overlap_fraction' must be in [0, 1), got 1.0"),
+        ({"overlap_fraction": -0.1}, "'synthesis.overlap_fraction' must be in [0, 1)"),
+        ({"margin": -1}, "'synthesis.margin' must be >= 0, got -1"),
+        ({"batch_size": 0}, "'synthesis.batch_size' must be >= 1, got 0"),
+        ({"weights": "cosine"}, "'synthesis.weights' = 'cosine' is not one of"),
+        ({"a_range": [0, 1, 2]}, "'synthesis.a_range' must have 2 items, got 3"),
+    ],
+)
+def test_synthesis_parameters_name_the_dotted_key(values: dict[str, object], message: str) -> None:
+    with pytest.raises(ParameterError) as error:
+        parse_params(SynthesisParams, values, "synthesis")
+    assert message in str(error.value)
+
+
+def test_new_slice_parameters_coerce_and_check() -> None:
+    params = parse_params(NewSliceParams, {"plane": "Coronal", "model_mpp": 250}, "n")
+    assert params.plane is Plane.CORONAL and params.model_mpp == 250.0
+    assert SynthesisParams(weights="gaussian", splits=["a"]).weights is WeightKind.GAUSSIAN
+    with pytest.raises(ParameterError, match=r"'n\.model_mpp' must be > 0, got 0\.0"):
+        parse_params(NewSliceParams, {"model_mpp": 0.0}, "n")
+    with pytest.raises(ParameterError, match=r"'n\.plane' = 'oblique' is not one of"):
+        parse_params(NewSliceParams, {"plane": "oblique"}, "n")

@@ -30,6 +30,7 @@ from mrihisto_kedro.evaluation.tiles import (
 from mrihisto_kedro.metrics.frechet import feature_statistics
 from mrihisto_kedro.metrics.mutual_information import mutual_information
 from mrihisto_kedro.nn.training import export_generator
+from mrihisto_kedro.params import ParameterError, parse_params
 
 
 @pytest.fixture(scope="module")
@@ -240,3 +241,31 @@ def test_views_are_described_in_physical_units_once_per_experiment() -> None:
     text = render_markdown(table, "t")
     assert text.count("- Views of tiles_256: 64 px at 270 µm/px (17.3 mm a side)") == 1
     assert "Views of old" not in text
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"max_tiles_per_slide": 0}, "'e.tiles.max_tiles_per_slide' must be >= 1, got 0"),
+        ({"mi_bins": 1}, "'e.tiles.mi_bins' must be >= 2, got 1"),
+        ({"mi_base": 0.0}, "'e.tiles.mi_base' must be > 0, got 0.0"),
+        ({"mi_base": 1}, "'e.tiles.mi_base' must not be 1"),
+        ({"batch_size": 0}, "'e.tiles.batch_size' must be >= 1, got 0"),
+        ({"seed": -1}, "'e.tiles.seed' must be >= 0, got -1"),
+        ({"target_name": "H&E"}, "'e.tiles.target_name' must be a Python identifier"),
+        ({"input_name": "t 1"}, "'e.tiles.input_name' must be a Python identifier"),
+        ({"splits": "test"}, "'e.tiles.splits' must be a list"),
+    ],
+)
+def test_tile_parameters_name_the_dotted_key(values: dict[str, object], message: str) -> None:
+    with pytest.raises(ParameterError) as error:
+        parse_params(TileEvaluationParams, values, "e.tiles")
+    assert message in str(error.value)
+
+
+def test_tile_parameters_coerce_yaml_values() -> None:
+    params = parse_params(
+        TileEvaluationParams, {"splits": ["test"], "a_range": [0, 255], "mi_base": 2}, "e.tiles"
+    )
+    assert params.splits == ("test",) and params.a_range == (0.0, 255.0)
+    assert isinstance(params.mi_base, float) and params.max_tiles_per_slide is None

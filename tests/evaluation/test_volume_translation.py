@@ -8,9 +8,14 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from mrihisto_kedro.evaluation.volume_translation import resample_in_plane, translate_volume
+from mrihisto_kedro.evaluation.volume_translation import (
+    NewVolumeParams,
+    resample_in_plane,
+    translate_volume,
+)
 from mrihisto_kedro.imaging.input_spec import InputKind, InputSpec
 from mrihisto_kedro.imaging.mri import Plane, extract_slice, slice_count, stack_slices
+from mrihisto_kedro.params import ParameterError, parse_params
 
 ICBM_T1 = (
     Path(__file__).resolve().parents[2]
@@ -105,3 +110,11 @@ def test_wrong_inputs_are_refused() -> None:
         translate_volume(four, lambda b: b, SPEC, source="t1.nii.gz")
     out = translate_volume(four, lambda b: b, SPEC, volume_index=1, source="t1.nii.gz")
     assert out.GetDimension() == 3 and out.GetSize() == t1.GetSize()
+
+
+def test_new_volume_parameters_name_the_dotted_key() -> None:
+    assert NewVolumeParams().batch_size == 8
+    with pytest.raises(ParameterError, match=r"'v\.new_volume\.batch_size' must be >= 1, got 0"):
+        parse_params(NewVolumeParams, {"batch_size": 0}, "v.new_volume")
+    with pytest.raises(ParameterError, match=r"'v\.new_volume\.volume_index' must be an integer"):
+        parse_params(NewVolumeParams, {"volume_index": "1"}, "v.new_volume")

@@ -9,7 +9,19 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from mrihisto_kedro.imaging.mri import Plane, extract_slice, robust_normalise, slice_count
+from mrihisto_kedro.imaging.mri import (
+    MriNormalisation,
+    NormalisationRecordError,
+    Plane,
+    extract_slice,
+    normalised_slice,
+    record_normalisation,
+    recorded_normalisation,
+    robust_normalise,
+    slice_count,
+)
+from mrihisto_kedro.imaging.sitk_io import read_image, write_image
+from mrihisto_kedro.params import ParameterError, parse_params
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DATA = REPO_ROOT.parent / "shared" / "data"
@@ -236,6 +248,29 @@ def test_robust_normalise_errors() -> None:
         robust_normalise(np.arange(5), mask=np.zeros(5, dtype=bool))
 
 
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"lower_percentile": -0.5}, r"'n\.lower_percentile' must be in \[0, 100\), got -0\.5"),
+        ({"lower_percentile": 100}, r"'n\.lower_percentile' must be in \[0, 100\), got 100"),
+        ({"upper_percentile": 100.5}, r"'n\.upper_percentile' must be in \(0, 100\]"),
+        (
+            {"lower_percentile": 60, "upper_percentile": 40},
+            r"'n\.lower_percentile' must be below upper_percentile \(40\), got 60",
+        ),
+        ({"lower_percentile": 99.5}, r"'n\.lower_percentile' must be below upper_percentile"),
+    ],
+)
+def test_normalisation_percentiles_are_checked(values: dict, message: str) -> None:
+    with pytest.raises(ParameterError, match=message):
+        parse_params(MriNormalisation, values, "n")
+
+
+def test_normalisation_accepts_the_whole_range() -> None:
+    full = MriNormalisation(lower_percentile=0, upper_percentile=100)
+    assert full == MriNormalisation(0.0, 100.0) and type(full.lower_percentile) is float
+
+
 @needs_icbm
 def test_robust_normalise_real_slice_inside_brain(t1: sitk.Image, brain: sitk.Image) -> None:
     index = slice_count(t1, "axial") // 2
@@ -247,3 +282,28 @@ def test_robust_normalise_real_slice_inside_brain(t1: sitk.Image, brain: sitk.Im
     inside = out[mask]
     assert (inside == 1.0).mean() == pytest.approx(0.01, abs=0.005)
     assert 0.3 < np.median(inside) < 0.9
+
+
+def test_a_normalised_slice_records_its_percentiles_through_an_mha_file(tmp_path: Path) -> None:
+    volume = sitk.GetImageFromArray(np.arange(4 * 5 * 6, dtype=np.float32).reshape(4, 5, 6))
+    norm = MriNormalisation(lower_percentile=0.3, upper_percentile=97.25)
+    write_image(normalised_slice(volume, "axial", 2, norm), tmp_path / "slice.mha")
+    loaded = read_image(tmp_path / "slice.mha")
+    assert recorded_normalisation(loaded, "slice.mha") == norm
+    assert loaded.GetMetaData("mrihisto_plane") == "axial"
+
+
+@pytest.mark.parametrize(
+    ("keys", "why"),
+    [({}, "records no MRI normalisation"), ({"mrihisto_upper_percentile": "abc"}, "records no")],
+)
+def test_a_slice_without_its_normalisation_names_the_file_and_the_fix(
+    keys: dict[str, str], why: str
+) -> None:
+    image = sitk.GetImageFromArray(np.ones((3, 3), np.float32))
+    if keys:
+        record_normalisation(image, MriNormalisation())
+    for key, value in keys.items():
+        image.SetMetaData(key, value)
+    with pytest.raises(NormalisationRecordError, match=f"old.mha: {why}.*re-run"):
+        recorded_normalisation(image, "old.mha")

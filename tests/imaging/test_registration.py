@@ -17,6 +17,7 @@ from mrihisto_kedro.imaging import registration as reg
 from mrihisto_kedro.imaging.mri import extract_slice, robust_normalise
 from mrihisto_kedro.imaging.registration import channels
 from mrihisto_kedro.imaging.registration.checks import check_transform
+from mrihisto_kedro.imaging.registration.study import RegistrationStudyParams
 from mrihisto_kedro.params import ParameterError, parse_params
 from mrihisto_kedro.reporting.registration_figures import checkerboard, registration_qc_figure
 
@@ -362,19 +363,116 @@ def test_params_from_yaml_like_mapping():
 @pytest.mark.parametrize(
     ("values", "message"),
     [
-        ({"sampling_percentage": 1.5}, "sampling_percentage"),
-        ({"seed": 0}, "seed"),
-        ({"shrink_factors": [4, 2, 1], "smoothing_sigmas": [1, 0]}, "same length"),
-        ({"stages": ["affine", "similarity"]}, "degrees of freedom"),
-        ({"stages": ["similarity", "affine"], "iterations": [1, 2, 3]}, "iterations"),
-        ({"initialization": "centre"}, "initialization"),
-        ({"max_scale": 1.0}, "max_scale"),
-        ({"metric_bin": 50}, "unknown parameter"),
+        (
+            {"sampling_percentage": 1.5},
+            r"'registration\.params\.sampling_percentage' must be in \(0, 1\], got 1\.5",
+        ),
+        ({"sampling_percentage": 0.0}, r"'registration\.params\.sampling_percentage' must be in"),
+        ({"seed": 0}, r"'registration\.params\.seed' must be >= 1, got 0"),
+        ({"metric_bins": 3}, r"'registration\.params\.metric_bins' must be >= 4, got 3"),
+        ({"min_samples": 0}, r"'registration\.params\.min_samples' must be >= 1"),
+        ({"shrink_factors": [], "smoothing_sigmas": []}, r"'registration\.params\.shrink_factors'"),
+        ({"shrink_factors": [2, 0]}, r"'registration\.params\.shrink_factors\[1\]' must be >= 1"),
+        (
+            {"shrink_factors": [4, 2, 1], "smoothing_sigmas": [1, 0]},
+            r"'registration\.params\.smoothing_sigmas' must have as many levels as "
+            r"shrink_factors \(3\), got 2",
+        ),
+        (
+            {"smoothing_sigmas": [1, -1, 0]},
+            r"'registration\.params\.smoothing_sigmas\[1\]' must be >= 0",
+        ),
+        ({"stages": []}, r"'registration\.params\.stages' must name at least one transform"),
+        (
+            {"stages": ["affine", "similarity"]},
+            r"'registration\.params\.stages'.*degrees of freedom",
+        ),
+        ({"stages": ["rigid", "shear"]}, r"'registration\.params\.stages\[1\]' = 'shear'"),
+        (
+            {"stages": ["similarity", "affine"], "iterations": [1, 2, 3]},
+            r"'registration\.params\.iterations' must hold one count per stage \(2\)",
+        ),
+        ({"iterations": [0]}, r"'registration\.params\.iterations\[0\]' must be >= 1"),
+        ({"initialization": "centre"}, r"'registration\.params\.initialization' = 'centre'"),
+        ({"learning_rate": 0.0}, r"'registration\.params\.learning_rate' must be > 0"),
+        ({"maximum_step_mm": -1.0}, r"'registration\.params\.maximum_step_mm' must be > 0"),
+        ({"min_step": 0.0}, r"'registration\.params\.min_step' must be > 0"),
+        (
+            {"relaxation_factor": 1.0},
+            r"'registration\.params\.relaxation_factor' must be in \(0, 1\)",
+        ),
+        ({"convergence_window": 1}, r"'registration\.params\.convergence_window' must be >= 2"),
+        ({"convergence_min_value": 0.0}, r"'registration\.params\.convergence_min_value'"),
+        ({"initial_angles_deg": []}, r"'registration\.params\.initial_angles_deg' must hold"),
+        (
+            {"initial_angles_deg": [0.0, float("inf")]},
+            r"'registration\.params\.initial_angles_deg\[1\]' must be a finite number",
+        ),
+        ({"fixed_max_size": 8}, r"'registration\.params\.fixed_max_size' must be >= 16"),
+        ({"fixed_spacing_fraction": 0.0}, r"'registration\.params\.fixed_spacing_fraction'"),
+        ({"max_scale": 1.0}, r"'registration\.params\.max_scale' must be > 1, got 1\.0"),
+        ({"min_overlap": 1.5}, r"'registration\.params\.min_overlap' must be in \[0, 1\]"),
+        ({"min_information_gain": -0.1}, r"'registration\.params\.min_information_gain'"),
+        ({"number_of_threads": 0}, r"'registration\.params\.number_of_threads' must be >= 1"),
+        ({"metric_bin": 50}, r"'registration\.params' has unknown key\(s\) 'metric_bin'"),
     ],
 )
 def test_bad_params_name_the_key(values: dict, message: str):
     with pytest.raises(ParameterError, match=message):
         parse_params(reg.RegistrationParams, values, "registration.params")
+
+
+def test_params_keep_their_accepted_edges():
+    """The bounds are the documented ones: closed where they were closed, no limits lost."""
+    edges = reg.RegistrationParams(
+        metric_bins=4,
+        sampling_percentage=1.0,
+        min_samples=1,
+        seed=1,
+        shrink_factors=(1,),
+        smoothing_sigmas=(0.0,),
+        convergence_window=2,
+        fixed_max_size=16,
+        maximum_step_mm=1e-3,
+        fixed_spacing_fraction=None,
+        max_scale=float("inf"),  # no scale check
+        min_overlap=0.0,
+        min_information_gain=0.0,
+        number_of_threads=None,
+        initial_angles_deg=(0, 90),
+    )
+    assert edges.initial_angles_deg == (0.0, 90.0)
+    assert all(type(a) is float for a in edges.initial_angles_deg)
+    assert reg.RegistrationParams(min_overlap=1.0, stages=("affine",), iterations=(5,))
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"dice_threshold": 0.0}, r"'registration\.scoring\.dice_threshold' must be in \(0, 1\]"),
+        ({"min_structure": 1.2}, r"'registration\.scoring\.min_structure' must be in \[0, 1\]"),
+        ({"mi_bins": 1}, r"'registration\.scoring\.mi_bins' must be >= 2, got 1"),
+        ({"mi_base": 1.0}, r"'registration\.scoring\.mi_base' must be > 1, got 1\.0"),
+        ({"tre_grid_step_mm": 0}, r"'registration\.scoring\.tre_grid_step_mm' must be > 0"),
+    ],
+)
+def test_bad_scoring_names_the_key(values: dict, message: str):
+    with pytest.raises(ParameterError, match=message):
+        parse_params(RegistrationStudyParams, {"scoring": values}, "registration")
+
+
+def test_study_params_nest_and_coerce():
+    study = parse_params(
+        RegistrationStudyParams,
+        {"channel": "DAB", "scoring": {"mi_base": 2}, "optimiser": {"stages": ["rigid"]}},
+        "registration",
+    )
+    assert study.channel is reg.TissueChannel.DAB and study.scoring.mi_base == 2.0
+    assert study.optimiser.stages == (reg.TransformStage.RIGID,)
+    assert study.optimiser.stage_iterations() == (300,)
+    assert RegistrationStudyParams(max_grid_px=64).max_grid_px == 64
+    with pytest.raises(ParameterError, match=r"'registration\.max_grid_px' must be >= 64, got 63"):
+        parse_params(RegistrationStudyParams, {"max_grid_px": 63}, "registration")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -499,6 +597,23 @@ def test_resample_moving_translation_and_nearest():
     nearest = reg.resample_moving(labels, reference, shift, interpolator="nearest")
     assert nearest.GetPixelID() == sitk.sitkUInt8
     assert set(np.unique(sitk.GetArrayViewFromImage(nearest))) == {0, 1}
+
+
+def test_resample_moving_carries_the_mrihisto_metadata(tmp_path: Path) -> None:
+    """The aligned MRI keeps what data_engineering recorded (the normalisation), not ITK's
+    reader keys; sitk.Resample alone drops both."""
+    from mrihisto_kedro.imaging.sitk_io import read_image, write_image
+
+    moving = sitk.GetImageFromArray(np.ones((8, 8), np.float32))
+    moving.SetMetaData("mrihisto_lower_percentile", "2.0")
+    write_image(moving, tmp_path / "slice.mha")
+    loaded = read_image(tmp_path / "slice.mha")
+    assert "ITK_InputFilterName" in loaded.GetMetaDataKeys()
+    reference = sitk.GetImageFromArray(np.zeros((4, 4), np.float32))
+    for interpolator in ("linear", "nearest"):
+        out = reg.resample_moving(loaded, reference, sitk.AffineTransform(2), interpolator)
+        assert out.GetMetaDataKeys() == ("mrihisto_lower_percentile",)
+        assert out.GetMetaData("mrihisto_lower_percentile") == "2.0"
 
 
 def test_target_registration_error_and_grid():

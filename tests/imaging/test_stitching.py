@@ -27,6 +27,7 @@ from mrihisto_kedro.imaging.stitching import (
     window_starts,
 )
 from mrihisto_kedro.metrics.seam import seam_score
+from mrihisto_kedro.params import ParameterError
 
 
 def identity(batch: np.ndarray) -> np.ndarray:
@@ -85,21 +86,29 @@ def test_window_grid_clips_to_small_canvas_and_lists_borders() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"window": 32, "overlap": 40}, r"overlap \(40 px\) must be >= 0 and smaller than"),
-        ({"window": 32, "overlap": 32}, "smaller than the window"),
-        ({"window": 0}, "window must be >= 1"),
-        ({"overlap": -1}, "overlap"),
-        ({"margin": -2}, "margin must be an int >= 0"),
-        ({"batch_size": 0}, "batch_size must be a positive int"),
-        ({"weights": "triangle"}, "weights='triangle' is not valid; expected one of 'gaussian'"),
-        ({"border": "wrap"}, "border='wrap' is not valid"),
-        ({"sigma_scale": 0.0}, "sigma_scale must be a positive number"),
-        ({"min_weight": 0.0}, r"min_weight must be in \(0, 1\]"),
-        ({"window": (32, 32, 3)}, "window must be an int or a pair of ints"),
+        (
+            {"window": 32, "overlap": 40},
+            r"'overlap' must be smaller than the window \(32, 32\) px, got \(40, 40\) px",
+        ),
+        ({"window": (32, 16), "overlap": (8, 16)}, "'overlap' must be smaller than the window"),
+        ({"window": 0}, "'window' must be >= 1, got 0"),
+        ({"window": (32, 0)}, "'window' must be >= 1, got 0"),
+        ({"overlap": -1}, "'overlap' must be >= 0, got -1"),
+        ({"margin": -2}, "'margin' must be >= 0, got -2"),
+        ({"margin": 1.5}, "'margin' must be an integer"),
+        ({"batch_size": 0}, "'batch_size' must be >= 1, got 0"),
+        ({"weights": "triangle"}, "'weights' = 'triangle' is not one of: gaussian, hann, constant"),
+        ({"border": "wrap"}, "'border' = 'wrap' is not one of: reflect, constant"),
+        ({"sigma_scale": 0.0}, "'sigma_scale' must be > 0, got 0.0"),
+        ({"min_weight": 0.0}, r"'min_weight' must be in \(0, 1\], got 0.0"),
+        ({"min_weight": 1.5}, r"'min_weight' must be in \(0, 1\], got 1.5"),
+        ({"pad_value": float("inf")}, "'pad_value' must be a finite number"),
+        ({"window": (32, 32, 3)}, "'window' must have 2 items, got 3"),
+        ({"window": True}, "'window'"),
     ],
 )
 def test_options_are_validated(kwargs: dict, match: str) -> None:
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(ParameterError, match=match):
         StitchOptions(**kwargs)
 
 
@@ -107,6 +116,15 @@ def test_options_accept_strings_and_pairs() -> None:
     options = StitchOptions(window=(64, 32), overlap=(8, 4), weights="Gaussian", border="constant")
     assert options.weights is WeightKind.GAUSSIAN and options.border is BorderMode.CONSTANT
     assert options.window == (64, 32) and options.overlap == (8, 4)
+    square = StitchOptions(window=np.int64(48), overlap=[12, 6], pad_value=0)
+    assert square.window == (48, 48) and square.overlap == (12, 6)
+    assert type(square.window[0]) is int and square.pad_value == 0.0
+    assert StitchOptions() == StitchOptions(window=256, overlap=64)
+
+
+def test_weight_profile_names_a_bad_kind() -> None:
+    with pytest.raises(ParameterError, match="'weights' = 'triangle' is not one of"):
+        weight_profile(8, "triangle")
 
 
 # --------------------------------------------------------------------------------------- weights

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from mrihisto_kedro.imaging.mri import Plane
+from mrihisto_kedro.imaging.slabs import SliceLayout
 from mrihisto_kedro.imaging.tiling import (
     AlignedPair,
     GridTile,
@@ -15,8 +17,10 @@ from mrihisto_kedro.imaging.tiling import (
     tile_origins,
     whole_views,
 )
+from mrihisto_kedro.imaging.tiling_params import PairTilingParams, TileKind, VolumeTilingParams
 from mrihisto_kedro.msi.params import MsiTilingParams
 from mrihisto_kedro.msi.tiles import MsiAlignedPair, msi_pair_tiles
+from mrihisto_kedro.params import ParameterError, parse_params
 
 
 def _pair(pair_id: str, split: str, h: int = 100, w: int = 130) -> AlignedPair:
@@ -195,3 +199,55 @@ def test_pair_tiles_job_writes_what_paired_tiles_returns(tmp_path) -> None:
         PairTilesJob([broken, broken], params).write(folder)
     np.testing.assert_array_equal(load_tileset(folder).a, expected.a)  # previous set kept
     assert [p.name for p in tmp_path.iterdir()] == ["tileset"]  # no staging folder left
+
+
+# ------------------------------------------------------------------------------------ parameters
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"tile_size": 4}, r"'tiling\.tile_size' must be >= 8, got 4"),
+        ({"stride": 0}, r"'tiling\.stride' must be >= 1, got 0"),
+        ({"min_tissue_fraction": 1.5}, r"'tiling\.min_tissue_fraction' must be in \[0, 1\]"),
+        ({"tile_size": 64.0}, r"'tiling\.tile_size' must be an integer"),
+    ],
+)
+def test_tiling_params_name_the_key(values: dict, message: str) -> None:
+    with pytest.raises(ParameterError, match=message):
+        parse_params(TilingParams, values, "tiling")
+    with pytest.raises(ParameterError, match=message):
+        parse_params(PairTilingParams, values, "tiling")  # kind: tiles checks the grid
+
+
+def test_pair_tiling_params_check_the_grid_of_tiles_only() -> None:
+    assert TilingParams(tile_size=8, stride=1, min_tissue_fraction=0.0).tile_size == 8
+    whole = parse_params(PairTilingParams, {"kind": "whole", "tile_size": 4}, "tiling")
+    assert whole.kind is TileKind.WHOLE and whole.load_size == 256
+    grid = parse_params(PairTilingParams, {"tile_size": 128, "stride": 64}, "tiling").grid()
+    assert grid == TilingParams(tile_size=128, stride=64)
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"fractions": [0.7, 0.2, 0.2]}, r"'tiling\.fractions' must sum to 1, got \[0\.7, 0\.2"),
+        ({"fractions": [1.2, -0.2, 0.0]}, r"'tiling\.fractions\[1\]' must be >= 0, got -0\.2"),
+        ({"fractions": [0.5, 0.5]}, r"'tiling\.fractions' must have 3 items, got 2"),
+        ({"gap": -1}, r"'tiling\.gap' must be >= 0, got -1"),
+        ({"block": 0}, r"'tiling\.block' must be >= 1 with layout 'interleaved', got 0"),
+        ({"plane": "oblique"}, r"'tiling\.plane' = 'oblique' is not one of"),
+        ({"layout": "random"}, r"'tiling\.layout' = 'random' is not one of"),
+    ],
+)
+def test_volume_tiling_params_name_the_key(values: dict, message: str) -> None:
+    with pytest.raises(ParameterError, match=message):
+        parse_params(VolumeTilingParams, values, "tiling")
+
+
+def test_volume_tiling_params_coerce_and_keep_slab_blocks_free() -> None:
+    p = parse_params(
+        VolumeTilingParams,
+        {"plane": "Coronal", "layout": "slabs", "block": 0, "fractions": [1, 0, 0]},
+        "tiling",
+    )
+    assert p.plane is Plane.CORONAL and p.layout is SliceLayout.SLABS
+    assert p.fractions == (1.0, 0.0, 0.0) and all(type(f) is float for f in p.fractions)

@@ -26,6 +26,7 @@ from mrihisto_kedro.demo.msi import (
 )
 from mrihisto_kedro.msi.imzml import ImzMLMode, open_imzml
 from mrihisto_kedro.msi.spectra import make_mz_axis, peak_stack
+from mrihisto_kedro.params import ParameterError, parse_params
 
 SMALL = {"n_regions": 2, "region_size_px": 256, "seed": 7}
 
@@ -201,24 +202,50 @@ def test_skimage_fallback(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("values", "match"),
+    ("values", "key", "reason"),
     [
-        ({"n_regions": 0}, "n_regions"),
-        ({"msi_pixel_size_um": -1.0}, "msi_pixel_size_um"),
-        ({"imzml_mode": "sparse"}, "sparse"),
-        ({"source": "scanner"}, "scanner"),
-        ({"mz_range": (500.0, 510.0)}, "too narrow"),
-        ({"colour": "red"}, "unknown MSI demo parameter"),
+        ({"n_regions": 0}, "n_regions", "must be in [1, 32], got 0"),
+        ({"msi_pixel_size_um": -1.0}, "msi_pixel_size_um", "must be in [1, 500], got -1.0"),
+        ({"peak_counts": 0.0}, "peak_counts", "must be in [1e-06, 1e+09], got 0.0"),
+        ({"n_eosin_peaks": 51}, "n_eosin_peaks", "must be in [0, 50], got 51"),
+        ({"imzml_mode": "sparse"}, "imzml_mode", "= 'sparse' is not one of: continuous, processed"),
+        ({"source": "scanner"}, "source", "= 'scanner' is not one of: auto, slide, skimage"),
+        ({"mz_range": [100.0]}, "mz_range", "must have 2 items, got 1"),
+        ({"mz_range": (0.0, 900.0)}, "mz_range", "must satisfy 0 < min < max <= 100000"),
+        ({"mz_range": (500.0, 510.0)}, "mz_range", "is too narrow for 11 peaks (needs >= 76 Da)"),
+        ({"mz_range": (1.0, 99_999.0), "mz_step": 0.001}, "mz_step", "too many m/z samples"),
+        (
+            {
+                "n_haematoxylin_peaks": 0,
+                "n_eosin_peaks": 0,
+                "n_unrelated_peaks": 0,
+                "n_background_peaks": 0,
+            },
+            "n_haematoxylin_peaks",
+            "are all 0; simulate at least one peak",
+        ),
     ],
 )
-def test_parameter_validation(values: dict, match: str) -> None:
-    with pytest.raises(ValueError, match=match):
-        MsiDemoParams.from_mapping(values)
+def test_parameter_validation(values: dict, key: str, reason: str) -> None:
+    with pytest.raises(ParameterError) as caught:
+        parse_params(MsiDemoParams, values, "demo_msi.simulation")
+    assert caught.value.key == f"demo_msi.simulation.{key}"
+    assert reason in caught.value.reason
+    with pytest.raises(ParameterError, match=f"parameter '{key}' "):
+        MsiDemoParams(**values)  # constructed in code: the same checks
 
 
-def test_from_mapping_accepts_lists() -> None:
-    params = MsiDemoParams.from_mapping({"mz_range": [200, 900], "imzml_mode": "continuous"})
+def test_unknown_keys_are_named() -> None:
+    with pytest.raises(
+        ParameterError, match=r"'demo_msi\.simulation' has unknown key\(s\) 'colour'"
+    ):
+        parse_params(MsiDemoParams, {"colour": "red"}, "demo_msi.simulation")
+
+
+def test_from_dict_accepts_lists() -> None:
+    params = MsiDemoParams.from_dict({"mz_range": [200, 900], "imzml_mode": "continuous"})
     assert params.mz_range == (200.0, 900.0) and params.imzml_mode is ImzMLMode.CONTINUOUS
+    assert MsiDemoParams.from_dict(params.to_dict()) == params
 
 
 def test_too_many_regions(tmp_path: Path) -> None:

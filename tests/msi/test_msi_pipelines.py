@@ -1,22 +1,20 @@
 """End to end: seed 003 (MSI -> H&E) as an experiment of the project's pipelines.
 
 In a copy of the project, with the real ``conf/base`` (``catalog_msi.yml``,
-``parameters_msi.yml``) and tiny training sizes given as runtime parameters:
-``msi_data_engineering`` (the simulated demo, peak stacks, PCA, padding, registration, tile
-sets), then ``kedro run --pipeline=modelling --namespaces=msi_to_he`` (pix2pix on the black- and
-the white-padded tiles, the U-Net regression baseline). Then the generated tiles of the test
+``parameters_msi.yml``, ``parameters_demo.yml``) and tiny training sizes given as runtime
+parameters: the ``msi`` pipeline up to the tile sets (the demo's simulated MSI, then
+``msi_data_engineering`` on it: peak stacks, PCA, padding, registration, tile sets), then
+``kedro run --pipeline=modelling --tags=msi_to_he`` (pix2pix on the black- and the
+white-padded tiles, the U-Net regression baseline). Then the generated tiles of the test
 specimens are measured with the evaluation pipeline's metric code (MI of grey levels, 20 bins,
 nats; SSIM).
-
-Until the registry lists them, the two pipelines are added to it for this test (see
-``_with_msi``); once ``pipeline_registry.py`` registers them, the registry's own are used.
 """
 
 from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import mlflow
@@ -27,17 +25,15 @@ import SimpleITK as sitk
 import torch
 from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
-from kedro.pipeline import Pipeline
+from project_copy import copy_project
 
-from mrihisto_kedro import pipeline_registry
-from mrihisto_kedro.demo.msi import MsiDemoParams
 from mrihisto_kedro.evaluation.tiles import (
     FeatureBackends,
     TileEvaluationParams,
     evaluate_split,
     tile_metrics,
 )
-from mrihisto_kedro.experiments import Task, by_name
+from mrihisto_kedro.experiments import by_name
 from mrihisto_kedro.imaging.tileset import TileSet, load_tileset
 from mrihisto_kedro.manifest import SplitFractions
 from mrihisto_kedro.msi.params import (
@@ -48,8 +44,6 @@ from mrihisto_kedro.msi.params import (
     SpectraParams,
 )
 from mrihisto_kedro.msi.whole_views import MsiWholeViewParams
-from mrihisto_kedro.pipelines import msi_data_engineering
-from mrihisto_kedro.pipelines.modelling import create_pipeline as create_modelling
 
 # In-process Kedro sessions with kedro-mlflow here leave MLflow state that broke the demo e2e
 # module run after it in one pytest process (runs logged to / looked up in the wrong store).
@@ -71,37 +65,13 @@ TINY = {
 #: acceptance thresholds of the registration against the demo's known affine (10 µm MSI pixels)
 MAX_MEDIAN_TRE_UM = 5.0
 MAX_PAIR_TRE_UM = 10.0
-#: the conf/base demo's specimens (parameters_msi.yml: msi_data_engineering.demo.simulation)
+#: the conf/base demo's specimens (parameters_demo.yml: demo_msi.simulation)
 N_SPECIMENS = 10
 
 
-def _copy_project(dest: Path) -> Path:
-    for name in ("pyproject.toml", ".telemetry"):
-        shutil.copy(REPO_ROOT / name, dest / name)
-    (dest / "src").mkdir()  # the package itself is imported from the installed project
-    shutil.copytree(REPO_ROOT / "conf" / "base", dest / "conf" / "base")
-    (dest / "conf" / "local").mkdir(parents=True)
-    for layer in (REPO_ROOT / "data").iterdir():
-        if layer.is_dir():
-            (dest / "data" / layer.name).mkdir(parents=True)
-    return dest
-
-
-MSI_GROUP = by_name("msi_unet").group  # the node namespace the MSI experiments share
-
-
-def _with_msi(register: Callable[[], dict[str, Pipeline]]) -> Callable[[], dict[str, Pipeline]]:
-    """``register_pipelines`` plus the MSI pipelines wherever the registry lacks them."""
-
-    def wrapped() -> dict[str, Pipeline]:
-        pipelines = dict(register())
-        pipelines.setdefault("msi_data_engineering", msi_data_engineering.create_pipeline())
-        modelling = pipelines["modelling"]
-        if not any(str(n.namespace or "").startswith(MSI_GROUP) for n in modelling.nodes):
-            pipelines["modelling"] = modelling + create_modelling(task=Task.MSI_TO_HE)
-        return pipelines
-
-    return wrapped
+MSI_GROUP = by_name("msi_unet").group  # the node tag the MSI experiments share
+#: the ``msi`` pipeline up to here is the demo's MSI and msi_data_engineering on it
+TILE_SETS = ["msi_to_he_black.tileset", "msi_to_he_white.tileset"]
 
 
 def _nested(flat: dict[str, object]) -> dict[str, object]:
@@ -133,30 +103,26 @@ def _run(project: Path, pipeline: str, params: dict | None = None, **kwargs: obj
 @pytest.fixture(scope="module")
 def msi_project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     """The project after both pipelines ran; the intensity-mode report is kept aside."""
-    project = _copy_project(tmp_path_factory.mktemp("msi_project"))
+    project = copy_project(tmp_path_factory.mktemp("msi_project"))
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # 2 shared cores: oversubscribed threads slow training 10x
     timings = {}
     try:
         with pytest.MonkeyPatch.context() as mp:
             mp.chdir(project)
-            mp.setattr(
-                pipeline_registry,
-                "register_pipelines",
-                _with_msi(pipeline_registry.register_pipelines),
-            )
-            timings["msi_data_engineering (intensity)"] = _run(
+            timings["demo and msi_data_engineering (intensity)"] = _run(
                 project,
-                "msi_data_engineering",
+                "msi",
                 {"msi_data_engineering.registration.mode": "intensity"},
+                to_outputs=TILE_SETS,
             )
             report = project / "data" / "08_reporting" / "msi" / "registration_report.csv"
             intensity = pd.read_csv(report)
             timings["registration and tiles (control points)"] = _run(
-                project, "msi_data_engineering", from_nodes=["register_msi_pairs"]
+                project, "msi", from_nodes=["register_msi_pairs"], to_outputs=TILE_SETS
             )
-            timings["modelling --namespaces=msi_to_he"] = _run(
-                project, "modelling", TINY, namespaces=[MSI_GROUP]
+            timings["modelling --tags=msi_to_he"] = _run(
+                project, "modelling", TINY, tags=[MSI_GROUP]
             )
             timings["msi_whole_specimen"] = _run(project, "msi_whole_specimen", TINY)
         yield {"project": project, "intensity_report": intensity, "timings": timings}
@@ -183,13 +149,13 @@ def test_msi_parameters_parse() -> None:
     )
     params = loader["parameters"]
     de = params["msi_data_engineering"]
-    demo = parse_params(MsiDemoNodeParams, de["demo"], "demo")
-    parse_params(MsiDemoParams, demo.simulation, "demo.simulation")
+    demo = parse_params(MsiDemoNodeParams, params["demo_msi"], "demo_msi")
+    assert demo.simulation.n_regions == 10
     parse_params(SplitFractions, de["splits"], "splits")
     parse_params(SpectraParams, de["spectra"], "spectra")
     parse_params(ReductionParams, de["reduction"], "reduction")
     registration = parse_params(MsiRegistrationParams, de["registration"], "registration")
-    assert registration.optimiser == MSI_OPTIMISER  # the YAML states the measured defaults
+    assert registration.optimiser == MSI_OPTIMISER  # the measured defaults (msi/params.py)
     parse_params(MsiTilingParams, de["tiling"], "tiling")
     assert parse_params(MsiWholeViewParams, de["whole_views"], "whole_views").size == 128
     for name in ("msi_to_he_black", "msi_to_he_white", "msi_unet", "msi_to_he_whole"):
@@ -399,7 +365,7 @@ def test_the_unet_is_nearer_on_mutual_information_as_measured(test_split_metrics
 
 
 # ----------------------------------------------------------------------------------------------
-# a user's own data: `kedro run --pipeline=msi_analysis` reads the msi_* raw inputs (last in this
+# a user's own data: `kedro run --pipeline=msi_data_engineering` reads the msi_* raw inputs (last in
 # module: a second project, after every test of the first one ran)
 
 USER_CATALOG = """
@@ -434,7 +400,7 @@ def user_project(msi_project: dict, tmp_path_factory: pytest.TempPathFactory) ->
     """A fresh project whose conf/local points the msi_* inputs at 4 renamed demo specimens
     (files named after their own pair ids, explicit splits, no ground truth)."""
     demo = msi_project["project"] / "data" / "01_raw" / "demo_msi"
-    project = _copy_project(tmp_path_factory.mktemp("msi_user_project"))
+    project = copy_project(tmp_path_factory.mktemp("msi_user_project"))
     user = project / "user"
     for sub in ("msi", "he", "landmarks"):
         (user / sub).mkdir(parents=True)
@@ -459,13 +425,13 @@ def user_project(msi_project: dict, tmp_path_factory: pytest.TempPathFactory) ->
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(project)
         try:
-            _run(project, "msi_analysis")
+            _run(project, "msi_data_engineering")
         finally:
             bootstrap_project(REPO_ROOT)
     return project
 
 
-def test_msi_analysis_runs_on_a_users_own_files(user_project: Path) -> None:
+def test_msi_data_engineering_runs_on_a_users_own_files(user_project: Path) -> None:
     data = user_project / "data"
     assert not (data / "01_raw" / "demo_msi").exists()  # the demo was not simulated
     report = pd.read_csv(data / "08_reporting" / "msi" / "registration_report.csv")

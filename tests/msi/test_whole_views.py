@@ -12,9 +12,11 @@ from mrihisto_kedro.demo.msi import DemoSource, load_histology_source
 from mrihisto_kedro.imaging.input_spec import InputSpec
 from mrihisto_kedro.imaging.tileset import TileSet
 from mrihisto_kedro.msi.geometry import histology_on_grid, image_to_array, msi_image
-from mrihisto_kedro.msi.reduction import PadColour
+from mrihisto_kedro.msi.joint_reduction import ReductionRecord, ReductionRecordError
+from mrihisto_kedro.msi.reduction import PadColour, ReductionMethod
 from mrihisto_kedro.msi.tiles import MsiAlignedPair
 from mrihisto_kedro.msi.whole_views import MsiWholeViewParams, square_pad, whole_specimen_views
+from mrihisto_kedro.params import ParameterError, parse_params
 from mrihisto_kedro.pipelines.msi_data_engineering.nodes import build_msi_whole_views
 
 MPP = 0.499  # µm per level-0 pixel of CMU-1-Small-Region
@@ -94,11 +96,27 @@ def test_a_grid_of_the_views_size_is_kept_exactly(grid_rgb: np.ndarray) -> None:
 
 
 def test_bad_sizes_and_no_pairs_are_refused() -> None:
-    for size in (8, 64.0, True):
-        with pytest.raises(ValueError, match="size must be an integer of at least 16"):
+    for size, reason in [
+        (8, "must be >= 16, got 8"),
+        (64.0, "must be an integer, got 64.0"),
+        (True, "must be an integer, got True"),
+    ]:
+        with pytest.raises(ParameterError) as caught:
+            parse_params(MsiWholeViewParams, {"size": size}, "msi_data_engineering.whole_views")
+        assert caught.value.key == "msi_data_engineering.whole_views.size"
+        assert caught.value.reason == reason
+        with pytest.raises(ParameterError, match=f"parameter 'size' {reason}"):
             MsiWholeViewParams(size=size)  # type: ignore[arg-type]
+    assert MsiWholeViewParams(size=np.int64(16)).size == 16  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="no registered MSI pairs"):
         whole_specimen_views([], MsiWholeViewParams(), PadColour.BLACK)
+
+
+def _reduced(image: sitk.Image, percentiles: tuple[float, float] = (2.0, 98.0)) -> sitk.Image:
+    """``image`` recording a joint PCA reduction scaled between ``percentiles``."""
+    record = ReductionRecord(ReductionMethod.PCA, *percentiles)
+    record.write(image)
+    return image
 
 
 def test_the_node_makes_one_view_per_specimen_with_its_input_spec(grid_rgb: np.ndarray) -> None:
@@ -113,7 +131,7 @@ def test_the_node_makes_one_view_per_specimen_with_its_input_spec(grid_rgb: np.n
         grid = histology_on_grid(rgb, (MPP, MPP), DOWNSAMPLE)
         pair = _pair(image_to_array(grid), PadColour.BLACK)
         histology[pair_id] = lambda g=grid: g
-        registered[pair_id] = lambda m=pair.msi: msi_image(m, (grid_um, grid_um))
+        registered[pair_id] = lambda m=pair.msi: _reduced(msi_image(m, (grid_um, grid_um)))
         cover = sitk.GetImageFromArray(pair.coverage.astype(np.uint8))
         coverage[pair_id] = lambda c=cover: c
     manifest = pd.DataFrame(
@@ -131,7 +149,6 @@ def test_the_node_makes_one_view_per_specimen_with_its_input_spec(grid_rgb: np.n
         registered,
         coverage,
         {"size": 64},
-        {"method": "pca", "percentiles": [1.0, 99.0]},
     )
     assert list(views.manifest["pair_id"]) == ids and list(views.manifest["split"]) == splits
     assert views.a.shape == (3, 64, 64, 3)
@@ -139,3 +156,15 @@ def test_the_node_makes_one_view_per_specimen_with_its_input_spec(grid_rgb: np.n
     spec = InputSpec.from_dict(views.attrs["input_spec"])
     assert spec.pixel_size_um == pytest.approx((grid_um * 128 / 64,) * 2)  # 3.992 µm per px
     assert spec.embedding == "pca" and spec.channels == 3
+    # what the registered images record, not the reduction parameters (the node has none)
+    assert (spec.lower_percentile, spec.upper_percentile) == (2.0, 98.0)
+
+    # a file without the record (an older version's), or pairs reduced differently: refused,
+    # naming the pair and the re-run
+    unrecorded = dict(registered, b2=lambda: msi_image(np.zeros((4, 4, 3)), (10.0, 10.0)))
+    with pytest.raises(ReductionRecordError, match=r"registered MSI of pair b2: records no MSI"):
+        build_msi_whole_views(manifest, histology, unrecorded, coverage, {"size": 64})
+    other = registered["c3"]
+    mixed = dict(registered, c3=lambda: _reduced(other(), (1.0, 99.0)))
+    with pytest.raises(ReductionRecordError, match=r"not reduced together .*in c3"):
+        build_msi_whole_views(manifest, histology, mixed, coverage, {"size": 64})

@@ -70,7 +70,7 @@ def test_resolve_precision_on_cpu_and_mps(monkeypatch: pytest.MonkeyPatch) -> No
     assert resolve_precision(CPU, "auto") is Precision.FP32
     assert resolve_precision(CPU, "fp32") is Precision.FP32
     assert resolve_precision(torch.device("mps"), Precision.AUTO) is Precision.FP32
-    with pytest.raises(ValueError, match="precision='int8'"):
+    with pytest.raises(ValueError, match="'precision' = 'int8' is not one of: fp32, bf16"):
         resolve_precision(CPU, "int8")
 
 
@@ -78,12 +78,14 @@ def test_resolve_precision_on_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
     cuda = torch.device("cuda", 0)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)
     assert resolve_precision(cuda, "auto") is Precision.BF16
+    assert not needs_grad_scaler(cuda, "auto")
+    # before Ampere: auto is fp16 trained with a gradient scaler (issue 18)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: False)
-    assert resolve_precision(cuda, "auto") is Precision.FP32
+    assert resolve_precision(cuda, "auto") is Precision.FP16
+    assert needs_grad_scaler(cuda, "auto")
     with pytest.raises(ValueError, match="bf16"):
         resolve_precision(cuda, "bf16")
     assert needs_grad_scaler(cuda, "fp16")
-    assert not needs_grad_scaler(cuda, "auto")
     assert not needs_grad_scaler(CPU, "fp16")
 
 

@@ -18,6 +18,7 @@ from mrihisto_kedro.metrics.weights import (
 )
 from mrihisto_kedro.nn.style_transfer import (
     VGG_CONFIGS,
+    OptimizerKind,
     PoolingKind,
     StyleTransferParams,
     VGGFeatures,
@@ -29,6 +30,7 @@ from mrihisto_kedro.nn.style_transfer import (
     vgg_layer_names,
     vgg_trunk,
 )
+from mrihisto_kedro.params import ParameterError, parse_params
 
 VGG16_FOUND = locate_weights("vgg16")
 needs_vgg16 = pytest.mark.skipif(
@@ -312,15 +314,47 @@ def test_refine_rgb_and_validation() -> None:
         refine(rgb, rgb, rgb, StyleTransferParams(content_layers=["relu9_9"], steps=1), features)
     with pytest.raises(ValueError, match="content must have"):
         refine(rgb, _images(1, 3, 16), rgb, StyleTransferParams(steps=1), features)
-    with pytest.raises(ValueError, match="optimizer"):
-        StyleTransferParams(optimizer="sgd")
-    with pytest.raises(ValueError, match="style_layer_weights"):
-        StyleTransferParams(style_layer_weights=(1.0, 2.0))
-    with pytest.raises(ValueError, match="steps"):
-        StyleTransferParams(steps=-1)
     assert StyleTransferParams(optimizer="adam").step_size == 0.003
     assert StyleTransferParams().step_size == 1.0
     assert StyleTransferParams(style_layers=["relu1_1"]).style_layers == ("relu1_1",)
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"optimizer": "sgd"}, "parameter 'optimizer' = 'sgd' is not one of: lbfgs, adam"),
+        (
+            {"style_layer_weights": (1.0, 2.0)},
+            "parameter 'style_layer_weights' must have one weight per layer of style_layers (5), "
+            "got 2",
+        ),
+        ({"steps": -1}, "parameter 'steps' must be >= 0, got -1"),
+        ({"content_layers": [], "style_layers": []}, "'content_layers' and style_layers are both"),
+        ({"content_layers": "relu4_2"}, "parameter 'content_layers' must be a list"),
+        ({"content_layer_weights": [-1.0]}, "'content_layer_weights[0]' must be >= 0, got -1.0"),
+        ({"style_weight": -0.5}, "parameter 'style_weight' must be >= 0, got -0.5"),
+        ({"init_noise": True}, "parameter 'init_noise' must be a number, got True"),
+        ({"lr": 0.0}, "parameter 'lr' must be > 0, got 0.0"),
+        ({"batch_size": 0}, "parameter 'batch_size' must be >= 1, got 0"),
+        ({"seed": 1.5}, "parameter 'seed' must be an integer, got 1.5"),
+    ],
+)
+def test_style_transfer_params_name_the_bad_key(values: dict[str, object], message: str) -> None:
+    with pytest.raises(ParameterError) as error:
+        StyleTransferParams(**values)
+    assert message in str(error.value)
+
+
+def test_style_transfer_params_from_yaml_values() -> None:
+    params = parse_params(
+        StyleTransferParams,
+        {"optimizer": "ADAM", "content_layer_weights": [2], "lr": None, "steps": 0},
+        "refinement.transfer",
+    )
+    assert params.optimizer is OptimizerKind.ADAM and params.step_size == 0.003
+    assert params.content_layer_weights == (2.0,) and params.steps == 0
+    with pytest.raises(ParameterError, match=r"'refinement\.transfer\.lr' must be > 0"):
+        parse_params(StyleTransferParams, {"lr": -1}, "refinement.transfer")
 
 
 @needs_vgg16

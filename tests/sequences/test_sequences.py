@@ -154,26 +154,68 @@ def test_style_reference_is_a_training_slice() -> None:
     assert index == 2
     with pytest.raises(ValueError, match="style_slice_index 13 is not in split 'train'"):
         style_reference(tiles, RefinementParams(style_slice_index=13))
-    with pytest.raises(ValueError, match="style_split must differ"):
+    with pytest.raises(ParameterError, match="'refinement.style_split' must differ from split"):
         SynthesisParams(refinement=RefinementParams(style_split="test"))
 
 
 def test_parameters_validate_and_name_the_key() -> None:
-    with pytest.raises(ParameterError, match="'s.inversion'"):
+    with pytest.raises(ParameterError, match="'s.inversion' = 'upside_down' is not one of"):
         parse_params(SynthesisParams, {"inversion": "upside_down"}, "s")
-    with pytest.raises(ParameterError, match="'t.discriminator_norm'"):
+    with pytest.raises(ParameterError, match="'t.discriminator_norm' = 'layer' is not one of"):
         parse_params(SequenceTableParams, {"discriminator_norm": "layer"}, "t")
-    with pytest.raises(ParameterError, match="steps"):
+    with pytest.raises(ParameterError, match=r"'s\.refinement\.transfer\.steps' must be >= 0"):
         parse_params(SynthesisParams, {"refinement": {"transfer": {"steps": -1}}}, "s")
     # the DCGAN's options are validated with the rest, under their dotted key
     parsed = parse_params(DCGANTrainingParams, {"model": {**TINY_DCGAN, "epochs": 3}}, "d")
     assert parsed.model == DCGANConfig(**TINY_DCGAN, epochs=3)
-    with pytest.raises(ParameterError, match=r"unknown parameter\(s\) 'epochz' in 'd\.model'"):
+    with pytest.raises(ParameterError, match=r"'d\.model' has unknown key\(s\) 'epochz'"):
         parse_params(DCGANTrainingParams, {"model": {"epochz": 3}}, "d")
-    with pytest.raises(ParameterError, match=r"'d\.model'.*image_size must be a power of 2"):
+    with pytest.raises(ParameterError, match=r"'d\.model\.image_size' must be a power of 2"):
         parse_params(DCGANTrainingParams, {"model": {"image_size": 48}}, "d")
     with pytest.raises(ParameterError, match=r"'d\.model\.noise'"):
         parse_params(DCGANTrainingParams, {"model": {"noise": "pink"}}, "d")
+
+
+@pytest.mark.parametrize(
+    ("cls", "values", "message"),
+    [
+        (SynthesisParams, {"head_level": 1.0}, "'s.head_level' must be in [0, 1), got 1.0"),
+        (SynthesisParams, {"batch_size": 0}, "'s.batch_size' must be >= 1, got 0"),
+        (
+            SynthesisParams,
+            {"split": "val", "refinement": {"style_split": "val"}},
+            "'s.refinement.style_split' must differ from split 'val'",
+        ),
+        (SynthesisParams, {"refinement": {"vgg": "vgg11"}}, "'s.refinement.vgg' = 'vgg11'"),
+        (SequenceTableParams, {"threshold": 1.0}, "'s.threshold' must be in (0, 1), got 1.0"),
+        (SequenceTableParams, {"n_figure_slices": 0}, "'s.n_figure_slices' must be >= 1, got 0"),
+        (SequenceTableParams, {"mi_base": 1}, "'s.mi_base' must not be 1"),
+        (SequenceTableParams, {"mi_bins": 1}, "'s.mi_bins' must be >= 2, got 1"),
+        (SequenceTableParams, {"alpha": 0.0}, "'s.alpha' must be in (0, 1), got 0.0"),
+        (SequenceTableParams, {"n_boot": 0}, "'s.n_boot' must be >= 1, got 0"),
+        (SequenceTableParams, {"seed": -1}, "'s.seed' must be >= 0, got -1"),
+    ],
+)
+def test_parameter_ranges_name_the_dotted_key(
+    cls: type, values: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ParameterError) as error:
+        parse_params(cls, values, "s")
+    assert message in str(error.value)
+
+
+def test_parameters_coerce_yaml_values_once() -> None:
+    synthesis = parse_params(
+        SynthesisParams,
+        {"inversion": "FULL", "refinement": {"vgg": "vgg16", "transfer": {"optimizer": "adam"}}},
+        "s",
+    )
+    assert synthesis.inversion is InversionKind.FULL
+    assert synthesis.refinement.transfer.optimizer.value == "adam"
+    assert SequenceTableParams(discriminator_norm="running").discriminator_norm is (
+        DiscriminatorNorm.RUNNING
+    )
+    assert SequenceTableParams().tile_params().seed == 0
 
 
 # ----------------------------------------------------------------------------------------------

@@ -52,7 +52,7 @@ def test_trial_overrides_apply_to_trials_only() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"n_trials": 2}, "non-empty space"),
+        ({"n_trials": 2}, r"space. must not be empty for a search"),
         ({"n_trials": -1}, "n_trials"),
         ({"n_trials": 1, "space": {"lr": []}}, "space.lr"),
         ({"holdout_specimens": 0}, "holdout_specimens"),

@@ -21,10 +21,13 @@ import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Annotated
 
 import nibabel as nib
 import numpy as np
 import SimpleITK as sitk
+
+from mrihisto_kedro.params import Params, Range, fail
 
 #: MNI (RAS) position in mm around which specimen blocks are centred by default: the middle of the
 #: corpus callosum's sagittal profile (genu at y ~ +32, splenium at y ~ -40, body at z ~ +20).
@@ -109,7 +112,7 @@ def load_icbm152() -> Icbm152:
 
 
 @dataclass(frozen=True)
-class BlockGeometry:
+class BlockGeometry(Params):
     """Where a specimen block is cut from the template (MNI/RAS millimetres).
 
     Attributes:
@@ -129,26 +132,23 @@ class BlockGeometry:
     """
 
     hemisphere: Hemisphere
-    lateral_offset_mm: float
-    thickness_mm: float
+    lateral_offset_mm: Annotated[float, Range(ge=0.0)]
+    thickness_mm: Annotated[float, Range(gt=0.0)]
     centre_ap_mm: float = CORPUS_CALLOSUM_CENTRE_MM[1]
     centre_si_mm: float = CORPUS_CALLOSUM_CENTRE_MM[2]
-    length_ap_mm: float = 120.0
-    height_si_mm: float = 90.0
-    outline_exponent: float | None = 4.0
+    length_ap_mm: Annotated[float, Range(gt=0.0)] = 120.0
+    height_si_mm: Annotated[float, Range(gt=0.0)] = 90.0
+    outline_exponent: Annotated[float, Range(ge=1.0)] | None = 4.0
     outline_harmonics: tuple[float, ...] = ()
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "hemisphere", Hemisphere(self.hemisphere))
-        if self.lateral_offset_mm < 0:
-            raise ValueError(f"lateral_offset_mm must be >= 0, got {self.lateral_offset_mm}")
-        for name in ("thickness_mm", "length_ap_mm", "height_si_mm"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
-        if self.outline_exponent is not None and self.outline_exponent < 1:
-            raise ValueError(f"outline_exponent must be >= 1 or None, got {self.outline_exponent}")
+    def validate(self) -> None:
+        """The outline harmonics come in ``(a_n, b_n)`` pairs."""
         if len(self.outline_harmonics) % 2:
-            raise ValueError("outline_harmonics needs (a_n, b_n) pairs: an even number of values")
+            fail(
+                "outline_harmonics",
+                f"needs (a_n, b_n) pairs: an even number of values, got "
+                f"{len(self.outline_harmonics)}",
+            )
 
     def ras_bounds(self) -> tuple[tuple[float, float], tuple[float, float], tuple[float, float]]:
         """``((x_min, x_max), (y_min, y_max), (z_min, z_max))`` of the block in MNI mm."""

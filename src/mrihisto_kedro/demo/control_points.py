@@ -12,11 +12,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Annotated
 
 import numpy as np
 import pandas as pd
 
 from mrihisto_kedro.demo.virtual_histology import TissueMaps
+from mrihisto_kedro.params import Params, Range
 
 __all__ = [
     "CONTROL_POINT_COLUMNS",
@@ -76,8 +78,8 @@ class ClickRegion:
 
 
 @dataclass(frozen=True)
-class ControlPointSimulation:
-    """Simulated landmark clicks of the MSI demo (``msi_data_engineering.demo.control_points``).
+class ControlPointSimulation(Params):
+    """Simulated landmark clicks of the MSI demo (``demo_msi.control_points``).
 
     Attributes:
         n_points: landmark pairs per specimen (>= 3).
@@ -86,15 +88,9 @@ class ControlPointSimulation:
         seed: seed of the clicks (specimen ``k`` uses ``default_rng([seed, k])``).
     """
 
-    n_points: int = 8
-    click_noise_um: float = 3.0
+    n_points: Annotated[int, Range(ge=3)] = 8
+    click_noise_um: Annotated[float, Range(ge=0.0)] = 3.0
     seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.n_points < 3:
-            raise ValueError(f"n_points must be >= 3, got {self.n_points}")
-        if not self.click_noise_um >= 0:
-            raise ValueError(f"click_noise_um must be >= 0, got {self.click_noise_um}")
 
 
 def _spread(region: ClickRegion, n_points: int, rng: np.random.Generator) -> np.ndarray:

@@ -32,11 +32,10 @@ Outputs of a plan (file names are the partition keys of ``data/01_raw``):
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import pandas as pd
@@ -63,7 +62,7 @@ from mrihisto_kedro.imaging.mri import Plane, extract_slice, slice_count
 from mrihisto_kedro.imaging.row_spool import spool_rows_to_pyramidal_tiff
 from mrihisto_kedro.imaging.slide_image import SlideImage, nominal_magnification
 from mrihisto_kedro.imaging.tiff import Compression, Flavour, write_pyramidal_tiff
-from mrihisto_kedro.params import check_ranges
+from mrihisto_kedro.params import Params, Range, fail
 
 PAIRS_COLUMNS: tuple[str, ...] = (
     "pair_id",
@@ -95,6 +94,7 @@ GROUND_TRUTH_COLUMNS: tuple[str, ...] = (
     "cell_magnification",
 )
 _SLIDE_SUFFIXES = (".svs", ".tif", ".tiff")
+_MAX_LATERAL_EXTENT_MM = 60.0  # a block's lateral face must stay this close to the midline
 _MAX_SLICE_JITTER = 2
 #: slides above this many level-0 pixels (100 Mpx: 300 MB of RGB) are rendered strip by strip
 #: while they are written (:class:`StreamedSlide`) instead of into one array
@@ -102,8 +102,8 @@ IN_MEMORY_MAX_PX = 100_000_000
 
 
 @dataclass(frozen=True)
-class DemoParams:
-    """Parameters of the demo dataset (validated on construction).
+class DemoParams(Params):
+    """Parameters of the demo dataset (``demo``; validated on construction).
 
     Attributes:
         seed: master seed (>= 0); specimen ``k`` uses ``default_rng([seed, k])``.
@@ -134,77 +134,39 @@ class DemoParams:
             ``None``: the template's native 1 mm.
     """
 
-    seed: int = 2024
-    n_specimens: int = 8
-    level0_height: int = 6000
-    level0_width: int = 8000
-    block_thickness_mm: float = 12.0
-    block_length_ap_mm: float = 120.0
-    block_height_si_mm: float = 90.0
-    block_jitter_mm: float = 5.0
-    max_lateral_offset_mm: float = 19.0
-    max_rotation_deg: float = 15.0
-    max_scale_change: float = 0.08
-    max_shear_deg: float = 5.0
-    tissue_fill: float = 0.85
-    stain_variation: float = 1.0
-    edge_noise: float = 0.12
+    seed: Annotated[int, Range(ge=0)] = 2024
+    n_specimens: Annotated[int, Range(ge=1, le=16)] = 8
+    level0_height: Annotated[int, Range(ge=64, le=200_000)] = 6000
+    level0_width: Annotated[int, Range(ge=64, le=200_000)] = 8000
+    block_thickness_mm: Annotated[float, Range(ge=2.0, le=40.0)] = 12.0
+    block_length_ap_mm: Annotated[float, Range(ge=10.0, le=150.0)] = 120.0
+    block_height_si_mm: Annotated[float, Range(ge=10.0, le=110.0)] = 90.0
+    block_jitter_mm: Annotated[float, Range(ge=0.0, le=10.0)] = 5.0
+    max_lateral_offset_mm: Annotated[float, Range(ge=0.0, le=50.0)] = 19.0
+    max_rotation_deg: Annotated[float, Range(ge=0.0, le=45.0)] = 15.0
+    max_scale_change: Annotated[float, Range(ge=0.0, le=0.3)] = 0.08
+    max_shear_deg: Annotated[float, Range(ge=0.0, le=20.0)] = 5.0
+    tissue_fill: Annotated[float, Range(ge=0.3, le=0.98)] = 0.85
+    stain_variation: Annotated[float, Range(ge=0.0, le=3.0)] = 1.0
+    edge_noise: Annotated[float, Range(ge=0.0, le=0.4)] = 0.12
     slide_suffix: str = ".svs"
     true_cell_size: bool = False
-    mri_spacing_mm: float | None = None
+    mri_spacing_mm: Annotated[float, Range(ge=0.1, le=2.0)] | None = None
 
-    def __post_init__(self) -> None:
-        ints = {
-            "seed": (0, None),
-            "n_specimens": (1, 16),
-            "level0_height": (64, 200_000),
-            "level0_width": (64, 200_000),
-        }
-        floats = {
-            "block_thickness_mm": (2.0, 40.0),
-            "block_length_ap_mm": (10.0, 150.0),
-            "block_height_si_mm": (10.0, 110.0),
-            "block_jitter_mm": (0.0, 10.0),
-            "max_lateral_offset_mm": (0.0, 50.0),
-            "max_rotation_deg": (0.0, 45.0),
-            "max_scale_change": (0.0, 0.3),
-            "max_shear_deg": (0.0, 20.0),
-            "tissue_fill": (0.3, 0.98),
-            "stain_variation": (0.0, 3.0),
-            "edge_noise": (0.0, 0.4),
-        }
-        if self.mri_spacing_mm is not None:
-            floats["mri_spacing_mm"] = (0.1, 2.0)
-        check_ranges(self, "DemoParams", ints=ints, floats=floats)
-        if not isinstance(self.true_cell_size, bool):
-            raise ValueError(
-                f"DemoParams.true_cell_size must be true or false, got {self.true_cell_size!r}"
-            )
-        if self.max_lateral_offset_mm + self.block_thickness_mm > 60.0:
-            raise ValueError(
-                "DemoParams.max_lateral_offset_mm + block_thickness_mm must be <= 60 mm "
-                f"(blocks must stay inside the brain), got {self.max_lateral_offset_mm} + "
-                f"{self.block_thickness_mm}"
+    def validate(self) -> None:
+        """Blocks stay inside the brain; the slide suffix is one the slide writer knows."""
+        if self.max_lateral_offset_mm + self.block_thickness_mm > _MAX_LATERAL_EXTENT_MM:
+            fail(
+                "max_lateral_offset_mm",
+                f"+ block_thickness_mm must be <= {_MAX_LATERAL_EXTENT_MM:g} mm (blocks must "
+                f"stay inside the brain), got {self.max_lateral_offset_mm:g} + "
+                f"{self.block_thickness_mm:g}",
             )
         if self.slide_suffix not in _SLIDE_SUFFIXES:
-            raise ValueError(
-                f"DemoParams.slide_suffix must be one of {_SLIDE_SUFFIXES}, "
-                f"got {self.slide_suffix!r}"
+            fail(
+                "slide_suffix",
+                f"= {self.slide_suffix!r} is not one of: {', '.join(_SLIDE_SUFFIXES)}",
             )
-
-    @classmethod
-    def from_mapping(cls, values: Mapping[str, Any] | None) -> DemoParams:
-        """Build from a parameters mapping (e.g. Kedro's ``params:demo``), rejecting unknown keys.
-
-        Raises:
-            ValueError: an unknown key (named) or an invalid value (field named).
-        """
-        values = dict(values or {})
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown demo parameter(s) {unknown}; known: {sorted(known)}")
-        return cls(**values)
 
 
 @dataclass(frozen=True)

@@ -43,17 +43,15 @@ sample of every pixel: about 48 MB at the defaults, about 19 MB with ``mz_step=1
 
 from __future__ import annotations
 
-import dataclasses
 import enum
 import hashlib
 import math
 import re
 import uuid
-from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import pandas as pd
@@ -62,7 +60,7 @@ from scipy import ndimage
 from skimage.color import rgb2hed
 
 from mrihisto_kedro.msi.imzml import ImzMLMode
-from mrihisto_kedro.params import check_ranges
+from mrihisto_kedro.params import Params, Range, fail
 
 __all__ = [
     "GROUND_TRUTH_COLUMNS",
@@ -90,6 +88,9 @@ _DENSITY_PERCENTILE = 99.0
 _TISSUE_OD = 0.3  # summed RGB optical density above which a pixel is tissue
 _SELECT_DOWNSAMPLE = 8
 _MIN_PEAK_GAP_DA = 3.0
+_MAX_MZ = 1e5
+_MAX_MZ_SAMPLES = 2_000_000
+_MAX_PEAKS_PER_KIND = 50
 _PEAK_WINDOW_SIGMAS = 5.0
 _UUID_NAMESPACE = uuid.UUID("5b0f3c2e-8a57-4d0e-9a51-6d2f3b1c7e90")  # of this demo's file UUIDs
 
@@ -167,7 +168,7 @@ class SimulatedPeak:
 
 
 @dataclass(frozen=True)
-class MsiDemoParams:
+class MsiDemoParams(Params):
     """Parameters of the simulated MSI/H&E demo (validated on construction).
 
     Attributes:
@@ -179,14 +180,15 @@ class MsiDemoParams:
             ``n_regions`` crops fits).
         min_tissue_fraction: every region must be at least this fraction tissue (0..1).
         msi_pixel_size_um: MSI pixel size in µm (1..500).
-        mz_range: ``(min, max)`` m/z in Da of the simulated spectra.
+        mz_range: ``(min, max)`` m/z in Da of the simulated spectra (``0 < min < max <= 1e5``,
+            at least ``3 * (n_peaks + 1) + 40`` Da wide, at most 2,000,000 ``mz_step`` samples).
         mz_step: spacing of the m/z sampling grid in Da (0.001..5).
         resolving_power: ``m / FWHM`` of the peaks (50..1e6).
         n_haematoxylin_peaks, n_eosin_peaks, n_unrelated_peaks, n_background_peaks: peaks of each
             :class:`PeakKind` (0..50 each, at least one in total).
-        peak_counts: expected total counts of a peak of amplitude 1 at driver 1 (> 0).
+        peak_counts: expected total counts of a peak of amplitude 1 at driver 1 (1e-6..1e9).
         baseline_counts: expected counts per m/z sample of the chemical baseline at ``mz_range[0]``
-            on tissue (half of it on glass), decaying as ``exp(-(m - m_min) / 150 Da)`` (>= 0).
+            on tissue (half of it on glass), decaying as ``exp(-(m - m_min) / 150 Da)`` (0..1e6).
         yield_noise: standard deviation of the multiplicative Gaussian ion-yield noise per pixel
             and peak (0..1; factors are clipped at 0).
         mz_jitter_da: standard deviation in Da of the per-pixel m/z calibration shift (0..1).
@@ -195,75 +197,50 @@ class MsiDemoParams:
         source: :class:`DemoSource`.
     """
 
-    seed: int = 2025
-    n_regions: int = 6
-    region_size_px: int = 512
-    min_tissue_fraction: float = 0.3
-    msi_pixel_size_um: float = 10.0
+    seed: Annotated[int, Range(ge=0)] = 2025
+    n_regions: Annotated[int, Range(ge=1, le=32)] = 6
+    region_size_px: Annotated[int, Range(ge=64, le=4096)] = 512
+    min_tissue_fraction: Annotated[float, Range(ge=0.0, le=1.0)] = 0.3
+    msi_pixel_size_um: Annotated[float, Range(ge=1.0, le=500.0)] = 10.0
     mz_range: tuple[float, float] = (100.0, 1000.0)
-    mz_step: float = 0.25
-    resolving_power: float = 1000.0
-    n_haematoxylin_peaks: int = 3
-    n_eosin_peaks: int = 3
-    n_unrelated_peaks: int = 3
-    n_background_peaks: int = 2
-    peak_counts: float = 1000.0
-    baseline_counts: float = 0.3
-    yield_noise: float = 0.1
-    mz_jitter_da: float = 0.02
-    max_rotation_deg: float = 3.0
+    mz_step: Annotated[float, Range(ge=0.001, le=5.0)] = 0.25
+    resolving_power: Annotated[float, Range(ge=50.0, le=1e6)] = 1000.0
+    n_haematoxylin_peaks: Annotated[int, Range(ge=0, le=_MAX_PEAKS_PER_KIND)] = 3
+    n_eosin_peaks: Annotated[int, Range(ge=0, le=_MAX_PEAKS_PER_KIND)] = 3
+    n_unrelated_peaks: Annotated[int, Range(ge=0, le=_MAX_PEAKS_PER_KIND)] = 3
+    n_background_peaks: Annotated[int, Range(ge=0, le=_MAX_PEAKS_PER_KIND)] = 2
+    peak_counts: Annotated[float, Range(ge=1e-6, le=1e9)] = 1000.0
+    baseline_counts: Annotated[float, Range(ge=0.0, le=1e6)] = 0.3
+    yield_noise: Annotated[float, Range(ge=0.0, le=1.0)] = 0.1
+    mz_jitter_da: Annotated[float, Range(ge=0.0, le=1.0)] = 0.02
+    max_rotation_deg: Annotated[float, Range(ge=0.0, le=45.0)] = 3.0
     imzml_mode: ImzMLMode = ImzMLMode.PROCESSED
     source: DemoSource = DemoSource.AUTO
 
-    def __post_init__(self) -> None:
-        ints = {
-            "seed": (0, None),
-            "n_regions": (1, 32),
-            "region_size_px": (64, 4096),
-            "n_haematoxylin_peaks": (0, 50),
-            "n_eosin_peaks": (0, 50),
-            "n_unrelated_peaks": (0, 50),
-            "n_background_peaks": (0, 50),
-        }
-        floats = {
-            "min_tissue_fraction": (0.0, 1.0),
-            "msi_pixel_size_um": (1.0, 500.0),
-            "mz_step": (0.001, 5.0),
-            "resolving_power": (50.0, 1e6),
-            "peak_counts": (1e-6, 1e9),
-            "baseline_counts": (0.0, 1e6),
-            "yield_noise": (0.0, 1.0),
-            "mz_jitter_da": (0.0, 1.0),
-            "max_rotation_deg": (0.0, 45.0),
-        }
-        check_ranges(self, "MsiDemoParams", ints=ints, floats=floats)
+    def validate(self) -> None:
+        """At least one peak; an m/z range wide enough for the peaks; not too many samples."""
         if self.n_peaks == 0:
-            raise ValueError("MsiDemoParams needs at least one peak (all n_*_peaks are 0)")
-        try:
-            lo_mz, hi_mz = (float(v) for v in self.mz_range)
-        except (TypeError, ValueError):
-            raise ValueError(
-                f"MsiDemoParams.mz_range must be two numbers, got {self.mz_range!r}"
-            ) from None
-        if not 0.0 < lo_mz < hi_mz <= 1e5:
-            raise ValueError(f"MsiDemoParams.mz_range must be 0 < min < max, got {self.mz_range}")
-        span_needed = (self.n_peaks + 1) * _MIN_PEAK_GAP_DA + 40.0
+            fail(
+                "n_haematoxylin_peaks",
+                "and n_eosin_peaks, n_unrelated_peaks, n_background_peaks are all 0; "
+                "simulate at least one peak",
+            )
+        lo_mz, hi_mz = self.mz_range
+        if not 0.0 < lo_mz < hi_mz <= _MAX_MZ:
+            fail("mz_range", f"must satisfy 0 < min < max <= {_MAX_MZ:g}, got {self.mz_range}")
+        span_needed = (self.n_peaks + 1) * _MIN_PEAK_GAP_DA + 40.0  # 20 Da margins: simulate_peaks
         if hi_mz - lo_mz < span_needed:
-            raise ValueError(
-                f"MsiDemoParams.mz_range {self.mz_range} is too narrow for {self.n_peaks} peaks "
-                f"(needs >= {span_needed} Da)"
+            fail(
+                "mz_range",
+                f"= {self.mz_range} is too narrow for {self.n_peaks} peaks "
+                f"(needs >= {span_needed:g} Da)",
             )
-        if (hi_mz - lo_mz) / self.mz_step > 2_000_000:
-            raise ValueError(
-                f"MsiDemoParams.mz_step {self.mz_step} gives too many m/z samples over "
-                f"{self.mz_range}"
+        if (hi_mz - lo_mz) / self.mz_step > _MAX_MZ_SAMPLES:
+            fail(
+                "mz_step",
+                f"= {self.mz_step:g} gives too many m/z samples over {self.mz_range} "
+                f"(more than {_MAX_MZ_SAMPLES:,})",
             )
-        object.__setattr__(self, "mz_range", (lo_mz, hi_mz))
-        try:
-            object.__setattr__(self, "imzml_mode", ImzMLMode(self.imzml_mode))
-            object.__setattr__(self, "source", DemoSource(self.source))
-        except ValueError as exc:
-            raise ValueError(f"MsiDemoParams: {exc}") from None
 
     @property
     def n_peaks(self) -> int:
@@ -274,18 +251,6 @@ class MsiDemoParams:
             + self.n_unrelated_peaks
             + self.n_background_peaks
         )
-
-    @classmethod
-    def from_mapping(cls, values: Mapping[str, Any] | None) -> MsiDemoParams:
-        """Build from a parameters mapping, rejecting unknown keys (named in the error)."""
-        values = dict(values or {})
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown MSI demo parameter(s) {unknown}; known: {sorted(known)}")
-        if "mz_range" in values and isinstance(values["mz_range"], list):
-            values["mz_range"] = tuple(values["mz_range"])
-        return cls(**values)
 
 
 @dataclass(frozen=True)

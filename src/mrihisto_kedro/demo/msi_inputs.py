@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import tempfile
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -26,6 +25,7 @@ from mrihisto_kedro.demo.control_points import (
 )
 from mrihisto_kedro.demo.msi import MsiDemoParams, MsiDemoRegion, generate_msi_demo
 from mrihisto_kedro.msi.imzml_files import ImzMLFiles
+from mrihisto_kedro.params import Params
 
 __all__ = [
     "MsiDemoInputs",
@@ -38,16 +38,16 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class MsiDemoNodeParams:
-    """``msi_data_engineering.demo``.
+class MsiDemoNodeParams(Params):
+    """``demo_msi``: the simulated MSI/H&E study and its landmark clicks.
 
     Attributes:
-        simulation: :class:`~mrihisto_kedro.demo.msi.MsiDemoParams` keys (empty: defaults).
+        simulation: the simulated study (:class:`~mrihisto_kedro.demo.msi.MsiDemoParams`).
         control_points: simulated landmark clicks
             (:class:`~mrihisto_kedro.demo.control_points.ControlPointSimulation`).
     """
 
-    simulation: dict[str, Any] = field(default_factory=dict)
+    simulation: MsiDemoParams = field(default_factory=MsiDemoParams)
     control_points: ControlPointSimulation = field(default_factory=ControlPointSimulation)
 
 

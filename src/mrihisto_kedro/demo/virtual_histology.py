@@ -29,10 +29,13 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Annotated
 
 import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
+
+from mrihisto_kedro.params import Params, Range, fail
 
 # periods (pixels) of the texture tiles: FFT-friendly, pairwise different so repeats do not line
 # up.
@@ -285,53 +288,56 @@ def plan_section_geometry(
 _CORNER_SIGNS = ((-1.0, -1.0), (-1.0, 1.0), (1.0, -1.0), (1.0, 1.0))
 
 
+_Transmission = Annotated[float, Range(gt=0.0, le=1.0)]
+_OpticalDensity = Annotated[float, Range(ge=0.0)]
+
+
 @dataclass(frozen=True)
-class StainStyle:
+class StainStyle(Params):
     """Per-slide staining appearance.
 
     Optical densities (OD) are natural-log: a pixel transmits ``background * exp(-OD)`` per
-    channel, with ``OD = dab * dab_vector + haematoxylin * haematoxylin_vector``.
+    channel, with ``OD = dab * dab_vector + haematoxylin * haematoxylin_vector`` (both vectors
+    scaled to unit length when rendering).
 
     Attributes:
         background_rgb: glass transmission per channel, ``(r, g, b)`` in ``(0, 1]``.
-        dab_vector: unit OD vector of DAB (brown) over ``(r, g, b)``.
-        haematoxylin_vector: unit OD vector of haematoxylin (blue) over ``(r, g, b)``.
-        dab_gain: multiplies every DAB OD (staining strength).
-        haematoxylin_gain: multiplies every haematoxylin OD.
-        wm_dab: diffuse DAB OD of white-matter neuropil.
-        gm_dab: diffuse DAB OD of grey-matter neuropil.
+        dab_vector: OD direction of DAB (brown) over ``(r, g, b)``: 3 non-negative values, not
+            all 0.
+        haematoxylin_vector: OD direction of haematoxylin (blue) over ``(r, g, b)``, likewise.
+        dab_gain: multiplies every DAB OD (staining strength), >= 0.
+        haematoxylin_gain: multiplies every haematoxylin OD, >= 0.
+        wm_dab: diffuse DAB OD of white-matter neuropil, >= 0.
+        gm_dab: diffuse DAB OD of grey-matter neuropil, >= 0.
         edge_gain: extra white-matter-like astrocytic staining (relative) in the glial band
-            along tissue edges (glia limitans, ventricle walls).
-        haematoxylin_base: diffuse haematoxylin OD of all tissue.
-        gradient: amplitude of the slow multiplicative DAB staining gradient (0 = uniform).
+            along tissue edges (glia limitans, ventricle walls), >= 0.
+        haematoxylin_base: diffuse haematoxylin OD of all tissue, >= 0.
+        gradient: amplitude of the slow multiplicative DAB staining gradient (0 = uniform),
+            in ``[0, 1)``.
     """
 
-    background_rgb: tuple[float, float, float] = (0.96, 0.955, 0.95)
-    dab_vector: tuple[float, float, float] = _NOMINAL_DAB
-    haematoxylin_vector: tuple[float, float, float] = _NOMINAL_HAEM
-    dab_gain: float = 1.0
-    haematoxylin_gain: float = 1.0
-    wm_dab: float = 0.38
-    gm_dab: float = 0.07
-    edge_gain: float = 1.2
-    haematoxylin_base: float = 0.10
-    gradient: float = 0.12
+    background_rgb: tuple[_Transmission, _Transmission, _Transmission] = (0.96, 0.955, 0.95)
+    dab_vector: tuple[_OpticalDensity, _OpticalDensity, _OpticalDensity] = _NOMINAL_DAB
+    haematoxylin_vector: tuple[_OpticalDensity, _OpticalDensity, _OpticalDensity] = _NOMINAL_HAEM
+    dab_gain: Annotated[float, Range(ge=0.0)] = 1.0
+    haematoxylin_gain: Annotated[float, Range(ge=0.0)] = 1.0
+    wm_dab: Annotated[float, Range(ge=0.0)] = 0.38
+    gm_dab: Annotated[float, Range(ge=0.0)] = 0.07
+    edge_gain: Annotated[float, Range(ge=0.0)] = 1.2
+    haematoxylin_base: Annotated[float, Range(ge=0.0)] = 0.10
+    gradient: Annotated[float, Range(ge=0.0, lt=1.0)] = 0.12
 
-    def __post_init__(self) -> None:
-        if len(self.background_rgb) != 3 or not all(0.0 < v <= 1.0 for v in self.background_rgb):
-            raise ValueError(
-                f"background_rgb must be 3 values in (0, 1], got {self.background_rgb}"
-            )
+    def validate(self) -> None:
+        """Each stain has a direction (its vector is not all zeros)."""
         for name in ("dab_vector", "haematoxylin_vector"):
-            vec = np.asarray(getattr(self, name), dtype=float)
-            if vec.shape != (3,) or np.any(vec < 0) or np.linalg.norm(vec) == 0:
-                raise ValueError(f"{name} must be 3 non-negative values, got {vec.tolist()}")
-            object.__setattr__(self, name, tuple(float(v) for v in vec / np.linalg.norm(vec)))
-        for name in ("dab_gain", "haematoxylin_gain", "wm_dab", "gm_dab", "edge_gain"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.haematoxylin_base < 0 or not 0 <= self.gradient < 1:
-            raise ValueError("haematoxylin_base must be >= 0 and gradient in [0, 1)")
+            if not any(getattr(self, name)):
+                fail(name, f"must not be all 0, got {getattr(self, name)}")
+
+
+def _unit(vector: tuple[float, float, float]) -> np.ndarray:
+    """``vector`` scaled to unit length (float64 ``(3,)``)."""
+    values = np.asarray(vector, dtype=float)
+    return values / np.linalg.norm(values)
 
 
 def _rgb(values: np.ndarray) -> tuple[float, float, float]:
@@ -751,8 +757,8 @@ def _stain_lut(style: StainStyle) -> np.ndarray:
     dab = np.arange(256, dtype=np.float64) * (_DAB_OD_MAX / 255.0)
     haem = np.arange(256, dtype=np.float64) * (_HAEM_OD_MAX / 255.0)
     od = (
-        dab[:, None, None] * np.asarray(style.dab_vector)[None, None, :]
-        + haem[None, :, None] * np.asarray(style.haematoxylin_vector)[None, None, :]
+        dab[:, None, None] * _unit(style.dab_vector)[None, None, :]
+        + haem[None, :, None] * _unit(style.haematoxylin_vector)[None, None, :]
     )
     rgb = 255.0 * np.asarray(style.background_rgb)[None, None, :] * np.exp(-od)
     return np.clip(np.rint(rgb), 0, 255).astype(np.uint8).reshape(65536, 3)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
 import pandas as pd
 
@@ -42,6 +42,7 @@ from mrihisto_kedro.evaluation.tiles import (
 )
 from mrihisto_kedro.imaging.tileset import TileSet
 from mrihisto_kedro.nn.training import generator_digest
+from mrihisto_kedro.params import Params, Range
 
 __all__ = [
     "EvaluationParams",
@@ -55,7 +56,7 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class EvaluationParams:
+class EvaluationParams(Params):
     """``<experiment>.evaluation``: what to measure and how (see ``parameters_experiments.yml``).
 
     Attributes:
@@ -73,18 +74,14 @@ class EvaluationParams:
     """
 
     tiles: TileEvaluationParams = field(default_factory=TileEvaluationParams)
-    n_boot: int = 200
-    alpha: float = 0.05
+    n_boot: Annotated[int, Range(ge=1)] = 200
+    alpha: Annotated[float, Range(gt=0.0, lt=1.0)] = 0.05
     kid_subset_size: int = 100
     kid_subsets: int = 50
     weights: WeightPaths = field(default_factory=WeightPaths)
     n_figure_tiles: int = 3
     set_metrics: bool = True
-    min_spread_ratio: float = 0.25
-
-    def __post_init__(self) -> None:
-        if not 0 < self.min_spread_ratio <= 1:
-            raise ValueError(f"min_spread_ratio must be in (0, 1], got {self.min_spread_ratio}")
+    min_spread_ratio: Annotated[float, Range(gt=0.0, le=1.0)] = 0.25
 
 
 @dataclass(frozen=True)

@@ -43,8 +43,9 @@ def rebuild_command(
     """The ``kedro run`` that re-measures ``experiments`` and rebuilds the tables after them.
 
     ``nodes``: experiment -> the name of its evaluation node, where it is not
-    ``<experiment>.evaluate`` (``msi_to_he.msi_unet.evaluate``); ``pipeline``: the registered
-    pipeline that holds those nodes and the table (``msi_whole_specimen`` for its table)."""
+    ``<experiment>.evaluate`` (:attr:`~mrihisto_kedro.experiments.Experiment.evaluate_node`);
+    ``pipeline``: the registered pipeline that holds those nodes and the table
+    (``msi_whole_specimen`` for its table)."""
     names = ",".join((nodes or {}).get(e, f"{e}.evaluate") for e in experiments)
     return f"kedro run --pipeline={pipeline} --from-nodes={names}"
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import SimpleITK as sitk
@@ -31,6 +31,7 @@ from mrihisto_kedro.imaging.stitching import (
 from mrihisto_kedro.imaging.tiff import Compression, Flavour
 from mrihisto_kedro.metrics.seam import seam_score
 from mrihisto_kedro.nn.inference import GeneratorPredictor, load_predictor
+from mrihisto_kedro.params import Params, Range
 
 __all__ = [
     "NewSliceParams",
@@ -45,37 +46,31 @@ __all__ = [
 
 
 @dataclass(frozen=True)
-class SynthesisParams:
-    """How whole slides are synthesised.
+class SynthesisParams(Params):
+    """How whole slides are synthesised (``synthesis``, ``inference.synthesis``).
 
     Attributes:
-        window: model window in pixels of the model's input grid (``None``: the experiment's
-            tile size after scaling, i.e. what the model was trained on).
+        window: model window in pixels of the model's input grid, >= 16 (``None``: the
+            experiment's tile size after scaling, i.e. what the model was trained on).
         overlap_fraction: overlap of neighbouring windows as a fraction of the window, [0, 1).
         weights: blending weight map: ``hann`` (default), ``gaussian`` or ``constant``.
-        margin: context pixels fed around each window and cropped away.
-        batch_size: windows per forward pass.
+        margin: context pixels fed around each window and cropped away (>= 0).
+        batch_size: windows per forward pass (>= 1).
         device: ``auto`` (cuda, mps, cpu) or a torch device.
         splits: which pairs to synthesise (by their split).
         a_range: stored value range of the aligned MRI (``None``: [0, 1] for float images).
         seam_random_lines: random reference lines per axis of the seam score.
     """
 
-    window: int | None = None
-    overlap_fraction: float = 0.5
+    window: Annotated[int, Range(ge=16)] | None = None
+    overlap_fraction: Annotated[float, Range(ge=0.0, lt=1.0)] = 0.5
     weights: WeightKind = WeightKind.HANN
-    margin: int = 0
-    batch_size: int = 8
+    margin: Annotated[int, Range(ge=0)] = 0
+    batch_size: Annotated[int, Range(ge=1)] = 8
     device: str = "auto"
     splits: tuple[str, ...] = ("test",)
     a_range: tuple[float, float] | None = None
     seam_random_lines: int = 256
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.overlap_fraction < 1.0:
-            raise ValueError(f"overlap_fraction must be in [0, 1), got {self.overlap_fraction}")
-        if self.window is not None and self.window < 16:
-            raise ValueError(f"window must be >= 16 px, got {self.window}")
 
 
 def stitch_options(params: SynthesisParams, window: int, *, blended: bool = True) -> StitchOptions:
@@ -245,7 +240,7 @@ class SyntheticSlideJob:
 
 
 @dataclass(frozen=True)
-class NewSliceParams:
+class NewSliceParams(Params):
     """How a user's new MRI becomes the input of a trained generator (``inference`` pipeline).
 
     Attributes:
@@ -258,7 +253,7 @@ class NewSliceParams:
             resampled onto (e.g. a registered slide's mask), linear interpolation.
         transform: optional ITK transform file (e.g. a ``registration_transforms`` .tfm: grid
             mm -> MRI mm) used with ``reference_image``; identity when absent.
-        model_mpp: microns per pixel the generator was trained at, to override the one its
+        model_mpp: microns per pixel (> 0) the generator was trained at, to override the one its
             file records (``None``: the file's ``input_spec``; a file without one and no
             ``model_mpp`` keeps the slice's finest pixel spacing, made square).
     Percentiles ``None`` take the generator file's (else 1 and 99.5).
@@ -271,7 +266,7 @@ class NewSliceParams:
     upper_percentile: float | None = None
     reference_image: str | None = None
     transform: str | None = None
-    model_mpp: float | None = None
+    model_mpp: Annotated[float, Range(gt=0.0)] | None = None
 
 
 def new_slice_input(

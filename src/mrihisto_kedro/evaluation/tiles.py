@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import pandas as pd
@@ -33,6 +33,7 @@ from mrihisto_kedro.metrics.mutual_information import mutual_information
 from mrihisto_kedro.nn.data import resolve_range
 from mrihisto_kedro.nn.device import select_device
 from mrihisto_kedro.nn.training import load_generator
+from mrihisto_kedro.params import Params, Range, fail
 
 __all__ = [
     "SET_METRICS",
@@ -60,8 +61,8 @@ PairDistanceFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 
 @dataclass(frozen=True)
-class TileEvaluationParams:
-    """How tiles are selected and measured.
+class TileEvaluationParams(Params):
+    """How tiles are selected and measured (``<experiment>.evaluation.tiles``).
 
     Attributes:
         splits: splits to evaluate (those absent from the tile set are skipped).
@@ -72,34 +73,31 @@ class TileEvaluationParams:
         batch_size: tiles per generator / feature forward pass.
         device: ``auto`` (cuda, mps, cpu) or an explicit torch device.
         a_range, b_range: stored value ranges of A and B (``None``: from the dtype).
-        target_name, input_name: names of the domains in the comparison labels.
-        seed: seed of the tile subsampling.
+        target_name, input_name: names of the domains in the comparison labels (Python
+            identifiers).
+        seed: seed of the tile subsampling (and of the bootstrap over slides).
     """
 
     splits: tuple[str, ...] = ("train", "test")
-    max_tiles_per_slide: int | None = None
-    mi_bins: int = 20
-    mi_base: float = math.e
-    batch_size: int = 16
+    max_tiles_per_slide: Annotated[int, Range(ge=1)] | None = None
+    mi_bins: Annotated[int, Range(ge=2)] = 20
+    mi_base: Annotated[float, Range(gt=0.0)] = math.e
+    batch_size: Annotated[int, Range(ge=1)] = 16
     device: str = "auto"
     a_range: tuple[float, float] | None = None
     b_range: tuple[float, float] | None = None
     target_name: str = "histology"
     input_name: str = "mri"
-    seed: int = 0
+    seed: Annotated[int, Range(ge=0)] = 0
 
-    def __post_init__(self) -> None:
-        if self.max_tiles_per_slide is not None and self.max_tiles_per_slide < 1:
-            raise ValueError(f"max_tiles_per_slide must be >= 1, got {self.max_tiles_per_slide}")
-        if self.mi_bins < 2:
-            raise ValueError(f"mi_bins must be >= 2, got {self.mi_bins}")
-        if not (self.mi_base > 0 and self.mi_base != 1):
-            raise ValueError(f"mi_base must be > 0 and != 1, got {self.mi_base}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
-        for name in (self.target_name, self.input_name):
-            if not name.isidentifier():
-                raise ValueError(f"domain names must be identifiers, got {name!r}")
+    def validate(self) -> None:
+        """The MI logarithm base is not 1; the domain names are identifiers."""
+        if self.mi_base == 1.0:
+            fail("mi_base", "must not be 1 (the base of a logarithm)")
+        for name in ("target_name", "input_name"):
+            value = getattr(self, name)
+            if not value.isidentifier():
+                fail(name, f"must be a Python identifier (a domain name), got {value!r}")
 
 
 @dataclass

@@ -20,6 +20,7 @@ import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Annotated
 
 import numpy as np
 import SimpleITK as sitk
@@ -32,6 +33,7 @@ from mrihisto_kedro.imaging.mri import (
     slice_layout,
     stack_slices,
 )
+from mrihisto_kedro.params import Params, Range
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +44,7 @@ Predict = Callable[[np.ndarray], np.ndarray]
 
 
 @dataclass(frozen=True)
-class NewVolumeParams:
+class NewVolumeParams(Params):
     """``inference_volume.new_volume``: what the generator file does not know.
 
     Attributes:
@@ -52,12 +54,8 @@ class NewVolumeParams:
     """
 
     volume_index: int | None = None
-    batch_size: int = 8
+    batch_size: Annotated[int, Range(ge=1)] = 8
     device: str = "auto"
-
-    def __post_init__(self) -> None:
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
 
 
 def resample_in_plane(volume: sitk.Image, plane: Plane | str, pixel_mm: float) -> sitk.Image:

@@ -40,7 +40,9 @@ def pair_tile_set(
     Args:
         loaders: one per pair (:func:`~mrihisto_kedro.imaging.aligned_pairs.aligned_pair_loaders`).
         params: ``tiles``: a grid of tiles; ``whole``: one ``load_size`` px view per pair.
-        normalisation: the MRI slices' percentile normalisation (recorded in the input spec).
+        normalisation: the MRI slices' percentile normalisation, as their files record it
+            (:func:`~mrihisto_kedro.imaging.aligned_pairs.recorded_pair_normalisation`);
+            recorded in the input spec.
 
     Returns:
         Tiles: a :class:`PairTilesJob` (bounded by one pair's grid, not by the whole set);

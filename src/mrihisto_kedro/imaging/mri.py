@@ -18,9 +18,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Annotated
 
 import numpy as np
 import SimpleITK as sitk
+
+from mrihisto_kedro.params import Params, Range, fail
 
 
 class Plane(StrEnum):
@@ -246,7 +249,7 @@ def robust_normalise(
 
 
 @dataclass(frozen=True)
-class MriNormalisation:
+class MriNormalisation(Params):
     """Robust percentile scaling of MRI slices to [0, 1] (see :func:`robust_normalise`).
 
     Attributes:
@@ -254,15 +257,60 @@ class MriNormalisation:
         upper_percentile: percentile (0..100, above ``lower_percentile``) mapped to 1.
     """
 
-    lower_percentile: float = 1.0
-    upper_percentile: float = 99.5
+    lower_percentile: Annotated[float, Range(ge=0.0, lt=100.0)] = 1.0
+    upper_percentile: Annotated[float, Range(gt=0.0, le=100.0)] = 99.5
 
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.lower_percentile < self.upper_percentile <= 100.0:
-            raise ValueError(
-                "need 0 <= lower_percentile < upper_percentile <= 100, got "
-                f"{self.lower_percentile}, {self.upper_percentile}"
+    def validate(self) -> None:
+        """The lower percentile is below the upper one."""
+        if not self.lower_percentile < self.upper_percentile:
+            fail(
+                "lower_percentile",
+                f"must be below upper_percentile ({self.upper_percentile:g}), got "
+                f"{self.lower_percentile:g}",
             )
+
+
+#: metadata keys of an MRI slice recording the percentiles it was normalised with
+LOWER_PERCENTILE_KEY = "mrihisto_lower_percentile"
+UPPER_PERCENTILE_KEY = "mrihisto_upper_percentile"
+
+
+class NormalisationRecordError(ValueError):
+    """An MRI slice does not record the percentiles it was normalised with."""
+
+
+def record_normalisation(image: sitk.Image, normalisation: MriNormalisation) -> None:
+    """Write ``normalisation`` into ``image``'s metadata (kept by ``.mha``/``.nrrd`` files)."""
+    image.SetMetaData(LOWER_PERCENTILE_KEY, repr(float(normalisation.lower_percentile)))
+    image.SetMetaData(UPPER_PERCENTILE_KEY, repr(float(normalisation.upper_percentile)))
+
+
+def recorded_normalisation(image: sitk.Image, source: str) -> MriNormalisation:
+    """The percentiles an MRI slice (or the MRI resampled from it) was normalised with.
+
+    Read from the image itself (:func:`record_normalisation`), so that steps after
+    data_engineering record what the pixels are, not today's
+    ``data_engineering.mri_normalisation``.
+
+    Args:
+        image: as loaded from a file written by data_engineering or registration.
+        source: names the file or pair in the error.
+
+    Raises:
+        NormalisationRecordError: the keys are missing or invalid (names ``source``).
+    """
+    try:
+        return MriNormalisation(
+            lower_percentile=float(image.GetMetaData(LOWER_PERCENTILE_KEY)),
+            upper_percentile=float(image.GetMetaData(UPPER_PERCENTILE_KEY)),
+        )
+    except (RuntimeError, ValueError) as exc:  # RuntimeError: SimpleITK's missing key
+        raise NormalisationRecordError(
+            f"{source}: records no MRI normalisation ({LOWER_PERCENTILE_KEY!r}, "
+            f"{UPPER_PERCENTILE_KEY!r} in its metadata); it was written by an older version: "
+            "re-run `kedro run --pipeline=data_engineering` and then "
+            "`kedro run --pipeline=registration`"
+        ) from exc
 
 
 def normalised_slice(
@@ -283,7 +331,8 @@ def normalised_slice(
 
     Returns:
         float32 2-D image ``(rows, cols)`` in [0, 1] with the slice's spacing in mm, origin
-        and direction (see :func:`extract_slice`) and its ``mrihisto_*`` metadata.
+        and direction (see :func:`extract_slice`) and its ``mrihisto_*`` metadata, the
+        percentiles included (:func:`record_normalisation`).
 
     Raises:
         ValueError: volume index or slice index out of range, or a constant slice.
@@ -297,4 +346,5 @@ def normalised_slice(
     image.CopyInformation(plane_image)
     for key in plane_image.GetMetaDataKeys():
         image.SetMetaData(key, plane_image.GetMetaData(key))
+    record_normalisation(image, norm)
     return image

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import pandas as pd
@@ -31,8 +31,9 @@ from mrihisto_kedro.imaging.masks import (
     mri_tissue_mask,
     slide_tissue_mask,
 )
+from mrihisto_kedro.imaging.pair_executor import PairExecutorParams, map_pairs
 from mrihisto_kedro.imaging.slides import Slide
-from mrihisto_kedro.params import check_ranges
+from mrihisto_kedro.params import Params, Range, fail
 
 __all__ = [
     "REPORT_COLUMNS",
@@ -72,7 +73,7 @@ REPORT_COLUMNS = (
 
 
 @dataclass(frozen=True)
-class SlideMaskParams:
+class SlideMaskParams(Params):
     """Tissue mask of a downsampled slide (Otsu on optical density of a thumbnail).
 
     Attributes:
@@ -89,26 +90,14 @@ class SlideMaskParams:
     method: SlideMaskMethod = SlideMaskMethod.LOG_OD
     threshold: float | None = None
     min_threshold: float | None = 0.03
-    max_size: int = 2048
-    min_object_px: int = 64
-    closing_radius_px: int = 2
-    min_tissue_fraction: float = 0.001
-
-    def __post_init__(self) -> None:
-        check_ranges(
-            self,
-            "slide_mask",
-            ints={
-                "max_size": (16, None),
-                "min_object_px": (0, None),
-                "closing_radius_px": (0, None),
-            },
-            floats={"min_tissue_fraction": (0.0, 1.0)},
-        )
+    max_size: Annotated[int, Range(ge=16)] = 2048
+    min_object_px: Annotated[int, Range(ge=0)] = 64
+    closing_radius_px: Annotated[int, Range(ge=0)] = 2
+    min_tissue_fraction: Annotated[float, Range(ge=0.0, le=1.0)] = 0.001
 
 
 @dataclass(frozen=True)
-class MriMaskParams:
+class MriMaskParams(Params):
     """Tissue mask of an MRI slice: Otsu, or a fixed threshold on the [0, 1] intensities.
 
     Attributes:
@@ -119,14 +108,15 @@ class MriMaskParams:
 
     method: MriMaskMethod = MriMaskMethod.OTSU
     threshold: float | None = None
-    min_object_px: int = 16
+    min_object_px: Annotated[int, Range(ge=0)] = 16
 
-    def __post_init__(self) -> None:
-        check_ranges(self, "mri_mask", ints={"min_object_px": (0, None)})
-        if (self.method == MriMaskMethod.THRESHOLD) != (self.threshold is not None):
-            raise ValueError(
-                "mri_mask.threshold must be set with mri_mask.method = threshold and only then "
-                f"(got method {self.method}, threshold {self.threshold})"
+    def validate(self) -> None:
+        """``threshold`` is set with method ``threshold`` and only then."""
+        if (self.method is MriMaskMethod.THRESHOLD) != (self.threshold is not None):
+            fail(
+                "threshold",
+                f"must be set with method 'threshold' and only then (got method "
+                f"{self.method.value!r}, threshold {self.threshold})",
             )
 
 
@@ -268,8 +258,9 @@ def mask_pairs(
     mri_params: MriMaskParams,
     *,
     setting: str = "slide_mask.min_tissue_fraction",
+    executor: PairExecutorParams | None = None,
 ) -> TissueMaskStudy:
-    """Mask every pair (one slide open at a time), then refuse blank slides.
+    """Mask every pair (one slide open per running pair), then refuse blank slides.
 
     Args:
         pairs: ``pair_id, specimen_id, split, slide`` per pair.
@@ -277,6 +268,8 @@ def mask_pairs(
         mri_slices: ``{pair_id: loader of its MRI slice}``.
         slide_params, mri_params: how to mask each.
         setting: the parameter key of ``slide_params.min_tissue_fraction``, for the message.
+        executor: how the pairs are run (:func:`~.pair_executor.map_pairs`; ``None``: one
+            after another); the result is the same.
 
     Raises:
         BlankSlideError: naming every pair whose slide shows less tissue than the minimum.
@@ -284,10 +277,13 @@ def mask_pairs(
     slide_masks: dict[str, sitk.Image] = {}
     mri_masks: dict[str, sitk.Image] = {}
     rows = []
-    for row in pairs.to_dict("records"):
+    records = pairs.to_dict("records")
+    jobs = [
+        (slides[str(r["pair_id"])], mri_slices[str(r["pair_id"])], slide_params, mri_params)
+        for r in records
+    ]
+    for row, masks in zip(records, map_pairs(_mask_job, jobs, executor), strict=True):
         pair_id = str(row["pair_id"])
-        with slides[pair_id]() as slide:
-            masks = mask_pair(slide, mri_slices[pair_id](), slide_params, mri_params)
         slide_masks[pair_id] = masks.slide_mask
         mri_masks[pair_id] = masks.mri_mask
         ids = {"pair_id": pair_id, "specimen_id": row["specimen_id"], "split": row["split"]}
@@ -295,6 +291,15 @@ def mask_pairs(
     report = pd.DataFrame(rows, columns=list(REPORT_COLUMNS))
     refuse_blank_slides(report, pairs, slide_params.min_tissue_fraction, setting)
     return TissueMaskStudy(slide_masks, mri_masks, report)
+
+
+def _mask_job(
+    job: tuple[Callable[[], Slide], Callable[[], sitk.Image], SlideMaskParams, MriMaskParams],
+) -> PairMasks:
+    """:func:`mask_pair` of one pair's loaders (the slide is closed before returning)."""
+    load_slide, load_mri, slide_params, mri_params = job
+    with load_slide() as slide:
+        return mask_pair(slide, load_mri(), slide_params, mri_params)
 
 
 def refuse_blank_slides(

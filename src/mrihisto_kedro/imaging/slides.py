@@ -1,4 +1,4 @@
-"""Lazy, read-only access to whole-slide images through OpenSlide.
+"""Lazy, read-only access to whole-slide images through OpenSlide (and libvips where it is faster).
 
 :func:`open_slide` returns a :class:`Slide`: a thin handle over ``openslide.OpenSlide`` that reads
 only the file header when it is opened. Pixels are read on demand, always returned as RGB ``uint8``
@@ -10,6 +10,12 @@ Conventions used throughout:
 * sizes are ``(width, height)`` in pixels, arrays are ``(height, width, 3)``;
 * locations passed to :meth:`Slide.read_region` are level-0 pixel coordinates ``(x, y)``;
 * ``mpp`` is microns per pixel ``(x, y)`` at level 0, ``None`` when the file does not record it.
+
+Pixels of TIFF-family slides (OpenSlide vendors ``aperio`` and ``generic-tiff``) are read through
+libvips' TIFF loader (:mod:`mrihisto_kedro.imaging.slide_reader`: 1.6-2.5x the tiles/s) where
+its pixels are OpenSlide's: levels stored as tiled 8-bit RGB pages, at rectangles whose level
+coordinates are whole numbers (OpenSlide interpolates at fractional ones); every other read goes
+through OpenSlide. The first libvips read of each level is checked against OpenSlide.
 
 Every failure to open or read a file is raised as :class:`SlideReadError`, whose message names the
 file and says what is wrong with it.
@@ -25,15 +31,18 @@ import math
 import os
 import struct
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
 from typing import Any, BinaryIO, Self
 
 import numpy as np
 import openslide
+import pyvips
 from openslide import OpenSlideError, OpenSlideUnsupportedFormatError
 
 from mrihisto_kedro.imaging.bit_depth import BitDepthError, check_tiff_bit_depth
+from mrihisto_kedro.imaging.slide_reader import VipsLevels, vips_pages
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
@@ -197,10 +206,15 @@ class Slide:
     ParallelRunner workers).
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        """Open ``path`` with OpenSlide; raise :class:`SlideReadError` if that is not possible."""
+    def __init__(self, path: str | os.PathLike[str], *, libvips: bool = True) -> None:
+        """Open ``path`` with OpenSlide; raise :class:`SlideReadError` if that is not possible.
+
+        ``libvips=False`` reads every pixel through OpenSlide (the same pixels, slower).
+        """
         self._path = Path(path)
+        self._libvips = libvips
         self._osr: openslide.OpenSlide | None = None
+        self._vips: VipsLevels | None = None
         self._open()
 
     # ------------------------------------------------------------------ opening and closing
@@ -242,9 +256,15 @@ class Slide:
         self._level_dimensions = [(int(w), int(h)) for w, h in osr.level_dimensions]
         self._level_downsamples = [float(d) for d in osr.level_downsamples]
         self._associated_names = list(osr.associated_images.keys())
+        if self._libvips and self.vendor in _CHECKED_VENDORS:
+            pages = vips_pages(path, self._level_dimensions)
+            self._vips = VipsLevels(path, pages) if pages else None
 
     def close(self) -> None:
         """Release the OpenSlide handle. Further reads raise :class:`SlideReadError`."""
+        if self._vips is not None:
+            self._vips.close()
+            self._vips = None
         if self._osr is not None:
             self._osr.close()
             self._osr = None
@@ -264,12 +284,14 @@ class Slide:
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickle by path only: an OpenSlide handle cannot cross processes."""
-        return {"path": str(self._path)}
+        return {"path": str(self._path), "libvips": self._libvips}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         """Reopen the file from its path."""
         self._path = Path(state["path"])
+        self._libvips = bool(state.get("libvips", True))
         self._osr = None
+        self._vips = None
         self._open()
 
     def __repr__(self) -> str:
@@ -351,6 +373,11 @@ class Slide:
         return self._background
 
     @property
+    def vips_levels(self) -> list[int]:
+        """Levels whose whole-pixel reads go through libvips (``[]``: OpenSlide reads all)."""
+        return self._vips.levels if self._vips is not None else []
+
+    @property
     def associated_image_names(self) -> list[str]:
         """Names of the associated images (e.g. ``label``, ``macro``, ``thumbnail``)."""
         return list(self._associated_names)
@@ -398,6 +425,70 @@ class Slide:
             ``(height, width, 3)`` ``uint8`` RGB array; areas outside the slide or transparent are
             filled with :attr:`background_color`.
         """
+        w, h = self._check_region(level, size, max_pixels)
+        x, y = int(location[0]), int(location[1])
+        vips = self._vips
+        if vips is not None and vips.has(level):
+            pixels = self._read_vips(vips, (x, y), level, (w, h))
+            if pixels is not None:
+                return pixels
+        return self._read_openslide((x, y), level, (w, h))
+
+    def read_regions(
+        self,
+        locations: list[tuple[int, int]] | np.ndarray,
+        level: int,
+        size: tuple[int, int],
+        *,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        workers: int = 1,
+    ) -> np.ndarray:
+        """Read many rectangles of one size from one level in one call.
+
+        Args:
+            locations: ``N`` top-left corners ``(x, y)`` in level-0 pixel coordinates (a list
+                or an ``(N, 2)`` integer array).
+            level: pyramid level to read from.
+            size: ``(width, height)`` in pixels of ``level``, the same for every rectangle.
+            max_pixels: refuse a batch larger than this many pixels in total.
+            workers: threads reading at once (libvips and OpenSlide decode without the GIL:
+                2 threads read about 1.8x the tiles per second of 1 on 2 free cores).
+
+        Returns:
+            ``(N, height, width, 3)`` ``uint8``: rectangle ``i`` is exactly what
+            ``read_region(locations[i], level, size)`` returns.
+        """
+        corners = np.asarray(locations, dtype=np.int64).reshape(-1, 2)
+        w, h = self._check_region(level, size, max_pixels)
+        if len(corners) * w * h > max_pixels:
+            raise ValueError(
+                f"{len(corners)} regions of {w}x{h} px from slide '{self._path}' exceed the "
+                f"in-memory budget of {max_pixels / 1e6:.0f} Mpx; read fewer at once"
+            )
+        if workers < 1:
+            raise ValueError(f"workers must be >= 1, got {workers}")
+        out = np.empty((len(corners), h, w, 3), dtype=np.uint8)
+
+        def read(i: int, xy: list[int]) -> None:
+            x, y = xy
+            vips = self._vips
+            if (
+                vips is None
+                or not vips.has(level)
+                or (self._read_vips(vips, (x, y), level, (w, h), out[i]) is None)
+            ):
+                out[i] = self._read_openslide((x, y), level, (w, h))
+
+        if workers == 1 or len(corners) < 2:
+            for i, xy in enumerate(corners.tolist()):
+                read(i, xy)
+        else:
+            with ThreadPoolExecutor(min(workers, len(corners))) as pool:
+                list(pool.map(read, range(len(corners)), corners.tolist()))
+        return out
+
+    def _check_region(self, level: int, size: tuple[int, int], max_pixels: int) -> tuple[int, int]:
+        """Validate a read's level and size; return ``(w, h)``."""
         self._check_level(level)
         w, h = int(size[0]), int(size[1])
         if w <= 0 or h <= 0:
@@ -408,7 +499,47 @@ class Slide:
                 f"the in-memory budget of {max_pixels / 1e6:.0f} Mpx; read smaller regions or use "
                 "downsample_slide()"
             )
-        x, y = int(location[0]), int(location[1])
+        return w, h
+
+    def _read_vips(
+        self,
+        vips: VipsLevels,
+        xy: tuple[int, int],
+        level: int,
+        wh: tuple[int, int],
+        out: np.ndarray | None = None,
+    ) -> np.ndarray | None:
+        """The rectangle through libvips, or ``None`` where OpenSlide must read it.
+
+        Written into ``out`` when given. ``None`` when the level coordinates are fractional
+        (OpenSlide interpolates there) or libvips cannot decode the pixels. The first read of a
+        level that touches its pixels is compared with OpenSlide's; on a difference the level is
+        handed back to OpenSlide.
+        """
+        ds = self._level_downsamples[level]
+        lx, ly = xy[0] / ds, xy[1] / ds  # OpenSlide's own level coordinates (C doubles)
+        if not (lx.is_integer() and ly.is_integer()):
+            return None
+        try:
+            pixels = vips.read(level, (int(lx), int(ly)), wh, self._background, out)
+        except pyvips.Error:
+            return None
+        if not vips.verified(level):
+            lw, lh = self._level_dimensions[level]
+            if lx < lw and ly < lh and lx + wh[0] > 0 and ly + wh[1] > 0:
+                reference = self._read_openslide(xy, level, wh)
+                if np.array_equal(reference, pixels):
+                    vips.mark_verified(level)
+                else:
+                    vips.disable(level)
+                    if out is not None:
+                        out[...] = reference
+                    return reference
+        return pixels
+
+    def _read_openslide(self, xy: tuple[int, int], level: int, wh: tuple[int, int]) -> np.ndarray:
+        """The rectangle through OpenSlide (any format), composited onto the background."""
+        (x, y), (w, h) = xy, wh
         handle = self._handle
         try:
             pil = handle.read_region((x, y), level, (w, h))
@@ -453,11 +584,13 @@ class Slide:
         return max(candidates, key=lambda i: downsamples[i], default=0)
 
 
-def open_slide(path: str | os.PathLike[str]) -> Slide:
+def open_slide(path: str | os.PathLike[str], *, libvips: bool = True) -> Slide:
     """Open a whole-slide image lazily (only the header is read).
 
     Args:
         path: a file in a format OpenSlide reads (Aperio .svs, generic tiled TIFF, .ndpi, ...).
+        libvips: read TIFF-family levels through libvips where its pixels are OpenSlide's
+            (``False``: OpenSlide reads everything).
 
     Returns:
         A :class:`Slide` handle; close it when done.
@@ -466,4 +599,4 @@ def open_slide(path: str | os.PathLike[str]) -> Slide:
         SlideReadError: the file is missing, empty, truncated, corrupt or not a slide format; the
             message names the file and the problem.
     """
-    return Slide(path)
+    return Slide(path, libvips=libvips)

@@ -42,7 +42,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, TypeGuard, TypeVar
+from typing import Annotated, Any, TypeGuard
 
 import numpy as np
 import pyvips
@@ -55,6 +55,7 @@ from mrihisto_kedro.imaging.row_spool import (
 )
 from mrihisto_kedro.imaging.slide_image import SlideImage
 from mrihisto_kedro.imaging.tiff import Compression, Flavour, write_pyramidal_tiff
+from mrihisto_kedro.params import Params, Range, fail, parse_option
 
 __all__ = [
     "BorderMode",
@@ -82,8 +83,6 @@ canvas rows ``y0:y0+h`` and columns ``x0:x0+w``; always called with a region ins
 Predict = Callable[[np.ndarray], np.ndarray]
 """``predict(batch (N, C, h, w) float32) -> (N, out_channels, h, w)`` (cast to float32)."""
 
-E = TypeVar("E", bound=StrEnum)
-
 _FINALISE_ROWS = 16  # rows normalised / converted / written at a time (bounds the temporaries)
 
 
@@ -107,17 +106,6 @@ class BorderMode(StrEnum):
 
     REFLECT = "reflect"  # mirror without repeating the edge pixel (numpy ``reflect``)
     CONSTANT = "constant"  # ``pad_value`` (e.g. -1, the background of inputs in [-1, 1])
-
-
-def _parse(enum_cls: type[E], value: E | str, name: str) -> E:
-    if isinstance(value, enum_cls):
-        return value
-    if isinstance(value, str):
-        for member in enum_cls:
-            if member.value == value.lower():
-                return member
-    allowed = ", ".join(repr(m.value) for m in enum_cls)
-    raise ValueError(f"{name}={value!r} is not valid; expected one of {allowed}")
 
 
 def _is_int(value: object) -> TypeGuard[int | np.integer[Any]]:
@@ -284,7 +272,7 @@ def weight_profile(
     Returns:
         ``(length,)`` float64, symmetric, in ``[min_weight, 1]``.
     """
-    kind = _parse(WeightKind, kind, "weights")
+    kind = parse_option(WeightKind, kind, name="weights")
     if length < 1:
         raise ValueError(f"window length must be >= 1 pixel, got {length}")
     if not (math.isfinite(sigma_scale) and sigma_scale > 0):
@@ -352,17 +340,24 @@ def vips_reader(image: pyvips.Image) -> ReadInput:
 
 
 # --------------------------------------------------------------------------------------- options
+#: a window side in pixels, >= 1
+_Side = Annotated[int, Range(ge=1)]
+#: an overlap in pixels, >= 0
+_Overlap = Annotated[int, Range(ge=0)]
+
+
 @dataclass(frozen=True)
-class StitchOptions:
+class StitchOptions(Params):
     """How the canvas is cut into windows and blended; validated on construction.
 
     Attributes:
-        window: kept window size in pixels, an int or ``(h, w)`` (clipped to the canvas).
+        window: kept window size in pixels, an int or ``(h, w)`` (clipped to the canvas);
+            stored as ``(h, w)``.
         overlap: overlap of neighbouring windows in pixels, an int or ``(rows, cols)``,
-            ``0 <= overlap < window``.
+            ``0 <= overlap < window``; stored as ``(rows, cols)``.
         margin: context pixels on every side of the window fed to the model and cropped away.
         weights: ``gaussian``, ``hann`` or ``constant`` (see :class:`WeightKind`).
-        sigma_scale: Gaussian sigma as a fraction of the window (0.125 as in MONAI).
+        sigma_scale: Gaussian sigma as a fraction of the window (0.125 as in MONAI), > 0.
         min_weight: floor of the 1-D weight profiles, in (0, 1].
         batch_size: windows per ``predict`` call (the last call of a row may be smaller).
         border: how the margin is filled outside the canvas (``reflect`` or ``constant``).
@@ -372,38 +367,30 @@ class StitchOptions:
     weights="constant")``.
     """
 
-    window: int | tuple[int, int] = 256
-    overlap: int | tuple[int, int] = 64
-    margin: int = 0
-    weights: WeightKind | str = WeightKind.HANN
-    sigma_scale: float = 0.125
-    min_weight: float = 1e-3
-    batch_size: int = 8
-    border: BorderMode | str = BorderMode.REFLECT
-    pad_value: float = -1.0
+    window: tuple[_Side, _Side] | int = (256, 256)
+    overlap: tuple[_Overlap, _Overlap] | int = (64, 64)
+    margin: Annotated[int, Range(ge=0)] = 0
+    weights: WeightKind = WeightKind.HANN
+    sigma_scale: Annotated[float, Range(gt=0.0)] = 0.125
+    min_weight: Annotated[float, Range(gt=0.0, le=1.0)] = 1e-3
+    batch_size: Annotated[int, Range(ge=1)] = 8
+    border: BorderMode = BorderMode.REFLECT
+    pad_value: Annotated[float, Range()] = -1.0
 
     def __post_init__(self) -> None:
-        window = _pair(self.window, "window")
-        overlap = _pair(self.overlap, "overlap")
-        if min(window) < 1:
-            raise ValueError(f"window must be >= 1 pixel, got {self.window!r}")
-        if not all(0 <= o < w for o, w in zip(overlap, window, strict=True)):
-            raise ValueError(
-                f"overlap ({self.overlap!r} px) must be >= 0 and smaller than the window "
-                f"({self.window!r} px)"
-            )
-        if not _is_int(self.margin) or self.margin < 0:
-            raise ValueError(f"margin must be an int >= 0 pixels, got {self.margin!r}")
-        if not _is_int(self.batch_size) or self.batch_size < 1:
-            raise ValueError(f"batch_size must be a positive int, got {self.batch_size!r}")
-        if not math.isfinite(self.pad_value):
-            raise ValueError(f"pad_value must be finite, got {self.pad_value!r}")
-        object.__setattr__(self, "window", window)
-        object.__setattr__(self, "overlap", overlap)
-        object.__setattr__(self, "weights", _parse(WeightKind, self.weights, "weights"))
-        object.__setattr__(self, "border", _parse(BorderMode, self.border, "border"))
-        # validates sigma_scale and min_weight
-        weight_profile(2, self.weights, sigma_scale=self.sigma_scale, min_weight=self.min_weight)
+        """An int ``window`` or ``overlap`` is that size on both axes; then the declared types,
+        ranges and :meth:`validate` (:class:`~mrihisto_kedro.params.Params`)."""
+        for name in ("window", "overlap"):
+            value = getattr(self, name)
+            if _is_int(value):
+                object.__setattr__(self, name, (value, value))
+        super().__post_init__()
+
+    def validate(self) -> None:
+        """The overlap is smaller than the window along both axes."""
+        window, overlap = _pair(self.window, "window"), _pair(self.overlap, "overlap")
+        if not all(o < w for o, w in zip(overlap, window, strict=True)):
+            fail("overlap", f"must be smaller than the window {window} px, got {overlap} px")
 
     def grid(self, shape: Sequence[int]) -> WindowGrid:
         """The :class:`WindowGrid` of these options over a canvas ``(H, W)``."""
@@ -494,7 +481,6 @@ def iter_stitched_rows(
     if not _is_int(out_channels) or out_channels < 1:
         raise ValueError(f"out_channels must be a positive int, got {out_channels!r}")
     border, pad_value, batch_size = options.border, options.pad_value, options.batch_size
-    assert isinstance(border, BorderMode)  # StitchOptions.__post_init__ parsed it
     height, width = grid.shape
     wh, ww = grid.window
     m = grid.margin

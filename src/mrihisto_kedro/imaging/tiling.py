@@ -18,7 +18,7 @@ import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Annotated, Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -27,35 +27,26 @@ from skimage.transform import resize
 from mrihisto_kedro.imaging.input_spec import InputKind, InputSpec
 from mrihisto_kedro.imaging.level_array import LevelArray
 from mrihisto_kedro.imaging.tileset import TileSet, TileSetWriter
+from mrihisto_kedro.params import Params, Range
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class TilingParams:
+class TilingParams(Params):
     """How tiles are cut.
 
     Attributes:
-        tile_size: tile side in pixels of the downsampled grid the pairs live on.
+        tile_size: tile side in pixels of the downsampled grid the pairs live on (>= 8).
         stride: step between tiles in pixels (``None``: ``tile_size``, i.e. non-overlapping).
         min_tissue_fraction: keep a tile only if at least this fraction of it is tissue.
         output_size: tiles are resized to this side before storage (``None``: ``tile_size``).
     """
 
-    tile_size: int = 256
-    stride: int | None = None
-    min_tissue_fraction: float = 0.5
+    tile_size: Annotated[int, Range(ge=8)] = 256
+    stride: Annotated[int, Range(ge=1)] | None = None
+    min_tissue_fraction: Annotated[float, Range(ge=0.0, le=1.0)] = 0.5
     output_size: int | None = None
-
-    def __post_init__(self) -> None:
-        if self.tile_size < 8:
-            raise ValueError(f"tile_size must be >= 8 px, got {self.tile_size}")
-        if self.stride is not None and self.stride < 1:
-            raise ValueError(f"stride must be >= 1 px, got {self.stride}")
-        if not 0.0 <= self.min_tissue_fraction <= 1.0:
-            raise ValueError(
-                f"min_tissue_fraction must be in [0, 1], got {self.min_tissue_fraction}"
-            )
 
 
 @dataclass(frozen=True)

@@ -9,16 +9,94 @@ so no test-specimen H&E leaks into training.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 
 import numpy as np
 import SimpleITK as sitk
 
 from mrihisto_kedro.msi.geometry import image_to_array
-from mrihisto_kedro.msi.params import ReductionParams
+from mrihisto_kedro.msi.params import ReductionMethod, ReductionParams
 from mrihisto_kedro.msi.reduction import reduce_to_rgb
 
-__all__ = ["reduce_images", "reduce_jointly"]
+__all__ = ["ReductionRecord", "ReductionRecordError", "reduce_images", "reduce_jointly"]
+
+#: metadata keys of a reduced MSI image (kept by ``.mha`` files and carried by registration)
+EMBEDDING_KEY = "mrihisto_embedding"
+LOWER_KEY = "mrihisto_lower_percentile"
+UPPER_KEY = "mrihisto_upper_percentile"
+
+
+class ReductionRecordError(ValueError):
+    """A reduced MSI image does not record its reduction, or the images disagree."""
+
+
+@dataclass(frozen=True)
+class ReductionRecord:
+    """How a reduced MSI image was made, as the image itself records it.
+
+    Steps after ``reduce_peak_stacks`` (tiling, whole views) read it from the images they are
+    given, not from today's ``msi_data_engineering.reduction`` parameters, so a changed
+    parameter without a re-run cannot mislabel a generator's input spec.
+
+    Attributes:
+        embedding: the embedding (``pca``, ``tsne``, ``umap``).
+        lower_percentile, upper_percentile: the study-wide scaling to [0, 1] (percent).
+    """
+
+    embedding: ReductionMethod
+    lower_percentile: float
+    upper_percentile: float
+
+    @classmethod
+    def of(cls, params: ReductionParams) -> ReductionRecord:
+        """The record of a reduction run with ``params``."""
+        lower, upper = params.percentiles
+        return cls(ReductionMethod(params.method), float(lower), float(upper))
+
+    def write(self, image: sitk.Image) -> None:
+        """Store the record in ``image``'s metadata."""
+        image.SetMetaData(EMBEDDING_KEY, str(self.embedding))
+        image.SetMetaData(LOWER_KEY, repr(self.lower_percentile))
+        image.SetMetaData(UPPER_KEY, repr(self.upper_percentile))
+
+    @classmethod
+    def read(cls, image: sitk.Image, source: str) -> ReductionRecord:
+        """The record stored in ``image``.
+
+        Raises:
+            ReductionRecordError: missing or invalid keys (names ``source`` and the fix).
+        """
+        try:
+            return cls(
+                ReductionMethod(image.GetMetaData(EMBEDDING_KEY)),
+                float(image.GetMetaData(LOWER_KEY)),
+                float(image.GetMetaData(UPPER_KEY)),
+            )
+        except (RuntimeError, ValueError) as exc:  # RuntimeError: SimpleITK's missing key
+            raise ReductionRecordError(
+                f"{source}: records no MSI reduction ({EMBEDDING_KEY!r}, {LOWER_KEY!r}, "
+                f"{UPPER_KEY!r} in its metadata); it was written by an older version: re-run "
+                "`kedro run --pipeline=msi_data_engineering`"
+            ) from exc
+
+    @staticmethod
+    def agreed(records: Iterable[tuple[str, ReductionRecord]]) -> ReductionRecord:
+        """The one record that every ``(pair_id, record)`` holds.
+
+        Raises:
+            ReductionRecordError: no records, or pairs reduced differently (named).
+        """
+        by_record: dict[ReductionRecord, list[str]] = {}
+        for pair_id, record in records:
+            by_record.setdefault(record, []).append(pair_id)
+        if len(by_record) != 1:
+            found = "; ".join(f"{r} in {', '.join(ids)}" for r, ids in by_record.items())
+            raise ReductionRecordError(
+                f"the registered MSI images were not reduced together ({found or 'none'}): "
+                "re-run `kedro run --pipeline=msi_data_engineering`"
+            )
+        return next(iter(by_record))
 
 
 def reduce_jointly(
@@ -101,12 +179,14 @@ def reduce_images(
 
     Returns:
         ``{pair_id: vector float32 image (3 components) in [0, 1]}`` with each stack's spacing,
-        origin and direction, in ``stacks``' order.
+        origin and direction and the :class:`ReductionRecord` in its metadata, in ``stacks``'
+        order.
     """
     arrays = {k: np.moveaxis(image_to_array(v), -1, 0) for k, v in stacks.items()}
     out = {}
     for pair_id, rgb in reduce_jointly(arrays, params).items():
         image = sitk.GetImageFromArray(rgb.astype(np.float32), isVector=True)
         image.CopyInformation(stacks[pair_id])
+        ReductionRecord.of(params).write(image)
         out[pair_id] = image
     return out

@@ -1,8 +1,9 @@
 """Parameters of the ``msi_data_engineering`` pipeline's steps (seed 003; no Kedro).
 
 One frozen dataclass per block of ``msi_data_engineering`` in ``conf/base/parameters_msi.yml``,
-validated on construction (:func:`mrihisto_kedro.params.parse_params` names the dotted key of a
-bad value): :class:`SpectraParams` (``spectra``), :class:`ReductionParams` (``reduction``),
+validated on construction (:class:`~mrihisto_kedro.params.Params`: ranges on the fields, cross-field
+rules in ``validate``; :func:`mrihisto_kedro.params.parse_params` names the dotted key of a bad
+value): :class:`SpectraParams` (``spectra``), :class:`ReductionParams` (``reduction``),
 :class:`MsiRegistrationParams` (``registration``, with :class:`RegistrationMode` and the
 measured :data:`MSI_OPTIMISER`) and :class:`MsiTilingParams` (``tiling``). The demo's block
 (``demo``) is :class:`mrihisto_kedro.demo.msi_inputs.MsiDemoNodeParams`.
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Annotated
 
 from mrihisto_kedro.imaging.registration import (
     Initialization,
@@ -22,6 +24,7 @@ from mrihisto_kedro.imaging.registration import (
 )
 from mrihisto_kedro.msi.reduction import ReductionMethod
 from mrihisto_kedro.msi.spectra import BinUnit, DistanceUnit, Normalisation, RebinMethod
+from mrihisto_kedro.params import Params, Range, fail
 
 __all__ = [
     "MSI_OPTIMISER",
@@ -46,7 +49,7 @@ class RegistrationMode(StrEnum):
 
 
 @dataclass(frozen=True)
-class SpectraParams:
+class SpectraParams(Params):
     """``msi_data_engineering.spectra``: common axis, peak picking, ion images.
 
     Attributes:
@@ -64,30 +67,34 @@ class SpectraParams:
         half_window_bins: an ion image sums ``2 * half_window_bins + 1`` bins around its peak.
     """
 
-    bin_width: float = 0.1
+    bin_width: Annotated[float, Range(gt=0.0)] = 0.1
     bin_unit: BinUnit = BinUnit.DA
     mz_range: tuple[float, float] | None = None
-    n_peaks: int = 50
-    min_distance: float = 1.0
+    n_peaks: Annotated[int, Range(ge=1)] = 50
+    min_distance: Annotated[float, Range(ge=0.0)] = 1.0
     distance_unit: DistanceUnit = DistanceUnit.DA
     prominence: float | None = None
     method: RebinMethod = RebinMethod.LINEAR
     normalisation: Normalisation = Normalisation.TIC
-    half_window_bins: int = 2
+    half_window_bins: Annotated[int, Range(ge=0)] = 2
 
-    def __post_init__(self) -> None:
-        if not self.bin_width > 0:
-            raise ValueError(f"bin_width must be > 0, got {self.bin_width}")
-        if self.n_peaks < 1:
-            raise ValueError(f"n_peaks must be >= 1, got {self.n_peaks}")
-        if self.half_window_bins < 0:
-            raise ValueError(f"half_window_bins must be >= 0, got {self.half_window_bins}")
-        if self.mz_range is not None and not 0 <= self.mz_range[0] < self.mz_range[1]:
-            raise ValueError(f"mz_range must satisfy 0 <= min < max, got {self.mz_range}")
+    def validate(self) -> None:
+        """``mz_range`` is ``(min, max)`` with ``0 <= min < max`` (``0 < min`` for a ppm axis)
+        and ``min_distance`` in bins is at least one bin: what
+        :func:`~mrihisto_kedro.msi.spectra.make_mz_axis` and
+        :func:`~mrihisto_kedro.msi.spectra.pick_peaks` would refuse later in a run."""
+        if self.mz_range is not None:
+            low, high = self.mz_range
+            if not 0 <= low < high:
+                fail("mz_range", f"must satisfy 0 <= min < max, got {self.mz_range}")
+            if self.bin_unit is BinUnit.PPM and low <= 0:
+                fail("mz_range", f"must start above 0 for a ppm axis (bin_unit), got {low}")
+        if self.distance_unit is DistanceUnit.BINS and self.min_distance < 1:
+            fail("min_distance", f"must be >= 1 with distance_unit bins, got {self.min_distance}")
 
 
 @dataclass(frozen=True)
-class ReductionParams:
+class ReductionParams(Params):
     """``msi_data_engineering.reduction``: peak stack -> 3 channels in [0, 1].
 
     Attributes:
@@ -109,6 +116,13 @@ class ReductionParams:
     perplexity: float = 30.0
     n_neighbors: int = 15
     tsne_max_iter: int = 1000
+
+    def validate(self) -> None:
+        """``percentiles`` is ``(lo, hi)`` with ``0 <= lo < hi <= 100``: what
+        :func:`~mrihisto_kedro.msi.reduction.scale_channels` would refuse later in a run."""
+        low, high = self.percentiles
+        if not 0.0 <= low < high <= 100.0:
+            fail("percentiles", f"must satisfy 0 <= lo < hi <= 100, got {self.percentiles}")
 
 
 MSI_OPTIMISER = RegistrationParams(
@@ -141,7 +155,7 @@ pair of the 6-, 10- and 15-specimen demos under 3.1 µm (max 2.0 / 1.9 / 3.1 µm
 
 
 @dataclass(frozen=True)
-class MsiRegistrationParams:
+class MsiRegistrationParams(Params):
     """``msi_data_engineering.registration``.
 
     Attributes:
@@ -154,34 +168,24 @@ class MsiRegistrationParams:
         moving_channel: channel (0, 1, 2) of the reduced MSI for ``intensity`` mode; ``None``:
             the mean of the three.
         optimiser: :class:`~mrihisto_kedro.imaging.registration.RegistrationParams` for
-            ``intensity`` mode (masks: the MSI footprint on its padded canvas).
+            ``intensity`` mode (masks: the MSI footprint on its padded canvas); default
+            :data:`MSI_OPTIMISER`. A mapping in the parameters replaces it whole: the keys it
+            does not list take ``RegistrationParams``' defaults, not :data:`MSI_OPTIMISER`'s.
         tre_grid_step_um: spacing of the grid of histology points (inside the registered MSI
             footprint) where the target registration error against a known affine is measured.
     """
 
     mode: RegistrationMode = RegistrationMode.CONTROL_POINTS
-    downsample: int = 4
-    canvas_margin_px: int = 2
+    downsample: Annotated[int, Range(ge=1)] = 4
+    canvas_margin_px: Annotated[int, Range(ge=0)] = 2
     fixed_channel: TissueChannel = TissueChannel.OPTICAL_DENSITY
-    moving_channel: int | None = 0
+    moving_channel: Annotated[int, Range(ge=0, le=2)] | None = 0
     optimiser: RegistrationParams = field(default_factory=lambda: MSI_OPTIMISER)
-    tre_grid_step_um: float = 10.0
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "mode", RegistrationMode(self.mode))
-        object.__setattr__(self, "fixed_channel", TissueChannel(self.fixed_channel))
-        if self.downsample < 1:
-            raise ValueError(f"downsample must be >= 1, got {self.downsample}")
-        if self.canvas_margin_px < 0:
-            raise ValueError(f"canvas_margin_px must be >= 0, got {self.canvas_margin_px}")
-        if self.moving_channel is not None and self.moving_channel not in (0, 1, 2):
-            raise ValueError(f"moving_channel must be 0, 1, 2 or null, got {self.moving_channel}")
-        if not self.tre_grid_step_um > 0:
-            raise ValueError(f"tre_grid_step_um must be > 0, got {self.tre_grid_step_um}")
+    tre_grid_step_um: Annotated[float, Range(gt=0.0)] = 10.0
 
 
 @dataclass(frozen=True)
-class MsiTilingParams:
+class MsiTilingParams(Params):
     """``msi_data_engineering.tiling``: tiles on the working grid.
 
     Attributes:
@@ -191,14 +195,6 @@ class MsiTilingParams:
             (the rest is padding).
     """
 
-    tile_size: int = 32
-    stride: int | None = None
-    min_msi_fraction: float = 0.5
-
-    def __post_init__(self) -> None:
-        if self.tile_size < 8:
-            raise ValueError(f"tile_size must be >= 8, got {self.tile_size}")
-        if self.stride is not None and self.stride < 1:
-            raise ValueError(f"stride must be >= 1, got {self.stride}")
-        if not 0.0 <= self.min_msi_fraction <= 1.0:
-            raise ValueError(f"min_msi_fraction must be in [0, 1], got {self.min_msi_fraction}")
+    tile_size: Annotated[int, Range(ge=8)] = 32
+    stride: Annotated[int, Range(ge=1)] | None = None
+    min_msi_fraction: Annotated[float, Range(ge=0.0, le=1.0)] = 0.5

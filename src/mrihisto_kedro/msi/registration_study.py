@@ -24,7 +24,7 @@ import SimpleITK as sitk
 from PIL import Image
 
 from mrihisto_kedro.imaging.bit_depth import pil_rgb8
-from mrihisto_kedro.imaging.registration import ControlPoints
+from mrihisto_kedro.imaging.registration import ControlPoints, carry_records
 from mrihisto_kedro.msi.geometry import histology_on_grid
 from mrihisto_kedro.msi.manifest import pair_rows, require_pairs, validate_msi_pairs
 from mrihisto_kedro.msi.padding import pad_to_histology
@@ -256,8 +256,10 @@ def register_msi_pair(
         )
     for note in result.notes:
         logger.warning("MSI pair %s: %s", pair_id, note)
-    registered = {
-        colour: _grid_image(resample_msi(canvas, grid, result.transform, colour), grid)
+    registered = {  # carrying the reduction the MSI image records (msi/joint_reduction.py)
+        colour: carry_records(
+            msi, _grid_image(resample_msi(canvas, grid, result.transform, colour), grid)
+        )
         for colour, canvas in ((PadColour.BLACK, black), (PadColour.WHITE, white))
     }
     return RegisteredMsiPair(pair_id, result.transform, grid, registered, coverage, record, title)

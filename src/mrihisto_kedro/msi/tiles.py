@@ -21,9 +21,10 @@ from mrihisto_kedro.imaging.input_spec import InputKind, InputSpec
 from mrihisto_kedro.imaging.tileset import TileSet
 from mrihisto_kedro.imaging.tiling import grid_tiles, tile_record
 from mrihisto_kedro.msi.geometry import image_to_array
+from mrihisto_kedro.msi.joint_reduction import ReductionRecord, ReductionRecordError
 from mrihisto_kedro.msi.manifest import pair_rows, validate_msi_pairs
-from mrihisto_kedro.msi.params import MsiTilingParams, ReductionParams
-from mrihisto_kedro.msi.reduction import PadColour, ReductionMethod
+from mrihisto_kedro.msi.params import MsiTilingParams
+from mrihisto_kedro.msi.reduction import PadColour
 
 __all__ = [
     "MsiAlignedPair",
@@ -45,6 +46,8 @@ class MsiAlignedPair:
         coverage: bool ``(H, W)``: grid pixels covered by MSI pixels (the rest is padding).
         downsample: histology level-0 pixels per grid pixel.
         mpp: µm per grid pixel (x).
+        reduction: how the MSI was reduced, as its registered image records it (``None``: not
+            read from a file).
     """
 
     pair_id: str
@@ -55,6 +58,7 @@ class MsiAlignedPair:
     coverage: np.ndarray
     downsample: int
     mpp: float
+    reduction: ReductionRecord | None = None
 
     def __post_init__(self) -> None:
         h, w = self.coverage.shape
@@ -89,16 +93,18 @@ def aligned_pairs(
     for row in pair_rows(validate_msi_pairs(pairs)):
         grid = histology_grid[row.pair_id]()
         grid_mpp = float(grid.GetSpacing()[0]) * 1000.0
+        msi = registered[row.pair_id]()
         aligned.append(
             MsiAlignedPair(
                 pair_id=row.pair_id,
                 specimen_id=row.specimen_id,
                 split=row.split,
-                msi=image_to_array(registered[row.pair_id]()).astype(np.float32),
+                msi=image_to_array(msi).astype(np.float32),
                 histology=image_to_array(grid),
                 coverage=image_to_array(coverage[row.pair_id]()) > 0,
                 downsample=round(grid_mpp / row.mpp_x),
                 mpp=grid_mpp,
+                reduction=ReductionRecord.read(msi, f"registered MSI of pair {row.pair_id}"),
             )
         )
     return aligned
@@ -149,29 +155,41 @@ def msi_pair_tiles(
     )
 
 
-def msi_tiles_input_spec(manifest: pd.DataFrame, reduction: ReductionParams) -> InputSpec:
+def msi_tiles_input_spec(manifest: pd.DataFrame, reduction: ReductionRecord) -> InputSpec:
     """What a generator trained on an MSI tile set takes as input (stored in ``generator.pt``).
 
     Args:
         manifest: the tile manifest of :func:`msi_pair_tiles` (its ``mpp``: µm per stored
             pixel, the H&E grid's).
-        reduction: how the peak stacks were reduced to the 3 input channels.
+        reduction: how the peak stacks were reduced to the 3 input channels, as the registered
+            images record it.
     """
     mpp = float(np.median(manifest["mpp"]))
-    lower, upper = reduction.percentiles
     return InputSpec(
         kind=InputKind.MSI_TO_SLIDE,
         pixel_size_um=(mpp, mpp),
         channels=3,
-        lower_percentile=float(lower),
-        upper_percentile=float(upper),
+        lower_percentile=reduction.lower_percentile,
+        upper_percentile=reduction.upper_percentile,
         normalisation_scope="dataset",
-        embedding=str(ReductionMethod(reduction.method)),
+        embedding=str(reduction.embedding),
     )
 
 
-def with_input_spec(tiles: TileSet, reduction: ReductionParams) -> TileSet:
+def with_input_spec(tiles: TileSet, pairs: Sequence[MsiAlignedPair]) -> TileSet:
     """``tiles`` with its input spec recorded in ``attrs["input_spec"]`` (training stores it in
-    ``generator.pt``; see :func:`msi_tiles_input_spec`); the same object, returned."""
+    ``generator.pt``; see :func:`msi_tiles_input_spec`); the same object, returned.
+
+    The reduction is the one every pair's registered image records.
+
+    Raises:
+        ReductionRecordError: a pair without the record, or pairs reduced differently.
+    """
+    records = []
+    for pair in pairs:
+        if pair.reduction is None:
+            raise ReductionRecordError(f"pair {pair.pair_id}: its MSI reduction is not known")
+        records.append((pair.pair_id, pair.reduction))
+    reduction = ReductionRecord.agreed(records)
     tiles.attrs["input_spec"] = msi_tiles_input_spec(tiles.manifest, reduction).to_dict()
     return tiles

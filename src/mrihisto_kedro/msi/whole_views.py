@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Annotated
 
 import numpy as np
 import pandas as pd
@@ -26,12 +27,13 @@ from mrihisto_kedro.imaging.tiling import level0_pixels
 from mrihisto_kedro.msi.padding import pad_value
 from mrihisto_kedro.msi.reduction import PadColour
 from mrihisto_kedro.msi.tiles import MsiAlignedPair
+from mrihisto_kedro.params import Params, Range
 
 __all__ = ["MsiWholeViewParams", "square_pad", "whole_specimen_views"]
 
 
 @dataclass(frozen=True)
-class MsiWholeViewParams:
+class MsiWholeViewParams(Params):
     """``msi_data_engineering.whole_views``: the size of the whole-specimen views.
 
     Attributes:
@@ -39,11 +41,7 @@ class MsiWholeViewParams:
             ``num_downs`` levels needs a multiple of ``2 ** num_downs``.
     """
 
-    size: int = 128
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.size, int) or isinstance(self.size, bool) or self.size < 16:
-            raise ValueError(f"size must be an integer of at least 16 px, got {self.size!r}")
+    size: Annotated[int, Range(ge=16)] = 128
 
 
 def square_pad(

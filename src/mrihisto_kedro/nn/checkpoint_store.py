@@ -19,6 +19,10 @@ A final training that completes keeps its checkpoint (one ``last.pt``): running 
 command again, e.g. after a later node failed, reuses the trained model instead of training
 it again, and says so (``training.resume: never`` trains again). A completed trial's
 checkpoint is removed once its line is in ``trials.jsonl``.
+
+Data-parallel training (:mod:`mrihisto_kedro.nn.distributed`): rank 0 alone opens, cleans and
+writes these folders; the other ranks receive rank 0's answer (folder, resume, epoch, run id)
+and read the same ``last.pt`` when they resume. Methods that write are no-ops on ranks > 0.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ import pandas as pd
 
 from mrihisto_kedro.durability.atomic import atomic_path
 from mrihisto_kedro.imaging.tileset import TileSet
+from mrihisto_kedro.nn.distributed import from_main, is_main
 from mrihisto_kedro.nn.training import CHECKPOINT_NAME, load_checkpoint
 
 __all__ = [
@@ -103,9 +108,10 @@ class TrainingCheckpoint:
     epoch: int
     run_id: str | None
 
-    def record_run(self, run_id: str) -> None:
-        """Remember the MLflow run this training logs to (read back on resume)."""
-        _write_json(self.folder / _RUN_FILE, {"run_id": run_id})
+    def record_run(self, run_id: str | None) -> None:
+        """Remember the MLflow run this training logs to (read back on resume; rank 0 only)."""
+        if run_id is not None and is_main():
+            _write_json(self.folder / _RUN_FILE, {"run_id": run_id})
 
 
 class CheckpointStore:
@@ -140,7 +146,19 @@ class CheckpointStore:
             policy: resume or start fresh.
             kind: ``final`` or ``trial-<n>`` (trial folders live under ``parent``).
             parent: the search folder of a trial (:meth:`search`).
+
+        In a process group rank 0 opens the folder and every rank gets its answer.
         """
+        return from_main(lambda: self._open_training(key, described, policy, kind, parent))
+
+    def _open_training(
+        self,
+        key: str,
+        described: Mapping[str, Any],
+        policy: ResumePolicy | str,
+        kind: str,
+        parent: Path | None,
+    ) -> TrainingCheckpoint:
         policy = ResumePolicy(policy)
         base = parent if parent is not None else self.root
         folder = base / (kind if parent is not None else f"{kind}-{key}")
@@ -166,7 +184,15 @@ class CheckpointStore:
     def search(
         self, key: str, described: Mapping[str, Any], policy: ResumePolicy | str
     ) -> SearchCheckpoint:
-        """Open the folder of the search ``key`` (removing searches of other parameters)."""
+        """Open the folder of the search ``key`` (removing searches of other parameters).
+
+        In a process group rank 0 opens the folder and every rank gets it.
+        """
+        return from_main(lambda: self._open_search(key, described, policy))
+
+    def _open_search(
+        self, key: str, described: Mapping[str, Any], policy: ResumePolicy | str
+    ) -> SearchCheckpoint:
         folder = self.root / f"search-{key}"
         self._remove_stale("search", folder, described)
         if ResumePolicy(policy) is ResumePolicy.NEVER and folder.exists():
@@ -206,9 +232,10 @@ class SearchCheckpoint:
         path = self.folder / _RUN_FILE
         return json.loads(path.read_text())["run_id"] if path.is_file() else None
 
-    def record_run(self, run_id: str) -> None:
-        """Remember the search's MLflow run."""
-        _write_json(self.folder / _RUN_FILE, {"run_id": run_id})
+    def record_run(self, run_id: str | None) -> None:
+        """Remember the search's MLflow run (rank 0 only)."""
+        if run_id is not None and is_main():
+            _write_json(self.folder / _RUN_FILE, {"run_id": run_id})
 
     def completed(self) -> dict[int, dict[str, Any]]:
         """``{trial number: {"values": ..., "value": metric}}`` of trials that finished."""
@@ -225,7 +252,10 @@ class SearchCheckpoint:
         return out
 
     def record(self, number: int, values: Mapping[str, Any], value: float) -> None:
-        """Append a completed trial (one JSON line, flushed) and drop its checkpoint."""
+        """Append a completed trial (one JSON line, flushed) and drop its checkpoint (rank 0
+        only)."""
+        if not is_main():
+            return
         line = json.dumps({"number": number, "values": dict(values), "value": float(value)})
         with (self.folder / _TRIALS_FILE).open("a") as fh:
             fh.write(line + "\n")

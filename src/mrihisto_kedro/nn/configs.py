@@ -9,10 +9,10 @@ config declares its own fields and the defaults of its reference implementation:
 * :class:`CycleGANConfig`: ResNet-9 generators, PatchGANs, lsgan, instance norm, image pools.
 * :class:`UNetRegressionConfig`: the seed 003 U-Net baseline (sigmoid output, MSE, Adam lr 0.01).
 
-Fields are keyword-only. Option fields accept their enum or its string value (``"unet_256"``);
-``__post_init__`` converts strings to enums once and validates every field, raising
-``ValueError`` that names the field (:func:`mrihisto_kedro.params.parse_params` adds the dotted
-parameter key).
+Fields are keyword-only and declare their type and range (:class:`mrihisto_kedro.params.Params`):
+option fields accept their enum or its string value (``"unet_256"``), converted once; a bad value
+raises :class:`~mrihisto_kedro.params.ParameterError` naming the field
+(:func:`mrihisto_kedro.params.parse_params` adds the dotted parameter key).
 
 Pure Python (no Kedro, no MLflow).
 """
@@ -20,17 +20,17 @@ Pure Python (no Kedro, no MLflow).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum, StrEnum
-from typing import ClassVar
+from enum import StrEnum
+from typing import Annotated
 
 import torch
 
 from mrihisto_kedro.nn.device import Precision
 from mrihisto_kedro.nn.discriminators import DiscriminatorKind
 from mrihisto_kedro.nn.generators import GeneratorKind, Upsampling
-from mrihisto_kedro.nn.layers import InitKind, NormKind, parse_option
+from mrihisto_kedro.nn.layers import InitKind, NormKind
 from mrihisto_kedro.nn.losses import GANMode
-from mrihisto_kedro.params import ConfigDict, check_int, check_number
+from mrihisto_kedro.params import Params, Range, fail
 
 __all__ = [
     "CycleGANConfig",
@@ -46,6 +46,9 @@ _UNET_FIXED_DEPTH = {GeneratorKind.UNET_256: 8, GeneratorKind.UNET_128: 7}
 _RESNET_KINDS = (GeneratorKind.RESNET_6BLOCKS, GeneratorKind.RESNET_9BLOCKS)
 _MIN_UNET_DOWNS = 5
 
+Count = Annotated[int, Range(ge=1)]
+NonNegative = Annotated[float, Range(ge=0.0)]
+
 
 class LRPolicy(StrEnum):
     """Learning-rate schedule over epochs."""
@@ -55,7 +58,7 @@ class LRPolicy(StrEnum):
 
 
 @dataclass(frozen=True, kw_only=True)
-class ModelConfigBase(ConfigDict):
+class ModelConfigBase(Params):
     """Fields, conversion and validation shared by every model config.
 
     The fields without a default here differ between the models; each config declares them
@@ -80,88 +83,52 @@ class ModelConfigBase(ConfigDict):
         precision: ``auto``, ``fp32``, ``bf16``, ``fp16``.
         channels_last: memory format switch; ``None`` = automatic (see
             :mod:`mrihisto_kedro.nn.models`).
+        fused_optimizer: Adam with ``fused=True`` (one kernel over all parameters) or the
+            ``foreach`` path (bit-identical to the reference implementation's Adam); ``None`` =
+            automatic: fused on CPU and CUDA (:func:`~mrihisto_kedro.nn.device.use_fused_adam`;
+            57 M parameters on CPU: ``benchmarks/bench_optimizer.py``).
         seed: seed of the initial weights (and of the training loop's global RNGs).
     """
 
-    _ENUM_FIELDS: ClassVar[dict[str, type[Enum]]] = {
-        "generator": GeneratorKind,
-        "discriminator": DiscriminatorKind,
-        "norm": NormKind,
-        "init": InitKind,
-        "gan_mode": GANMode,
-        "lr_policy": LRPolicy,
-        "precision": Precision,
-        "upsampling": Upsampling,
-    }
-
-    in_channels: int = 1
-    out_channels: int
+    in_channels: Count = 1
+    out_channels: Count
     generator: GeneratorKind
-    num_downs: int | None = None
-    ngf: int = 64
+    num_downs: Annotated[int, Range(ge=_MIN_UNET_DOWNS)] | None = None
+    ngf: Count = 64
     dropout: bool
     norm: NormKind
     init: InitKind = InitKind.NORMAL
-    init_gain: float = 0.02
-    lr: float
-    beta1: float
-    beta2: float = 0.999
-    n_epochs: int = 100
-    n_epochs_decay: int
-    epoch_count: int = 1
+    init_gain: Annotated[float, Range(ge=1e-12)] = 0.02
+    lr: Annotated[float, Range(ge=1e-30)]
+    beta1: Annotated[float, Range(ge=0.0, lt=1.0)]
+    beta2: Annotated[float, Range(ge=0.0, lt=1.0)] = 0.999
+    n_epochs: Annotated[int, Range(ge=0)] = 100
+    n_epochs_decay: Annotated[int, Range(ge=0)]
+    epoch_count: Count = 1
     lr_policy: LRPolicy = LRPolicy.LINEAR
     device: str = "auto"
     precision: Precision = Precision.AUTO
     channels_last: bool | None = None
-    seed: int = 0
+    fused_optimizer: bool | None = None
+    seed: Annotated[int, Range(ge=0)] = 0
 
-    def __post_init__(self) -> None:
-        """Convert option strings to enums and validate every field (ValueError names it)."""
-        self._normalise_enums()
-        self._validate_common()
-
-    def _normalise_enums(self) -> None:
-        for name, enum_cls in self._ENUM_FIELDS.items():
-            if hasattr(self, name):
-                value = parse_option(enum_cls, getattr(self, name), name=name)
-                object.__setattr__(self, name, value)
-
-    def _validate_common(self) -> None:
-        """Validate the fields every config has (channels, generator, optimiser, schedule)."""
-        check_int("in_channels", self.in_channels, 1)
-        check_int("out_channels", self.out_channels, 1)
-        check_int("ngf", self.ngf, 1)
-        check_number("init_gain", self.init_gain, 1e-12)
-        check_number("lr", self.lr, 1e-30)
-        check_number("beta1", self.beta1, 0.0, 1.0)
-        check_number("beta2", self.beta2, 0.0, 1.0)
-        check_int("n_epochs", self.n_epochs, 0)
-        check_int("n_epochs_decay", self.n_epochs_decay, 0)
-        check_int("epoch_count", self.epoch_count, 1)
-        check_int("seed", self.seed, 0)
+    def validate(self) -> None:
+        """The schedule's length, the generator's depth and the device string."""
         if self.n_epochs + self.n_epochs_decay < 1:
-            raise ValueError("n_epochs + n_epochs_decay must be >= 1")
-        if not isinstance(self.dropout, bool):
-            raise ValueError(f"dropout must be true or false, got {self.dropout!r}")
-        if self.channels_last is not None and not isinstance(self.channels_last, bool):
-            raise ValueError(
-                f"channels_last must be true, false or null, got {self.channels_last!r}"
-            )
+            fail("n_epochs", "and n_epochs_decay are both 0; train at least one epoch")
         kind = self.generator
         if kind is GeneratorKind.UNET:
             if self.num_downs is None:
-                raise ValueError("generator 'unet' needs num_downs (>= 5)")
-            check_int("num_downs", self.num_downs, _MIN_UNET_DOWNS)
+                fail("num_downs", f"must be set (>= {_MIN_UNET_DOWNS}) for generator 'unet'")
         elif kind in _UNET_FIXED_DEPTH:
             if self.num_downs not in (None, _UNET_FIXED_DEPTH[kind]):
-                raise ValueError(
-                    f"generator {kind.value!r} has num_downs={_UNET_FIXED_DEPTH[kind]}, got "
-                    f"num_downs={self.num_downs}; use generator 'unet' for another depth"
+                fail(
+                    "num_downs",
+                    f"is {_UNET_FIXED_DEPTH[kind]} for generator {kind.value!r}, got "
+                    f"{self.num_downs}; use generator 'unet' for another depth",
                 )
         elif self.num_downs is not None:
-            raise ValueError(f"num_downs applies to U-Net generators only, not {kind.value!r}")
-        if not isinstance(self.device, str):
-            raise ValueError(f"device must be a string, got {self.device!r}")
+            fail("num_downs", f"applies to U-Net generators only, not {kind.value!r}")
         text = self.device.strip().lower()
         if text != "auto":
             try:
@@ -169,9 +136,10 @@ class ModelConfigBase(ConfigDict):
             except RuntimeError:
                 device = None
             if device is None or device.type not in ("cpu", "cuda", "mps"):
-                raise ValueError(
-                    f"device={self.device!r} is not valid; expected 'auto', 'cpu', 'cuda', "
-                    "'cuda:<index>' or 'mps'"
+                fail(
+                    "device",
+                    f"= {self.device!r} is not valid; expected 'auto', 'cpu', 'cuda', "
+                    "'cuda:<index>' or 'mps'",
                 )
 
 
@@ -188,20 +156,13 @@ class GANConfigBase(ModelConfigBase):
     """
 
     discriminator: DiscriminatorKind = DiscriminatorKind.BASIC
-    ndf: int = 64
-    n_layers_D: int = 3
+    ndf: Count = 64
+    n_layers_D: Count = 3
     gan_mode: GANMode
-    lambda_gp: float = 10.0
-    lr: float = 2e-4
-    beta1: float = 0.5
-    n_epochs_decay: int = 100
-
-    def __post_init__(self) -> None:
-        """Validate the common fields, then the discriminator's."""
-        super().__post_init__()
-        check_int("ndf", self.ndf, 1)
-        check_int("n_layers_D", self.n_layers_D, 1)
-        check_number("lambda_gp", self.lambda_gp, 0.0)
+    lambda_gp: NonNegative = 10.0
+    lr: Annotated[float, Range(ge=1e-30)] = 2e-4
+    beta1: Annotated[float, Range(ge=0.0, lt=1.0)] = 0.5
+    n_epochs_decay: Annotated[int, Range(ge=0)] = 100
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -222,12 +183,7 @@ class Pix2PixConfig(GANConfigBase):
     dropout: bool = True
     norm: NormKind = NormKind.BATCH
     gan_mode: GANMode = GANMode.VANILLA
-    lambda_L1: float = 100.0
-
-    def __post_init__(self) -> None:
-        """Convert option strings to enums and validate every field (ValueError names it)."""
-        super().__post_init__()
-        check_number("lambda_L1", self.lambda_L1, 0.0)
+    lambda_L1: NonNegative = 100.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -253,22 +209,20 @@ class CycleGANConfig(GANConfigBase):
     dropout: bool = False
     norm: NormKind = NormKind.INSTANCE
     gan_mode: GANMode = GANMode.LSGAN
-    lambda_A: float = 10.0
-    lambda_B: float = 10.0
-    lambda_identity: float = 0.5
-    pool_size: int = 50
+    lambda_A: NonNegative = 10.0
+    lambda_B: NonNegative = 10.0
+    lambda_identity: NonNegative = 0.5
+    pool_size: Annotated[int, Range(ge=0)] = 50
     upsampling: Upsampling = Upsampling.TRANSPOSE
 
-    def __post_init__(self) -> None:
-        """Convert option strings to enums and validate every field (ValueError names it)."""
-        super().__post_init__()
-        for name in ("lambda_A", "lambda_B", "lambda_identity"):
-            check_number(name, getattr(self, name), 0.0)
-        check_int("pool_size", self.pool_size, 0)
+    def validate(self) -> None:
+        """The common rules, and ``resize_conv`` up-sampling only in ResNet generators."""
+        super().validate()
         if self.upsampling is not Upsampling.TRANSPOSE and self.generator not in _RESNET_KINDS:
-            raise ValueError(
-                f"upsampling={self.upsampling.value!r} applies to the ResNet generators "
-                f"(resnet_6blocks, resnet_9blocks), not {self.generator.value!r}"
+            fail(
+                "upsampling",
+                f"= {self.upsampling.value!r} applies to the ResNet generators "
+                f"(resnet_6blocks, resnet_9blocks), not {self.generator.value!r}",
             )
 
 
@@ -288,9 +242,9 @@ class UNetRegressionConfig(ModelConfigBase):
     generator: GeneratorKind = GeneratorKind.UNET_256
     dropout: bool = False
     norm: NormKind = NormKind.BATCH
-    lr: float = 1e-2
-    beta1: float = 0.9
-    n_epochs_decay: int = 0
+    lr: Annotated[float, Range(ge=1e-30)] = 1e-2
+    beta1: Annotated[float, Range(ge=0.0, lt=1.0)] = 0.9
+    n_epochs_decay: Annotated[int, Range(ge=0)] = 0
 
 
 ModelConfig = Pix2PixConfig | CycleGANConfig | UNetRegressionConfig

@@ -3,13 +3,22 @@
 - :func:`select_device`: ``auto`` picks CUDA, then Apple MPS, then CPU; an explicit device
   (``cpu``, ``cuda``, ``cuda:1``, ``mps``) is used as given and fails clearly when unavailable.
 - :func:`autocast_context`: ``fp32`` (no autocast), ``bf16``, ``fp16`` or ``auto``. ``auto`` is
-  bf16 on CUDA devices that support it (fp32 otherwise: fp16 would need a gradient scaler), bf16 on
+  bf16 on CUDA devices with native bf16 (Ampere and later), fp16 on older CUDA devices (trained
+  with a gradient scaler), bf16 on
   CPU (measured on this project's CPU: 0.96 s -> 0.67 s per 256x256 pix2pix step, see
   ``STACK.md``; on CPUs without native bf16 it can be slower, so force ``fp32`` there) and fp32 on
   MPS. Use :func:`resolve_precision` to log the precision actually used, and
   :func:`needs_grad_scaler` to know when ``torch.amp.GradScaler`` is required (fp16 on CUDA).
 - :func:`use_channels_last`: converts a module or a 4-D tensor to ``channels_last`` on CUDA and
   CPU (0.67 s -> 0.60 s per step with bf16 here); a no-op on MPS or when disabled.
+- :func:`use_fused_adam`: whether ``torch.optim.Adam(fused=True)`` runs on a device (CPU and
+  CUDA in torch >= 2.4; automatic: fused there, ``foreach`` elsewhere).
+- :func:`configure_cudnn`: ``torch.backends.cudnn.benchmark = True`` on CUDA when every batch
+  has the same input size (cuDNN then times its convolution algorithms once and keeps the
+  fastest).
+- :func:`loader_options`: ``DataLoader`` keyword arguments for a device: pinned memory on CUDA
+  (asynchronous host-to-device copies), persistent workers when workers are used and the
+  dataset does not change per epoch.
 - :func:`numerics_report` / :func:`describe_numerics`: what decides a training's numbers on this
   machine (device, resolved precision, memory format, torch version, the CPU's SIMD level and
   native bf16, threads), logged to MLflow and printed under the tables: ``auto`` trains in bf16
@@ -23,7 +32,7 @@ from __future__ import annotations
 
 import contextlib
 from enum import StrEnum
-from typing import TypeVar, overload
+from typing import TypedDict, TypeVar, overload
 
 import torch
 from torch import nn
@@ -33,16 +42,23 @@ from mrihisto_kedro.nn.layers import parse_option
 __all__ = [
     "Precision",
     "autocast_context",
+    "configure_cudnn",
     "cpu_has_fast_bf16",
     "describe_numerics",
+    "LoaderOptions",
+    "loader_options",
     "needs_grad_scaler",
     "numerics_report",
     "resolve_precision",
     "select_device",
     "use_channels_last",
+    "use_fused_adam",
 ]
 
 _CHANNELS_LAST_DEVICES = frozenset({"cuda", "cpu"})
+# devices where this project uses torch's fused Adam kernel (torch >= 2.4 has it on CPU and
+# CUDA; measured on CPU by benchmarks/bench_optimizer.py)
+_FUSED_ADAM_DEVICES = frozenset({"cuda", "cpu"})
 
 M = TypeVar("M", bound=nn.Module)
 
@@ -53,7 +69,7 @@ class Precision(StrEnum):
     FP32 = "fp32"  # no autocast
     BF16 = "bf16"  # autocast to bfloat16
     FP16 = "fp16"  # autocast to float16 (needs a GradScaler on CUDA)
-    AUTO = "auto"  # bf16 on CUDA if supported and on CPU, fp32 on MPS
+    AUTO = "auto"  # bf16 on CUDA with native bf16 (else fp16) and on CPU, fp32 on MPS
 
 
 def _mps_available() -> bool:
@@ -147,8 +163,9 @@ def resolve_precision(
     precision = parse_option(Precision, precision, name="precision")
     device = torch.device(device)
     if precision is Precision.AUTO:
-        if device.type == "cuda":
-            return Precision.BF16 if torch.cuda.is_bf16_supported() else Precision.FP32
+        if device.type == "cuda":  # Ampere+: native bf16; older GPUs: fp16 + GradScaler
+            native = torch.cuda.is_bf16_supported(including_emulation=False)
+            return Precision.BF16 if native else Precision.FP16
         if device.type == "cpu":
             return Precision.BF16 if cpu_has_fast_bf16() else Precision.FP32
         return Precision.FP32
@@ -218,6 +235,90 @@ def use_channels_last(
     if obj.dim() != 4:
         return obj
     return obj.contiguous(memory_format=torch.channels_last)
+
+
+def use_fused_adam(device: torch.device, requested: bool | None = None) -> bool:
+    """Whether Adam on ``device`` uses ``fused=True`` (one kernel over all parameters).
+
+    Args:
+        device: the device the parameters live on.
+        requested: ``True`` (fused; an error where torch has no fused kernel), ``False``
+            (``foreach``, the multi-tensor path, bit-identical to the reference implementation's
+            default Adam) or ``None`` (automatic: fused on CPU and CUDA, ``foreach`` elsewhere).
+
+    Returns:
+        The decision.
+
+    Raises:
+        ValueError: ``requested`` is ``True`` on a device without a fused Adam kernel.
+    """
+    supported = torch.device(device).type in _FUSED_ADAM_DEVICES
+    if requested is None:
+        return supported
+    if requested and not supported:
+        raise ValueError(
+            f"fused_optimizer=True but torch {torch.__version__} has no fused Adam on "
+            f"{torch.device(device).type}; use null (automatic) or false"
+        )
+    return bool(requested)
+
+
+def configure_cudnn(device: torch.device, fixed_input_size: bool) -> bool:
+    """Switch ``torch.backends.cudnn.benchmark`` on for CUDA training on fixed-size inputs.
+
+    With a fixed input size cuDNN times its convolution algorithms on the first batch and keeps
+    the fastest; with varying sizes it would re-time for each new size, so it is left as is.
+    Other devices are not touched (the flag only concerns cuDNN).
+
+    Args:
+        device: the device the model runs on.
+        fixed_input_size: whether every batch has the same (N, C, H, W) (training crops do).
+
+    Returns:
+        Whether the flag was set by this call.
+    """
+    if torch.device(device).type != "cuda" or not fixed_input_size:
+        return False
+    torch.backends.cudnn.benchmark = True
+    return True
+
+
+class LoaderOptions(TypedDict):
+    """Keyword arguments of ``torch.utils.data.DataLoader`` (:func:`loader_options`)."""
+
+    num_workers: int
+    pin_memory: bool
+    persistent_workers: bool
+
+
+def loader_options(
+    device: torch.device, num_workers: int, *, per_epoch_draws: bool = False
+) -> LoaderOptions:
+    """``DataLoader`` keyword arguments that feed ``device`` fast.
+
+    Args:
+        device: the device the batches go to.
+        num_workers: worker processes (0: load in the main process).
+        per_epoch_draws: the dataset changes per epoch through ``set_epoch`` (an augmented
+            :class:`~mrihisto_kedro.nn.data.TileSetTorchDataset`): persistent workers keep their
+            own copy of the dataset, so ``set_epoch`` would not reach them and every epoch would
+            repeat the first epoch's augmentation; such datasets get non-persistent workers.
+
+    Returns:
+        ``{"num_workers", "pin_memory", "persistent_workers"}``: pinned (page-locked) host memory
+        on CUDA only (asynchronous copies to the GPU; pinning buys nothing elsewhere), persistent
+        workers when ``num_workers > 0`` and the dataset does not change per epoch.
+
+    Raises:
+        ValueError: ``num_workers`` is negative.
+    """
+    if isinstance(num_workers, bool) or num_workers < 0:
+        raise ValueError(f"num_workers must be a non-negative integer, got {num_workers!r}")
+    return LoaderOptions(
+        num_workers=int(num_workers),
+        pin_memory=torch.device(device).type == "cuda",
+        persistent_workers=num_workers > 0 and not per_epoch_draws,
+    )
 
 
 def numerics_report(

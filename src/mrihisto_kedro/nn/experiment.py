@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping, Sized
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, cast
+from typing import Annotated, Any, cast
 
 import numpy as np
 import torch
@@ -18,6 +18,8 @@ from torch.utils.data import DataLoader
 
 from mrihisto_kedro.imaging.tileset import TileSet
 from mrihisto_kedro.nn.data import TileSetTorchDataset, resolve_range
+from mrihisto_kedro.nn.device import configure_cudnn, loader_options
+from mrihisto_kedro.nn.distributed import distributed_sampler, world
 from mrihisto_kedro.nn.models import (
     CycleGANConfig,
     Pix2PixConfig,
@@ -33,6 +35,7 @@ from mrihisto_kedro.nn.training import (
     input_foreground,
     train,
 )
+from mrihisto_kedro.params import Params, Range, parse_params
 
 
 class ModelType(StrEnum):
@@ -51,39 +54,44 @@ _CONFIGS: dict[ModelType, Any] = {
 
 
 @dataclass(frozen=True)
-class DataParams:
+class DataParams(Params):
     """How tiles are fed to training.
 
     Attributes:
         load_size: training-time resize before the random crop (pix2pix jitter); ``None``: none.
         crop_size: training-time random crop; ``None``: none.
         flip: random horizontal flips in training.
-        batch_size: tiles per step.
+        batch_size: tiles per step and process: in a data-parallel training of ``W``
+            processes (:mod:`mrihisto_kedro.nn.distributed`) the global batch of one step is
+            ``batch_size * W``.
         val_split: split used for validation; falls back to ``test`` when it has no tiles (the
             paper had only train and test slides).
         a_range, b_range: value ranges of A and B (``None``: from the dtype: uint8 0..255,
             uint16 0..65535, float 0..1).
         max_val_batches: validate on at most this many batches.
+        num_workers: DataLoader worker processes (0: load in the training process); pinned
+            memory on CUDA (:func:`~mrihisto_kedro.nn.device.loader_options`).
     """
 
-    load_size: int | None = None
-    crop_size: int | None = None
+    load_size: Annotated[int, Range(ge=1)] | None = None
+    crop_size: Annotated[int, Range(ge=1)] | None = None
     flip: bool = True
-    batch_size: int = 1
+    batch_size: Annotated[int, Range(ge=1)] = 1
     val_split: str = "val"
     a_range: tuple[float, float] | None = None
     b_range: tuple[float, float] | None = None
-    max_val_batches: int | None = None
-
-    def __post_init__(self) -> None:
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+    max_val_batches: Annotated[int, Range(ge=1)] | None = None
+    num_workers: Annotated[int, Range(ge=0)] = 0
 
 
-def model_config(model_type: ModelType | str, values: Mapping[str, Any]) -> Any:
-    """The validated config dataclass of ``model_type`` from a parameter mapping."""
+def model_config(model_type: ModelType | str, values: Mapping[str, Any], key: str = "") -> Any:
+    """The validated config dataclass of ``model_type`` from a parameter mapping.
+
+    Raises:
+        ParameterError: a bad value, its key below ``key`` (``"model.lr"``).
+    """
     cls = _CONFIGS[ModelType(model_type)]
-    return cls.from_dict(dict(values))
+    return parse_params(cls, values, key)
 
 
 def _validation_split(tileset: TileSet, wanted: str) -> str:
@@ -96,9 +104,23 @@ def _validation_split(tileset: TileSet, wanted: str) -> str:
 
 
 def make_loaders(
-    tileset: TileSet, data: DataParams, *, paired: bool, seed: int
+    tileset: TileSet,
+    data: DataParams,
+    *,
+    paired: bool,
+    seed: int,
+    device: torch.device | None = None,
 ) -> tuple[DataLoader, DataLoader, str]:
     """Training loader (augmented, shuffled) and validation loader (no augmentation, paired).
+
+    In one process the training loader shuffles with a ``torch.Generator`` seeded with
+    ``seed``. In a process group of ``W`` > 1 ranks it reads this rank's share of a permutation
+    seeded with ``seed + epoch`` (:func:`~mrihisto_kedro.nn.distributed.distributed_sampler`),
+    ``data.batch_size`` tiles per step; the last incomplete global batch is dropped when the
+    share holds at least two batches (as in one process). The validation loader is rank 0's.
+    ``data.num_workers`` worker processes load the batches, into pinned memory when ``device``
+    is CUDA (:func:`~mrihisto_kedro.nn.device.loader_options`; the training set draws new
+    augmentations per epoch, so its workers are not persistent).
 
     Returns:
         ``(train_loader, val_loader, val_split)``.
@@ -120,15 +142,33 @@ def make_loaders(
     val_data = TileSetTorchDataset(
         val_set, paired=True, train=False, a_range=data.a_range, b_range=data.b_range
     )
-    generator = torch.Generator().manual_seed(seed)
-    train_loader = DataLoader(
-        train_data,
-        batch_size=data.batch_size,
-        shuffle=True,
-        generator=generator,
-        drop_last=len(train_data) >= 2 * data.batch_size,
+    target = torch.device("cpu") if device is None else device
+    feeding = loader_options(target, data.num_workers, per_epoch_draws=True)
+    here = world()
+    if here.distributed:
+        sampler = distributed_sampler(train_data, seed, shuffle=True)
+        train_loader = DataLoader(
+            train_data,
+            batch_size=data.batch_size,
+            sampler=sampler,
+            drop_last=len(sampler) >= 2 * data.batch_size,
+            **feeding,
+        )
+    else:
+        train_loader = DataLoader(
+            train_data,
+            batch_size=data.batch_size,
+            shuffle=True,
+            generator=torch.Generator().manual_seed(seed),
+            drop_last=len(train_data) >= 2 * data.batch_size,
+            **feeding,
+        )
+    val_loader = DataLoader(
+        val_data,
+        batch_size=max(1, data.batch_size),
+        shuffle=False,
+        **loader_options(target, data.num_workers),
     )
-    val_loader = DataLoader(val_data, batch_size=max(1, data.batch_size), shuffle=False)
     return train_loader, val_loader, val_name
 
 
@@ -149,6 +189,11 @@ def run_training(
     ``on_start`` is called with the built model before its first step (e.g. to log
     :meth:`~mrihisto_kedro.nn.models.TranslationModel.numerics`).
 
+    In a process group (:mod:`mrihisto_kedro.nn.distributed`) every rank calls this with the
+    same arguments and trains its share of the tiles; rank 0 alone measures the baselines,
+    validates and writes the checkpoints, and ``on_start`` and ``callback`` are called on rank
+    0 only. Ranks > 0 return ``info`` with the counts only.
+
     Returns:
         ``(model, result, info)``; ``info`` has ``val_split``, ``n_train``, ``n_val``,
         ``untrained`` (validation metrics of the freshly initialised generator) and
@@ -157,13 +202,15 @@ def run_training(
     model_type = ModelType(model_type)
     config = model_config(model_type, config_values)
     paired = model_type is not ModelType.CYCLEGAN
-    train_loader, val_loader, val_name = make_loaders(
-        tileset, data, paired=paired, seed=config.seed
-    )
     model = build_model(config)
-    if on_start is not None:
+    train_loader, val_loader, val_name = make_loaders(
+        tileset, data, paired=paired, seed=config.seed, device=model.device
+    )
+    configure_cudnn(model.device, fixed_input_size=data.crop_size is not None)
+    main = world().main
+    if on_start is not None and main:
         on_start(model)
-    untrained, _ = evaluate(model, val_loader, max_batches=data.max_val_batches)
+    untrained = evaluate(model, val_loader, max_batches=data.max_val_batches)[0] if main else {}
     result = train(
         model,
         train_loader,
@@ -174,14 +221,15 @@ def run_training(
         sample_every=sample_every,
         max_val_batches=data.max_val_batches,
     )
-    info = {
+    info: dict[str, Any] = {
         "val_split": val_name,
         "n_train": len(cast(Sized, train_loader.dataset)),
         "n_val": len(cast(Sized, val_loader.dataset)),
-        "untrained": untrained,
-        "mean_colour": mean_colour_baseline(tileset, val_name, data.b_range, val_loader),
-        "input": input_baselines(val_loader),
     }
+    if main:
+        info["untrained"] = untrained
+        info["mean_colour"] = mean_colour_baseline(tileset, val_name, data.b_range, val_loader)
+        info["input"] = input_baselines(val_loader)
     return model, result, info
 
 

@@ -15,11 +15,12 @@ Pure PyTorch (no Kedro).
 
 from __future__ import annotations
 
-from enum import Enum, StrEnum
-from typing import TypeVar
+from enum import StrEnum
 
 import torch
 from torch import nn
+
+from mrihisto_kedro.params import parse_option
 
 __all__ = [
     "InitKind",
@@ -39,33 +40,6 @@ _WEIGHTED_LAYERS: tuple[type[nn.Module], ...] = (
     nn.ConvTranspose3d,
     nn.Linear,
 )
-
-E = TypeVar("E", bound=Enum)
-
-
-def parse_option(enum_cls: type[E], value: E | str, *, name: str) -> E:
-    """Convert ``value`` to a member of ``enum_cls``, failing with the allowed values.
-
-    Args:
-        enum_cls: the option enum (e.g. :class:`NormKind`).
-        value: a member or its string value (case-insensitive).
-        name: the option name used in the error message (e.g. ``"norm"``).
-
-    Returns:
-        The enum member.
-
-    Raises:
-        ValueError: ``value`` is not one of the enum's values; the message names ``name`` and lists
-            the allowed values.
-    """
-    if isinstance(value, enum_cls):
-        return value
-    if isinstance(value, str):
-        for member in enum_cls:
-            if str(member.value).lower() == value.lower():
-                return member
-    allowed = ", ".join(repr(member.value) for member in enum_cls)
-    raise ValueError(f"{name}={value!r} is not valid; expected one of {allowed}")
 
 
 class NormKind(StrEnum):

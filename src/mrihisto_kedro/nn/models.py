@@ -27,14 +27,22 @@ Learning rate: Adam with ``lr``, ``(beta1, beta2)``; policy ``linear`` keeps ``l
 reference rule (:func:`linear_lr_multiplier`); the schedulers step once per epoch
 (:meth:`TranslationModel.step_schedulers`, called by the training loop).
 
-Device and precision: networks live on ``select_device(config.device)``; forward passes run
-under :func:`~mrihisto_kedro.nn.device.autocast_context` (``auto``: bf16 on CUDA with bf16
-support and on CPUs with native bf16 (AVX512/AMX, :func:`cpu_has_fast_bf16`), fp32 elsewhere:
-on an AVX2-only CPU bf16 is emulated and a pix2pix step is ~18x slower than fp32); losses are
+Device and precision: networks live on ``select_device(config.device)``; the forward passes and
+losses of one training step run under one
+:func:`~mrihisto_kedro.nn.device.autocast_context`, entered once per step, so a weight used by
+several forward passes between two optimiser steps is cast once (the autocast weight cache
+lives as long as the context); back-propagation runs with autocast switched off, as PyTorch's
+AMP guide recommends, and the cache is cleared after every optimiser step (the weights it
+holds copies of have just changed). The precision (``auto``: bf16 on CUDA with native bf16
+(Ampere and later), fp16 with a ``GradScaler`` on older CUDA devices, bf16 on CPUs with
+native bf16 (AVX512/AMX, :func:`cpu_has_fast_bf16`), fp32 elsewhere: on an AVX2-only CPU
+bf16 is emulated and a pix2pix step is ~18x slower than fp32); losses are
 computed in float32; fp16 on CUDA uses a ``GradScaler``. With
 ``channels_last=None`` the networks and inputs use the channels_last memory format on CUDA
 always and on CPU when the precision is bf16 (the combination measured fastest on this
-project's CPU, STACK.md).
+project's CPU, STACK.md). Adam is fused (``torch.optim.Adam(fused=True)``) on CPU and CUDA
+unless ``fused_optimizer=False`` (:func:`~mrihisto_kedro.nn.device.use_fused_adam`); the
+unfused optimiser is the reference's default Adam, bit for bit.
 
 Pure PyTorch (no Kedro, no MLflow).
 """
@@ -42,6 +50,7 @@ Pure PyTorch (no Kedro, no MLflow).
 from __future__ import annotations
 
 import abc
+import contextlib
 import itertools
 import warnings
 from collections.abc import Iterator, Mapping
@@ -73,6 +82,7 @@ from mrihisto_kedro.nn.device import (
     resolve_precision,
     select_device,
     use_channels_last,
+    use_fused_adam,
 )
 from mrihisto_kedro.nn.discriminators import build_discriminator
 from mrihisto_kedro.nn.generators import FinalActivation, Upsampling, build_generator
@@ -100,7 +110,7 @@ __all__ = [
 ]
 
 # config fields that may differ between a checkpoint and the model it is loaded into
-_RUNTIME_FIELDS = frozenset({"device", "precision", "channels_last"})
+_RUNTIME_FIELDS = frozenset({"device", "precision", "channels_last", "fused_optimizer"})
 
 
 def linear_lr_multiplier(
@@ -215,6 +225,7 @@ class TranslationModel(abc.ABC):
         self.optimizers: dict[str, Optimizer] = {}
         self.schedulers: dict[str, LambdaLR] = {}
         self.pools: dict[str, ImagePool] = {}
+        self.fused_optimizer = use_fused_adam(self.device, config.fused_optimizer)
         self.scaler = torch.amp.GradScaler(
             self.device.type, enabled=needs_grad_scaler(self.device, self.precision)
         )
@@ -257,8 +268,28 @@ class TranslationModel(abc.ABC):
         )
 
     def _adam(self, params: Iterator[nn.Parameter]) -> Adam:
+        """Adam with the config's lr and betas: fused, or torch's default path (the reference's)."""
         c = self.config
+        if self.fused_optimizer:
+            return Adam(params, lr=c.lr, betas=(c.beta1, c.beta2), fused=True)
         return Adam(params, lr=c.lr, betas=(c.beta1, c.beta2))
+
+    def _apply_optimizer_choice(self, optimizer: Optimizer) -> None:
+        """Make a loaded optimiser run fused or unfused as this model's config says.
+
+        ``Optimizer.load_state_dict`` takes ``fused``/``foreach`` from the checkpoint; a run
+        resumed with another choice keeps its own. Fused Adam keeps its ``step`` counters on the
+        parameters' device (the default path keeps them on the CPU), so they are moved too.
+        """
+        for group in optimizer.param_groups:
+            group["fused"] = True if self.fused_optimizer else None
+            if self.fused_optimizer:
+                group["foreach"] = None
+            for param in group["params"]:
+                state = optimizer.state.get(param)
+                if state and isinstance(state.get("step"), torch.Tensor):
+                    device = param.device if self.fused_optimizer else torch.device("cpu")
+                    state["step"] = state["step"].to(device=device, dtype=torch.float32)
 
     def _finish_setup(self) -> None:
         """Move networks to the device/memory format and create one scheduler per optimiser."""
@@ -326,8 +357,21 @@ class TranslationModel(abc.ABC):
         return (-1.0, 1.0)
 
     def autocast(self) -> AbstractContextManager[object]:
-        """The autocast context of the configured precision on the model's device."""
+        """The autocast context of the configured precision on the model's device.
+
+        A training step enters it once, around all its forward passes and losses.
+        """
         return autocast_context(self.device, self.precision)
+
+    def _autocast_off(self) -> AbstractContextManager[object]:
+        """Autocast switched off inside the step's context (back-propagation, gradient penalty).
+
+        Nested in the step's autocast it keeps that context's weight cache; with fp32 there is no
+        autocast to switch off.
+        """
+        if self.precision is Precision.FP32:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, enabled=False)
 
     def numerics(self) -> dict[str, str]:
         """What decides this model's numbers here: the device and the precision actually used,
@@ -353,9 +397,13 @@ class TranslationModel(abc.ABC):
         return a, b
 
     def _backward_step(self, loss: torch.Tensor, optimizer: Optimizer) -> None:
-        """Back-propagate ``loss`` and step ``optimizer`` (through the grad scaler)."""
-        self.scaler.scale(loss).backward()
+        """Back-propagate ``loss`` with autocast off and step ``optimizer`` (through the grad
+        scaler); then drop autocast's cast copies of the weights the step just changed."""
+        with self._autocast_off():
+            self.scaler.scale(loss).backward()
         self.scaler.step(optimizer)
+        if self.precision is not Precision.FP32:
+            torch.clear_autocast_cache()
 
     # -- public API ----------------------------------------------------------------------------
 
@@ -462,6 +510,7 @@ class TranslationModel(abc.ABC):
             net.load_state_dict(state["nets"][name])
         for name, opt in self.optimizers.items():
             opt.load_state_dict(state["optimizers"][name])
+            self._apply_optimizer_choice(opt)
         for name, sch in self.schedulers.items():
             sch.load_state_dict(state["schedulers"][name])
         for name, pool in self.pools.items():
@@ -508,35 +557,34 @@ class Pix2Pix(TranslationModel):
         net_g, net_d = self.nets["G"], self.nets["D"]
         opt_g, opt_d = self.optimizers["G"], self.optimizers["D"]
         real_a, real_b = self._batch(batch)
-        with self.autocast():
+        with self.autocast():  # the step's one autocast; backward runs with it switched off
             fake_b = net_g(real_a)  # (N, Cb, H, W)
 
-        # D: real pairs -> real, generated pairs -> fake
-        set_requires_grad(net_d, True)
-        opt_d.zero_grad(set_to_none=True)
-        fake_ab = torch.cat([real_a, fake_b.detach().to(real_a.dtype)], 1)  # (N, Ca+Cb, H, W)
-        real_ab = torch.cat([real_a, real_b], 1)
-        with self.autocast():
+            # D: real pairs -> real, generated pairs -> fake
+            set_requires_grad(net_d, True)
+            opt_d.zero_grad(set_to_none=True)
+            fake_ab = torch.cat([real_a, fake_b.detach().to(real_a.dtype)], 1)  # (N, Ca+Cb, H, W)
+            real_ab = torch.cat([real_a, real_b], 1)
             pred_fake = net_d(fake_ab)  # (N, 1, H', W') logits
             pred_real = net_d(real_ab)
-        loss_d_fake = self.criterion_gan(pred_fake, False)
-        loss_d_real = self.criterion_gan(pred_real, True)
-        loss_d = 0.5 * (loss_d_fake + loss_d_real)
-        losses = {"D_real": loss_d_real, "D_fake": loss_d_fake}
-        if c.gan_mode is GANMode.WGANGP:
-            penalty, _ = gradient_penalty(net_d, real_ab, fake_ab, lambda_gp=c.lambda_gp)
-            loss_d = loss_d + penalty
-            losses["D_gp"] = penalty
-        self._backward_step(loss_d, opt_d)
+            loss_d_fake = self.criterion_gan(pred_fake, False)
+            loss_d_real = self.criterion_gan(pred_real, True)
+            loss_d = 0.5 * (loss_d_fake + loss_d_real)
+            losses = {"D_real": loss_d_real, "D_fake": loss_d_fake}
+            if c.gan_mode is GANMode.WGANGP:
+                with self._autocast_off():
+                    penalty, _ = gradient_penalty(net_d, real_ab, fake_ab, lambda_gp=c.lambda_gp)
+                loss_d = loss_d + penalty
+                losses["D_gp"] = penalty
+            self._backward_step(loss_d, opt_d)
 
-        # G: fool D, stay close to B
-        set_requires_grad(net_d, False)
-        opt_g.zero_grad(set_to_none=True)
-        with self.autocast():
+            # G: fool D, stay close to B
+            set_requires_grad(net_d, False)
+            opt_g.zero_grad(set_to_none=True)
             pred_fake = net_d(torch.cat([real_a, fake_b.to(real_a.dtype)], 1))
-        loss_g_gan = self.criterion_gan(pred_fake, True)
-        loss_g_l1 = F.l1_loss(fake_b.float(), real_b) * c.lambda_L1
-        self._backward_step(loss_g_gan + loss_g_l1, opt_g)
+            loss_g_gan = self.criterion_gan(pred_fake, True)
+            loss_g_l1 = F.l1_loss(fake_b.float(), real_b) * c.lambda_L1
+            self._backward_step(loss_g_gan + loss_g_l1, opt_g)
         self.scaler.update()
         set_requires_grad(net_d, True)
         self.steps += 1
@@ -592,15 +640,15 @@ class CycleGAN(TranslationModel):
         Returns:
             The loss and, for wgangp, the penalty term included in it.
         """
-        with self.autocast():
-            pred_real = net_d(real)
-            pred_fake = net_d(fake.detach())
+        pred_real = net_d(real)  # under the step's autocast
+        pred_fake = net_d(fake.detach())
         loss = 0.5 * (self.criterion_gan(pred_real, True) + self.criterion_gan(pred_fake, False))
         penalty = None
         if self.config.gan_mode is GANMode.WGANGP:
-            penalty, _ = gradient_penalty(
-                net_d, real, fake.detach().to(real.dtype), lambda_gp=self.config.lambda_gp
-            )
+            with self._autocast_off():
+                penalty, _ = gradient_penalty(
+                    net_d, real, fake.detach().to(real.dtype), lambda_gp=self.config.lambda_gp
+                )
             loss = loss + penalty
         return loss, penalty
 
@@ -617,44 +665,42 @@ class CycleGAN(TranslationModel):
         c = self.config
         g_a, g_b, d_a, d_b = (self.nets[k] for k in ("G_A", "G_B", "D_A", "D_B"))
         real_a, real_b = self._batch(batch)
-        with self.autocast():
+        with self.autocast():  # the step's one autocast; backward runs with it switched off
             fake_b = g_a(real_a)  # (N, Cb, H, W)
             rec_a = g_b(fake_b)  # (N, Ca, H, W)
             fake_a = g_b(real_b)  # (N, Ca, H, W)
             rec_b = g_a(fake_a)  # (N, Cb, H, W)
 
-        # generators
-        set_requires_grad([d_a, d_b], False)
-        opt_g = self.optimizers["G"]
-        opt_g.zero_grad(set_to_none=True)
-        zero = torch.zeros((), device=self.device)
-        loss_idt_a = loss_idt_b = zero
-        if self.use_identity:
-            with self.autocast():
+            # generators
+            set_requires_grad([d_a, d_b], False)
+            opt_g = self.optimizers["G"]
+            opt_g.zero_grad(set_to_none=True)
+            zero = torch.zeros((), device=self.device)
+            loss_idt_a = loss_idt_b = zero
+            if self.use_identity:
                 idt_a = g_a(real_b)
                 idt_b = g_b(real_a)
-            weight = c.lambda_identity
-            loss_idt_a = F.l1_loss(idt_a.float(), real_b) * c.lambda_B * weight
-            loss_idt_b = F.l1_loss(idt_b.float(), real_a) * c.lambda_A * weight
-        with self.autocast():
+                weight = c.lambda_identity
+                loss_idt_a = F.l1_loss(idt_a.float(), real_b) * c.lambda_B * weight
+                loss_idt_b = F.l1_loss(idt_b.float(), real_a) * c.lambda_A * weight
             pred_fake_b = d_a(fake_b)
             pred_fake_a = d_b(fake_a)
-        loss_g_a = self.criterion_gan(pred_fake_b, True)
-        loss_g_b = self.criterion_gan(pred_fake_a, True)
-        loss_cycle_a = F.l1_loss(rec_a.float(), real_a) * c.lambda_A
-        loss_cycle_b = F.l1_loss(rec_b.float(), real_b) * c.lambda_B
-        loss_g = loss_g_a + loss_g_b + loss_cycle_a + loss_cycle_b + loss_idt_a + loss_idt_b
-        self._backward_step(loss_g, opt_g)
+            loss_g_a = self.criterion_gan(pred_fake_b, True)
+            loss_g_b = self.criterion_gan(pred_fake_a, True)
+            loss_cycle_a = F.l1_loss(rec_a.float(), real_a) * c.lambda_A
+            loss_cycle_b = F.l1_loss(rec_b.float(), real_b) * c.lambda_B
+            loss_g = loss_g_a + loss_g_b + loss_cycle_a + loss_cycle_b + loss_idt_a + loss_idt_b
+            self._backward_step(loss_g, opt_g)
 
-        # discriminators, fed from the pools of past fakes
-        set_requires_grad([d_a, d_b], True)
-        opt_d = self.optimizers["D"]
-        opt_d.zero_grad(set_to_none=True)
-        pooled_b = self.pools["fake_B"].query(fake_b.detach().float())
-        loss_d_a, gp_a = self._discriminator_loss(d_a, real_b, pooled_b)
-        pooled_a = self.pools["fake_A"].query(fake_a.detach().float())
-        loss_d_b, gp_b = self._discriminator_loss(d_b, real_a, pooled_a)
-        self._backward_step(loss_d_a + loss_d_b, opt_d)
+            # discriminators, fed from the pools of past fakes
+            set_requires_grad([d_a, d_b], True)
+            opt_d = self.optimizers["D"]
+            opt_d.zero_grad(set_to_none=True)
+            pooled_b = self.pools["fake_B"].query(fake_b.detach().float())
+            loss_d_a, gp_a = self._discriminator_loss(d_a, real_b, pooled_b)
+            pooled_a = self.pools["fake_A"].query(fake_a.detach().float())
+            loss_d_b, gp_b = self._discriminator_loss(d_b, real_a, pooled_a)
+            self._backward_step(loss_d_a + loss_d_b, opt_d)
         self.scaler.update()
         self.steps += 1
         losses = {
@@ -707,10 +753,10 @@ class UNetRegression(TranslationModel):
         real_a, real_b = self._batch(batch)
         opt = self.optimizers["G"]
         opt.zero_grad(set_to_none=True)
-        with self.autocast():
+        with self.autocast():  # the step's one autocast; backward runs with it switched off
             pred01 = self.nets["G"](real_a)  # (N, Cb, H, W) in [0, 1]
-        loss = F.mse_loss(pred01.float(), (real_b + 1.0) * 0.5)
-        self._backward_step(loss, opt)
+            loss = F.mse_loss(pred01.float(), (real_b + 1.0) * 0.5)
+            self._backward_step(loss, opt)
         self.scaler.update()
         self.steps += 1
         return {"MSE": float(loss.detach())}

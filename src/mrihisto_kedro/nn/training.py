@@ -27,6 +27,17 @@ loaders the result is identical to an uninterrupted run (bit for bit on CPU with
 ``torch.use_deterministic_algorithms(True)``). A fresh run seeds torch, numpy and ``random``
 with ``seed`` (default ``model.config.seed``).
 
+Data-parallel (inside a ``torch.distributed`` process group of ``W`` > 1 ranks,
+:mod:`mrihisto_kedro.nn.distributed`): every rank calls :func:`train` with its share of the
+tiles (a ``DistributedSampler``); the networks are wrapped in ``DistributedDataParallel`` for the
+training steps, so gradients are averaged over the ranks. The epoch's losses are averaged over
+the ranks. Rank 0 alone validates, keeps samples, writes the checkpoint (with every rank's RNG
+states, gathered) and calls ``callback``; the other ranks go on to the next epoch and wait for
+it in the first step. Rank ``r`` seeds its global RNGs with ``seed + r`` (dropout draws differ
+between ranks); a resume restores each rank's own RNG states when the world size is the one
+the checkpoint was written with (else rank 0's, re-seeded per rank). The returned history is
+rank 0's on every rank.
+
 :func:`export_generator` / :func:`load_generator`: the A -> B generator as ``{"state_dict",
 "architecture", ...}`` (plain types, ``torch.load(weights_only=True)``) and back to a module in
 evaluation mode.
@@ -56,6 +67,13 @@ from torch.utils.data import DataLoader
 
 from mrihisto_kedro.durability.atomic import atomic_path
 from mrihisto_kedro.durability.disk_space import require_free_space
+from mrihisto_kedro.nn.distributed import (
+    DistributedNets,
+    all_reduce_mean,
+    from_main,
+    gather_to_main,
+    world,
+)
 from mrihisto_kedro.nn.generators import build_generator
 from mrihisto_kedro.nn.models import TranslationModel
 from mrihisto_kedro.nn.safe_load import load_weights_only
@@ -420,6 +438,15 @@ def _rng_state() -> dict[str, Any]:
     }
 
 
+def _rank_rng(payload: Mapping[str, Any], rank: int, size: int) -> Mapping[str, Any]:
+    """The RNG states rank ``rank`` of ``size`` resumes with: its own when the checkpoint was
+    written by a world of that size, else rank 0's."""
+    ranks = payload.get("rng_ranks")
+    if ranks and len(ranks) == size:
+        return ranks[rank]
+    return payload["rng"]
+
+
 def _restore_rng(state: Mapping[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if state["cuda"] and torch.cuda.is_available():
@@ -561,6 +588,7 @@ def train(
     if resume and checkpoint_dir is None:
         raise ValueError("resume=True needs a checkpoint_dir")
     _check_loader(train_loader, "train_loader")
+    here = world()
     ckpt_path = None if checkpoint_dir is None else Path(checkpoint_dir) / CHECKPOINT_NAME
     result = TrainingResult()
     history: list[dict[str, float]] = []
@@ -570,7 +598,9 @@ def train(
         model.load_state_dict(payload["model"])
         history = [dict(record) for record in payload["history"]]
         start = int(payload["epoch"])
-        _restore_rng(payload["rng"])
+        _restore_rng(_rank_rng(payload, here.rank, here.size))
+        if here.rank and len(payload.get("rng_ranks") or []) != here.size:
+            seed_everything((config.seed if seed is None else seed) + here.rank + 7919 * start)
         _restore_loader(train_loader, payload["loaders"]["train"])
         if val_loader is not None and payload["loaders"].get("val") is not None:
             _restore_loader(val_loader, payload["loaders"]["val"])
@@ -582,9 +612,10 @@ def train(
     else:
         if resume:
             log.info("resume=True but %s does not exist: starting a fresh run", ckpt_path)
-        seed_everything(config.seed if seed is None else seed)
+        seed_everything((config.seed if seed is None else seed) + here.rank)
 
-    if ckpt_path is not None:  # a full disk stops the training before its first epoch
+    ddp = DistributedNets(model)  # a no-op in one process
+    if ckpt_path is not None and here.main:  # a full disk stops the training before its first epoch
         require_free_space(
             ckpt_path.parent, checkpoint_bytes(model), ckpt_path, "a checkpoint beside the last"
         )
@@ -595,16 +626,22 @@ def train(
         sums: dict[str, float] = {}
         n_batches = 0
         last_batch: Mapping[str, Any] | None = None
-        for batch in train_loader:
-            for name, value in model.train_step(batch).items():
-                sums[name] = sums.get(name, 0.0) + value
-            n_batches += 1
-            last_batch = batch
+        with ddp.training():
+            for batch in train_loader:
+                for name, value in model.train_step(batch).items():
+                    sums[name] = sums.get(name, 0.0) + value
+                n_batches += 1
+                last_batch = batch
         if n_batches == 0 or last_batch is None:
             raise ValueError("train_loader yielded no batches")
-        losses = {name: value / n_batches for name, value in sums.items()}
+        losses = all_reduce_mean({name: value / n_batches for name, value in sums.items()})
         learning_rates = model.learning_rates()
         model.step_schedulers()
+        rng_ranks = gather_to_main(_rng_state()) if here.distributed else None
+        if not here.main:  # rank 0 validates, writes and reports; the others train on
+            history.append({"epoch": float(epoch + 1), **losses, **learning_rates})
+            result.checkpoint = ckpt_path
+            continue
 
         want_sample = sample_every > 0 and ((epoch + 1) % sample_every == 0 or epoch + 1 == total)
         metrics: dict[str, float] = {}
@@ -642,6 +679,7 @@ def train(
                 "model": model.state_dict(),
                 "history": history,
                 "rng": _rng_state(),
+                **({"rng_ranks": rng_ranks} if rng_ranks is not None else {}),
                 "loaders": {
                     "train": _loader_state(train_loader),
                     "val": None if val_loader is None else _loader_state(val_loader),
@@ -665,6 +703,8 @@ def train(
                 )
             )
 
+    if here.distributed:
+        history = from_main(lambda: history)
     result.history = history
     result.epochs_completed = max(start, len(history))
     result.seconds = time.perf_counter() - started

@@ -1,5 +1,5 @@
 """How an experiment's nodes are bound to it: its name into the node functions (as Kedro and
-kedro-viz should see them), its group's namespace around its own."""
+kedro-viz should see them), its group as a tag of its nodes."""
 
 from __future__ import annotations
 
@@ -20,15 +20,9 @@ def bind_experiment(func: Callable[..., Any], name: str) -> Callable[..., Any]:
     return update_wrapper(partial(func, experiment=name), func)
 
 
-def grouped(experiment: Experiment, pipeline: Pipeline, outputs: tuple[str, ...]) -> Pipeline:
-    """``pipeline`` under the experiment's group namespace (``msi_to_he``), if it has one;
-    dataset and parameter names stay the experiment's own."""
-    if experiment.group is None:
-        return pipeline
-    return Pipeline(
-        pipeline,
-        namespace=experiment.group,
-        inputs=pipeline.inputs() - {d for d in pipeline.inputs() if d.startswith("params:")},
-        outputs={f"{experiment.name}.{out}" for out in outputs},
-        parameters={d for d in pipeline.inputs() if d.startswith("params:")},
-    )
+def grouped(experiment: Experiment, pipeline: Pipeline) -> Pipeline:
+    """``pipeline`` with every node tagged with the experiment's group (``msi_to_he``:
+    ``kedro run --tags=msi_to_he`` runs the group), if it has one. The group is a tag, not a
+    namespace: node, dataset and parameter names stay the experiment's own, and kedro-viz shows
+    one namespace per experiment."""
+    return pipeline if experiment.group is None else pipeline.tag(experiment.group)

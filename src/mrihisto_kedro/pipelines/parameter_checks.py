@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from kedro.pipeline import Pipeline
@@ -39,10 +40,7 @@ from mrihisto_kedro.msi.params import (
     SpectraParams,
 )
 from mrihisto_kedro.msi.whole_views import MsiWholeViewParams
-from mrihisto_kedro.nn.experiment import model_config
-from mrihisto_kedro.nn.training import VALIDATION_METRICS
 from mrihisto_kedro.params import ParameterError, parse_params
-from mrihisto_kedro.tracking.search import apply_choices
 from mrihisto_kedro.tracking.training_params import TrainingParams
 
 from .data_engineering import nodes as de
@@ -64,44 +62,25 @@ __all__ = [
 Check = Callable[[Any, str], None]
 
 
-def parsed_as(cls: type) -> Check:
+@dataclass(frozen=True)
+class ParsedAs:
+    """A check that parses the value as ``params_class`` (errors name the dotted key)."""
+
+    params_class: type
+
+    def __call__(self, values: Any, key: str) -> None:
+        parse_params(self.params_class, values, key)
+
+
+def parsed_as(cls: type) -> ParsedAs:
     """A check that parses the value as ``cls`` (errors name the dotted key)."""
-
-    def check(values: Any, key: str) -> None:
-        parse_params(cls, values, key)
-
-    check.__qualname__ = f"parsed_as({cls.__name__})"
-    return check
+    return ParsedAs(cls)
 
 
 def check_training(values: Any, key: str) -> None:
-    """``<experiment>.training``: the dataclass, the model's config, the search's choices."""
-    p = parse_params(TrainingParams, values, key)
-    try:
-        model_config(p.model_type, p.model)
-    except (ValueError, TypeError) as exc:
-        raise ParameterError(f"{key}.model: {exc}") from None
-    if not p.search.n_trials:
-        return
-    if p.search.metric not in VALIDATION_METRICS:
-        raise ParameterError(
-            f"{key}.search.metric: {p.search.metric!r} is not a validation metric; choose one "
-            f"of {', '.join(VALIDATION_METRICS)}"
-        )
-    for name, choices in p.search.space.items():
-        for choice in choices:
-            trial = apply_choices(p.model, {name: choice}, p.search.trial_overrides)
-            try:
-                model_config(p.model_type, trial)
-            except (ValueError, TypeError) as exc:
-                raise ParameterError(f"{key}.search.space.{name}: {choice!r}: {exc}") from None
-
-
-def _check_msi_demo(values: Any, key: str) -> None:
-    from mrihisto_kedro.demo.msi import MsiDemoParams
-
-    p = parse_params(msi.MsiDemoNodeParams, values, key)
-    parse_params(MsiDemoParams, p.simulation, f"{key}.simulation")
+    """``<experiment>.training``: the dataclass, which checks the model's config and every
+    choice of the search (:class:`~mrihisto_kedro.tracking.training_params.TrainingParams`)."""
+    parse_params(TrainingParams, values, key)
 
 
 _DE = parsed_as(de.DataEngineeringParams)
@@ -109,6 +88,7 @@ _REG = parsed_as(reg.RegistrationStudyParams)
 
 NODE_PARAMETERS: dict[Callable[..., Any], dict[str, Check]] = {
     demo.make_demo: {"parameters": parsed_as(DemoParams)},
+    demo.make_msi_demo: {"parameters": parsed_as(demo.MsiDemoNodeParams)},
     de.validate_manifest: {"parameters": _DE},
     de.split_by_specimen: {"parameters": _DE},
     de.downsample_slides: {"parameters": _DE},
@@ -117,7 +97,7 @@ NODE_PARAMETERS: dict[Callable[..., Any], dict[str, Check]] = {
     de.qc_figures: {"parameters": _DE},
     reg.register_pairs: {"parameters": _REG},
     reg.register_pairs_from_control_points: {"parameters": _REG},
-    mo.build_pair_tiles: {"tiling": parsed_as(PairTilingParams), "data_engineering": _DE},
+    mo.build_pair_tiles: {"tiling": parsed_as(PairTilingParams)},
     mo.build_volume_tiles: {"tiling": parsed_as(VolumeTilingParams)},
     mo.train_experiment: {"training": check_training},
     ev.evaluate_experiment: {"evaluation": parsed_as(EvaluationParams)},
@@ -130,19 +110,12 @@ NODE_PARAMETERS: dict[Callable[..., Any], dict[str, Check]] = {
         "table": parsed_as(ms.SequenceTableParams),
         "synthesis": parsed_as(ms.SynthesisParams),
     },
-    msi.make_msi_demo: {"parameters": _check_msi_demo},
     msi.assign_msi_splits: {"parameters": parsed_as(SplitFractions)},
     msi.build_peak_stacks: {"parameters": parsed_as(SpectraParams)},
     msi.reduce_peak_stacks: {"parameters": parsed_as(ReductionParams)},
     msi.register_msi_pairs: {"parameters": parsed_as(MsiRegistrationParams)},
-    msi.build_msi_tiles: {
-        "parameters": parsed_as(MsiTilingParams),
-        "reduction": parsed_as(ReductionParams),
-    },
-    msi.build_msi_whole_views: {
-        "parameters": parsed_as(MsiWholeViewParams),
-        "reduction": parsed_as(ReductionParams),
-    },
+    msi.build_msi_tiles: {"parameters": parsed_as(MsiTilingParams)},
+    msi.build_msi_whole_views: {"parameters": parsed_as(MsiWholeViewParams)},
 }
 
 
@@ -164,7 +137,8 @@ def parameter_inputs(pipeline: Pipeline) -> Iterable[tuple[str, str, str, Check 
                 yield node.name, argument, dataset, checks.get(argument)
 
 
-def _subtree(tree: Any, dotted: str) -> Any:
+def subtree(tree: Any, dotted: str) -> Any:
+    """The value at ``dotted`` in nested mappings (``None`` where a key is missing)."""
     for part in dotted.split("."):
         if not isinstance(tree, dict) or part not in tree:
             return None
@@ -183,7 +157,7 @@ def search_conflicts(key: str, training: Any, runtime_params: dict[str, Any] | N
     Returns:
         One message per conflict, naming both keys, the value and how to resolve it.
     """
-    given = _subtree(runtime_params, f"{key}.model")
+    given = subtree(runtime_params, f"{key}.model")
     search = training.get("search") if isinstance(training, dict) else None
     if not isinstance(given, dict) or not isinstance(search, dict):
         return []

@@ -1,7 +1,8 @@
 """Parameters of the missing-sequences study, one dataclass per ``missing_sequences.*`` key.
 
-Parsed with :func:`mrihisto_kedro.params.parse_params` (errors name the dotted key); option
-strings become the enums below. No Kedro imports.
+Parsed with :func:`mrihisto_kedro.params.parse_params` (errors name the dotted key); every
+class is a :class:`~mrihisto_kedro.params.Params`: option strings become the enums below and the
+ranges are declared on the fields. No Kedro imports.
 """
 
 from __future__ import annotations
@@ -9,12 +10,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TypedDict
+from typing import Annotated, TypedDict
 
 from mrihisto_kedro.evaluation.backends import WeightPaths
 from mrihisto_kedro.evaluation.tiles import TileEvaluationParams
 from mrihisto_kedro.nn.dcgan import DCGANConfig
 from mrihisto_kedro.nn.style_transfer import PoolingKind, StyleTransferParams, VGGArch
+from mrihisto_kedro.params import Params, Range, fail
 from mrihisto_kedro.sequences.methods import INPUT, TARGET
 
 __all__ = [
@@ -47,7 +49,7 @@ class DiscriminatorNorm(StrEnum):
 
 
 @dataclass(frozen=True)
-class DCGANTrainingParams:
+class DCGANTrainingParams(Params):
     """``missing_sequences.dcgan``.
 
     Attributes:
@@ -62,7 +64,7 @@ class DCGANTrainingParams:
 
 
 @dataclass(frozen=True)
-class RefinementParams:
+class RefinementParams(Params):
     """``missing_sequences.synthesis.refinement``: style transfer of the generated slices.
 
     Attributes:
@@ -85,7 +87,7 @@ class RefinementParams:
 
 
 @dataclass(frozen=True)
-class SynthesisParams:
+class SynthesisParams(Params):
     """``missing_sequences.synthesis``.
 
     Attributes:
@@ -102,21 +104,19 @@ class SynthesisParams:
     split: str = "test"
     dcgan_seed: int = 1
     inversion: InversionKind = InversionKind.HEAD
-    head_level: float = 0.1
-    batch_size: int = 16
+    head_level: Annotated[float, Range(ge=0.0, lt=1.0)] = 0.1
+    batch_size: Annotated[int, Range(ge=1)] = 16
     device: str = "auto"
     refinement: RefinementParams = field(default_factory=RefinementParams)
 
-    def __post_init__(self) -> None:
+    def validate(self) -> None:
+        """The style slice comes from another split than the evaluated one."""
         if self.refinement.style_split == self.split:
-            raise ValueError(
-                f"refinement.style_split must differ from split {self.split!r}: the style "
-                "slice must not be a slice the table is measured on"
+            fail(
+                "refinement.style_split",
+                f"must differ from split {self.split!r}: the style slice must not be a slice "
+                "the table is measured on",
             )
-        if not 0.0 <= self.head_level < 1.0:
-            raise ValueError(f"head_level must be in [0, 1), got {self.head_level}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
 
 
 class Bootstrap(TypedDict):
@@ -128,7 +128,7 @@ class Bootstrap(TypedDict):
 
 
 @dataclass(frozen=True)
-class SequenceTableParams:
+class SequenceTableParams(Params):
     """``missing_sequences.table``.
 
     Attributes:
@@ -142,25 +142,24 @@ class SequenceTableParams:
         n_figure_slices: test slices shown in the example figure.
     """
 
-    mi_bins: int = 20
-    mi_base: float = math.e
-    n_boot: int = 200
-    alpha: float = 0.05
-    seed: int = 0
+    mi_bins: Annotated[int, Range(ge=2)] = 20
+    mi_base: Annotated[float, Range(gt=0.0)] = math.e
+    n_boot: Annotated[int, Range(ge=1)] = 200
+    alpha: Annotated[float, Range(gt=0.0, lt=1.0)] = 0.05
+    seed: Annotated[int, Range(ge=0)] = 0
     kid_subset_size: int = 100
     kid_subsets: int = 50
     weights: WeightPaths = field(default_factory=WeightPaths)
     device: str = "auto"
-    batch_size: int = 16
+    batch_size: Annotated[int, Range(ge=1)] = 16
     discriminator_norm: DiscriminatorNorm = DiscriminatorNorm.BATCH
-    threshold: float = 0.5
-    n_figure_slices: int = 4
+    threshold: Annotated[float, Range(gt=0.0, lt=1.0)] = 0.5
+    n_figure_slices: Annotated[int, Range(ge=1)] = 4
 
-    def __post_init__(self) -> None:
-        if not 0.0 < self.threshold < 1.0:
-            raise ValueError(f"threshold must be in (0, 1), got {self.threshold}")
-        if self.n_figure_slices < 1:
-            raise ValueError(f"n_figure_slices must be >= 1, got {self.n_figure_slices}")
+    def validate(self) -> None:
+        """The MI logarithm base is not 1 (the rest are the ranges on the fields)."""
+        if self.mi_base == 1.0:
+            fail("mi_base", "must not be 1 (the base of a logarithm)")
 
     def tile_params(self) -> TileEvaluationParams:
         """The per-slice metric settings in the evaluation pipeline's terms."""

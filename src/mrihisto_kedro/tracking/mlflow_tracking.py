@@ -3,6 +3,10 @@
 Used by the training study (:mod:`mrihisto_kedro.tracking.training_study`) under kedro-mlflow,
 which sets the tracking URI (``conf/base/mlflow.yml``: ``sqlite:///mlflow.db`` in the project)
 and opens the pipeline run; each training is a nested run under it.
+
+Data-parallel training (:mod:`mrihisto_kedro.nn.distributed`): only rank 0 talks to MLflow.
+On ranks > 0 :func:`training_run` opens no run and yields ``None``, and every ``log_*``
+function and :class:`EpochLogger` does nothing.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 
 from mrihisto_kedro.nn.device import describe_numerics
+from mrihisto_kedro.nn.distributed import is_main
 from mrihisto_kedro.nn.training import EpochReport
 
 
@@ -40,7 +45,7 @@ def flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 @contextmanager
 def training_run(
     name: str, params: Mapping[str, Any], tags: Mapping[str, str], run_id: str | None = None
-) -> Iterator[str]:
+) -> Iterator[str | None]:
     """A (nested, if a run is active) MLflow run with its parameters logged; yields its id.
 
     Parameters are logged flattened (``model.lr``) and, for the paper's search space, also
@@ -51,7 +56,12 @@ def training_run(
     ``run_id`` continues that run (a training resumed from its checkpoint logs its remaining
     epochs into the run it started; the run is tagged ``resumed``). A run id the tracking store
     does not know (e.g. ``mlflow.db`` was deleted) starts a new run instead.
+
+    On ranks > 0 of a process group: no run, yields ``None``.
     """
+    if not is_main():
+        yield None
+        return
     nested = mlflow.active_run() is not None
     if run_id is not None and not _run_exists(run_id):
         run_id = None
@@ -116,6 +126,8 @@ def log_numerics(numerics: Mapping[str, str]) -> None:
     """Log what decided a training's numbers (device, resolved precision, torch, the CPU's SIMD
     level and native bf16, threads: :func:`~mrihisto_kedro.nn.device.numerics_report`) to the
     active run, as ``runtime.*`` parameters and as the tag ``numerics`` (one readable line)."""
+    if not is_main():
+        return
     log_params_once({f"runtime.{key}": value for key, value in numerics.items()})
     mlflow.set_tag("numerics", describe_numerics(dict(numerics)))
 
@@ -123,18 +135,24 @@ def log_numerics(numerics: Mapping[str, str]) -> None:
 def log_search_best(best: Mapping[str, Any], metric: str, value: float) -> None:
     """Log a search's outcome to the active (search) run: the best trial's choices as
     ``best.<key>`` parameters and its metric as ``best_<metric>``."""
+    if not is_main():
+        return
     mlflow.log_params({f"best.{key}": choice for key, choice in best.items()})
     mlflow.log_metric(f"best_{metric}", float(value))
 
 
 def log_step_metrics(values: Mapping[str, float], step: int) -> None:
     """Log ``values`` to the active run as metrics at ``step`` (e.g. a 1-based epoch)."""
+    if not is_main():
+        return
     mlflow.log_metrics({key: float(value) for key, value in values.items()}, step=step)
 
 
 def log_summary_metrics(summary: Mapping[str, Any]) -> None:
     """Log the numeric values of a training's summary row (ints, floats and bools; ``None``,
     ids and text are skipped) to the active run as metrics."""
+    if not is_main():
+        return
     mlflow.log_metrics(
         {key: float(value) for key, value in summary.items() if isinstance(value, float | int)}
     )
@@ -147,6 +165,9 @@ class EpochLogger:
         self.run_id = run_id
 
     def __call__(self, report: EpochReport) -> None:
+        """Log ``report`` to the run (rank 0 only)."""
+        if not is_main():
+            return
         client = mlflow.tracking.MlflowClient()
         for key, value in report.flat().items():
             client.log_metric(self.run_id, key, float(value), step=report.epoch)
@@ -179,6 +200,8 @@ def log_generator(payload: Mapping[str, Any], example: torch.Tensor) -> None:
     """
     from mrihisto_kedro.nn.training import load_generator
 
+    if not is_main():
+        return
     generator = load_generator(payload)
     with torch.no_grad():
         output = generator(example.to("cpu", torch.float32))

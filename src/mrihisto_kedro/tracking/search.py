@@ -9,10 +9,13 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import optuna
 import pandas as pd
+
+from mrihisto_kedro.nn.training import VALIDATION_METRICS
+from mrihisto_kedro.params import Params, Range, fail
 
 
 class SamplerKind(StrEnum):
@@ -23,7 +26,7 @@ class SamplerKind(StrEnum):
 
 
 @dataclass(frozen=True)
-class SearchParams:
+class SearchParams(Params):
     """A search over categorical choices of model parameters.
 
     Attributes:
@@ -41,29 +44,34 @@ class SearchParams:
             model's own values (and the best choices). Keys may not also be searched.
     """
 
-    n_trials: int = 0
+    n_trials: Annotated[int, Range(ge=0)] = 0
     sampler: SamplerKind = SamplerKind.TPE
     seed: int = 0
     space: dict[str, list[Any]] = field(default_factory=dict)
     metric: str = "val_L1"
-    holdout_specimens: int = 1
+    holdout_specimens: Annotated[int, Range(ge=1)] = 1
     trial_overrides: dict[str, Any] = field(default_factory=dict)
 
-    def __post_init__(self) -> None:
-        if self.holdout_specimens < 1:
-            raise ValueError(f"holdout_specimens must be >= 1, got {self.holdout_specimens}")
-        if self.n_trials < 0:
-            raise ValueError(f"n_trials must be >= 0, got {self.n_trials}")
-        if self.n_trials and not self.space:
-            raise ValueError("a search (n_trials > 0) needs a non-empty space")
+    def validate(self) -> None:
+        """A search has choices, a validation metric, and no key both searched and fixed."""
         for key, choices in self.space.items():
-            if not isinstance(choices, list) or not choices:
-                raise ValueError(f"space.{key} must be a non-empty list of choices")
+            if not choices:
+                fail(f"space.{key}", "must be a non-empty list of choices")
+        if not self.n_trials:
+            return
+        if not self.space:
+            fail("space", "must not be empty for a search (n_trials > 0)")
+        if self.metric not in VALIDATION_METRICS:
+            fail(
+                "metric",
+                f"= {self.metric!r} is not a validation metric; choose one of "
+                f"{', '.join(VALIDATION_METRICS)}",
+            )
         both = sorted(set(self.trial_overrides) & set(self.space))
         if both:
-            raise ValueError(
-                f"trial_overrides and space both set {both}: a searched value would be "
-                "overridden in every trial"
+            fail(
+                "trial_overrides",
+                f"and space both set {both}: a searched value would be overridden in every trial",
             )
 
     @property

@@ -12,6 +12,15 @@ Trainings checkpoint every epoch into the experiment's
 :class:`~mrihisto_kedro.nn.checkpoint_store.CheckpointStore`: the same call after a crash
 resumes from the last complete epoch, skips completed trials and continues their MLflow runs
 (``training.resume: never`` starts again).
+
+Data-parallel (``torchrun ... kedro run``, see ``docs/cluster.md``): with ``WORLD_SIZE`` > 1
+in the environment :func:`train_study` joins the process group
+(:func:`~mrihisto_kedro.nn.distributed.process_group`) for its trainings; every rank trains its
+share of the tiles, rank 0 alone writes checkpoints and logs to MLflow, and every rank returns
+the same result (rank 0's history and summary, the generator every rank holds).
+``training.processes: N`` does the same on one machine without ``torchrun``: the calling
+(Kedro) process is rank 0 and starts ranks 1 .. N-1, which run this function with the same
+arguments and write nothing.
 """
 
 from __future__ import annotations
@@ -30,6 +39,13 @@ from mrihisto_kedro.nn.checkpoint_store import (
     TrainingCheckpoint,
     fingerprint,
     tileset_fingerprint,
+)
+from mrihisto_kedro.nn.distributed import (
+    env_world,
+    from_main,
+    local_processes,
+    process_group,
+    world,
 )
 from mrihisto_kedro.nn.experiment import run_training
 from mrihisto_kedro.nn.models import TranslationModel
@@ -100,10 +116,21 @@ def train_study(
     )
     logged = logged_params(tileset, params)
     trials, search_info = pd.DataFrame(), dict[str, Any]()
-    if params.search.n_trials:
-        best, trials, search_info = _search(study, tileset, logged)
-        logged["model"] = apply_choices(dict(params.model), best)
-    generator, history, summary = _final_training(study, tileset, logged, search_info)
+    spawn = 1 if env_world().distributed else params.processes  # torchrun decides under it
+    with (
+        local_processes(spawn, train_study, (tileset, params, checkpoints, name)),
+        process_group(str(params.model.get("device", "auto"))),
+    ):
+        here = world()
+        if here.distributed:  # logged: the global batch is data.batch_size x processes
+            logged["distributed"] = {
+                "processes": here.size,
+                "global_batch": params.data.batch_size * here.size,
+            }
+        if params.search.n_trials:
+            best, trials, search_info = _search(study, tileset, logged)
+            logged["model"] = apply_choices(dict(params.model), best)
+        generator, history, summary = _final_training(study, tileset, logged, search_info)
     return TrainingStudyResult(generator, history, summary, trials)
 
 
@@ -162,7 +189,7 @@ def _train(
     tiles: TileSet,
     model_values: dict[str, Any],
     ckpt: TrainingCheckpoint,
-    run_id: str,
+    run_id: str | None,
     sample_every: int,
 ) -> tuple[TranslationModel, TrainingResult, dict[str, Any]]:
     """One training (or its resumption from ``ckpt``) logging to the open run ``run_id``."""
@@ -174,7 +201,7 @@ def _train(
         study.params.data,
         checkpoint_dir=ckpt.folder,
         resume=ckpt.resume,
-        callback=EpochLogger(run_id),
+        callback=EpochLogger(run_id) if run_id is not None else None,
         sample_every=sample_every,
         on_start=lambda model: log_numerics(model.numerics()),
     )
@@ -243,10 +270,16 @@ def _final_training(
     ckpt = study.checkpoints.training(fingerprint(described), described, p.resume)
     with training_run(name, logged, study.tags, run_id=ckpt.run_id) as run_id:
         model, result, info = _train(study, tileset, logged["model"], ckpt, run_id, p.sample_every)
-        model_type = str(p.model_type)
-        summary = training_summary(name, model_type, run_id, model, result, info, search_info)
-        log_summary_metrics(summary)
         payload = export_trained_generator(model, tileset, p.data.a_range, name)
-        summary["generator"] = generator_digest(payload)  # what the tables must have measured
-        log_generator(payload, example_input(tileset, p.data.a_range))
+
+        def summarise() -> dict[str, Any]:  # rank 0 (the ranks' weights are equal)
+            assert run_id is not None  # rank 0 always has a run
+            model_type = str(p.model_type)
+            summary = training_summary(name, model_type, run_id, model, result, info, search_info)
+            log_summary_metrics(summary)
+            summary["generator"] = generator_digest(payload)  # what the tables measured
+            log_generator(payload, example_input(tileset, p.data.a_range))
+            return summary
+
+        summary = from_main(summarise)
     return payload, pd.DataFrame(result.history), summary

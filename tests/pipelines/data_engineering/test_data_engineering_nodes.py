@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from mrihisto_kedro.imaging.pair_masks import REPORT_COLUMNS, BlankSlideError, s
 from mrihisto_kedro.imaging.slide_image import SlideImage
 from mrihisto_kedro.imaging.slides import open_slide
 from mrihisto_kedro.manifest import ManifestError
-from mrihisto_kedro.params import ParameterError
+from mrihisto_kedro.params import ParameterError, parse_params
 from mrihisto_kedro.pipelines.data_engineering.nodes import (
     DataEngineeringParams,
     downsample_slides,
@@ -78,23 +79,70 @@ def test_validate_manifest_settles_mpp_from_the_files(raw_inputs: tuple) -> None
 @pytest.mark.parametrize(
     ("parameters", "key"),
     [
-        ({"slide_mask": {"method": "otsu"}}, "data_engineering.slide_mask.method"),
-        ({"mri_mask": {"method": "fixed"}}, "data_engineering.mri_mask.method"),
-        ({"mri_mask": {"method": "threshold"}}, "data_engineering.mri_mask"),
-        ({"slide_mask": {"max_size": 8}}, "data_engineering.slide_mask"),
-        ({"mri_normalisation": {"lower_percentile": 99.9}}, "data_engineering.mri_normalisation"),
-        ({"downsample_factor": 0.5}, "'data_engineering'"),
+        ({"slide_mask": {"method": "otsu"}}, "'data_engineering.slide_mask.method' = 'otsu'"),
+        ({"mri_mask": {"method": "fixed"}}, "'data_engineering.mri_mask.method' = 'fixed'"),
+        (
+            {"mri_mask": {"method": "threshold"}},
+            "'data_engineering.mri_mask.threshold' must be set with method 'threshold'",
+        ),
+        (
+            {"mri_mask": {"threshold": 0.2}},
+            "'data_engineering.mri_mask.threshold' must be set with method 'threshold' and only",
+        ),
+        ({"mri_mask": {"min_object_px": -1}}, "'data_engineering.mri_mask.min_object_px' must be"),
+        ({"slide_mask": {"max_size": 8}}, "'data_engineering.slide_mask.max_size' must be >= 16"),
+        ({"slide_mask": {"min_object_px": -1}}, "'data_engineering.slide_mask.min_object_px'"),
+        ({"slide_mask": {"closing_radius_px": -1}}, "'data_engineering.slide_mask.closing_radius"),
+        (
+            {"slide_mask": {"min_tissue_fraction": 1.5}},
+            "'data_engineering.slide_mask.min_tissue_fraction' must be in [0, 1], got 1.5",
+        ),
+        (
+            {"mri_normalisation": {"lower_percentile": 99.9}},
+            "'data_engineering.mri_normalisation.lower_percentile' must be below upper_percentile",
+        ),
+        (
+            {"mri_normalisation": {"upper_percentile": 101}},
+            "'data_engineering.mri_normalisation.upper_percentile' must be in (0, 100]",
+        ),
+        (
+            {"mri_normalisation": {"lower_percentile": -1}},
+            "'data_engineering.mri_normalisation.lower_percentile' must be in [0, 100)",
+        ),
+        ({"downsample_factor": 0.5}, "'data_engineering.downsample_factor' must be >= 1, got 0.5"),
+        ({"slide_mpp": 0}, "'data_engineering.slide_mpp' must be > 0, got 0"),
+        ({"splits": {"train": -0.1, "test": 1.1}}, "'data_engineering.splits.train' must be >= 0"),
+        (
+            {"splits": {"val": 0.2}},
+            "parameter 'data_engineering.splits' fractions train, val, test",
+        ),
     ],
 )
 def test_a_bad_parameter_stops_before_any_file_is_read(parameters: dict, key: str) -> None:
     slides = {"s0.tiff": _refuse("s0.tiff"), "s1.tiff": _refuse("s1.tiff")}
-    with pytest.raises(ParameterError, match=key.replace(".", r"\.")):
+    with pytest.raises(ParameterError, match=re.escape(key)):
         validate_manifest(_pairs(), slides, {"brain.nii.gz": _refuse("brain")}, parameters)
+
+
+def test_parameters_default_to_the_dataclasses_and_accept_their_edges() -> None:
+    assert parse_params(DataEngineeringParams, {}, "data_engineering") == DataEngineeringParams()
+    p = parse_params(
+        DataEngineeringParams,
+        {
+            "downsample_factor": 1,
+            "slide_mpp": 0.25,
+            "mri_normalisation": {"lower_percentile": 0, "upper_percentile": 100},
+            "slide_mask": {"max_size": 16, "min_object_px": 0, "min_tissue_fraction": 1.0},
+            "splits": {"train": 1.0, "val": 0.0, "test": 0.0},
+        },
+        "data_engineering",
+    )
+    assert p.downsample_factor == 1.0 and type(p.downsample_factor) is float
+    assert p.mri_normalisation.upper_percentile == 100.0 and p.splits.train == 1.0
 
 
 def test_enums_are_coerced_once_at_parse_time() -> None:
     from mrihisto_kedro.imaging.masks import MriMaskMethod, SlideMaskMethod
-    from mrihisto_kedro.params import parse_params
 
     p = parse_params(
         DataEngineeringParams,
@@ -162,6 +210,9 @@ def test_extract_mri_slices_reads_each_volume_once(
         assert image.GetSpacing() == pytest.approx((0.4, 0.4))
         assert values.min() == 0.0 and values.max() == 1.0
         assert image.GetMetaData("mrihisto_plane") == "axial"
+        # the percentiles travel with the slice: modelling reads them from the files
+        assert image.GetMetaData("mrihisto_lower_percentile") == "1.0"
+        assert image.GetMetaData("mrihisto_upper_percentile") == "99.0"
     # volume 2 of the 4-D file is volume 0 scaled by 3: the same slice once normalised
     np.testing.assert_allclose(
         sitk.GetArrayViewFromImage(out["p2"]), sitk.GetArrayViewFromImage(out["p1"]), atol=1e-5

@@ -169,8 +169,16 @@ def test_evaluate_experiment_without_a_training_summary(
 def test_evaluate_experiment_rejects_bad_parameters_and_empty_splits(
     tileset: TileSet, generator: dict[str, Any]
 ) -> None:
-    with pytest.raises(ParameterError, match=r"'n_bootstrap' in 'tiles_256\.evaluation'"):
+    with pytest.raises(
+        ParameterError, match=r"'tiles_256\.evaluation' has unknown key\(s\) 'n_bootstrap'"
+    ):
         evaluate_experiment(tileset, generator, pd.DataFrame(), {"n_bootstrap": 5}, "tiles_256")
+    with pytest.raises(
+        ParameterError, match=r"'tiles_256\.evaluation\.tiles\.mi_bins' must be >= 2, got 1"
+    ):
+        evaluate_experiment(
+            tileset, generator, pd.DataFrame(), {"tiles": {"mi_bins": 1}}, "tiles_256"
+        )
     validation = {**FAST_EVALUATION, "tiles": {"device": "cpu", "splits": ["validation"]}}
     with pytest.raises(ValueError, match=r"tiles_256: none of the splits \['validation'\]"):
         evaluate_experiment(tileset, generator, pd.DataFrame(), validation, "tiles_256")

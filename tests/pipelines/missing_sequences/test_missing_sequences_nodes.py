@@ -57,9 +57,9 @@ def test_train_node_returns_the_state_and_history_and_logs_one_run(
 @pytest.mark.parametrize(
     ("model", "key"),
     [
-        ({"image_size": 48}, r"'missing_sequences\.dcgan\.model'.*power of 2"),
-        ({"epochz": 2}, r"'epochz' in 'missing_sequences\.dcgan\.model'"),
-        ({"noise": "pink"}, r"'missing_sequences\.dcgan\.model\.noise'"),
+        ({"image_size": 48}, r"'missing_sequences\.dcgan\.model\.image_size' must be a power"),
+        ({"epochz": 2}, r"'missing_sequences\.dcgan\.model' has unknown key\(s\) 'epochz'"),
+        ({"noise": "pink"}, r"'missing_sequences\.dcgan\.model\.noise' = 'pink' is not one"),
     ],
 )
 def test_train_node_names_a_bad_model_key_before_any_run(
@@ -132,7 +132,10 @@ def test_synthesise_node_names_a_bad_key(
     dcgan_state: dict[str, Any],
 ) -> None:
     params = {"refinement": {"style_split": "test"}}
-    with pytest.raises(ParameterError, match=r"'missing_sequences\.synthesis'.*style_split"):
+    with pytest.raises(
+        ParameterError,
+        match=r"'missing_sequences\.synthesis\.refinement\.style_split' must differ from split",
+    ):
         synthesise_sequences(tileset, *generators, dcgan_state, params)
 
 
@@ -179,7 +182,9 @@ def test_table_node_refuses_a_synthesis_of_other_slices(
     other = {"split": "val", "device": "cpu"}  # the synthesis was of the test split
     with pytest.raises(ValueError, match="do not match the evaluated split's slices"):
         sequence_table_node(tileset, synthetic, history, dcgan_state, table_params, other)
-    with pytest.raises(ParameterError, match=r"'missing_sequences\.table'.*threshold"):
+    with pytest.raises(
+        ParameterError, match=r"'missing_sequences\.table\.threshold' must be in \(0, 1\), got 1\.5"
+    ):
         sequence_table_node(
             tileset, synthetic, history, dcgan_state, {"threshold": 1.5}, {"device": "cpu"}
         )

@@ -20,11 +20,19 @@ import SimpleITK as sitk
 import torch
 from tiny_modelling import TINY_TRAINING
 
+from mrihisto_kedro.imaging.mri import (
+    MriNormalisation,
+    NormalisationRecordError,
+    record_normalisation,
+)
+from mrihisto_kedro.imaging.registration import resample_moving
+from mrihisto_kedro.imaging.sitk_io import read_image, write_image
 from mrihisto_kedro.imaging.tileset import TileSet, load_tileset
 from mrihisto_kedro.imaging.tiling import PairTilesJob
 from mrihisto_kedro.nn.checkpoint_store import CheckpointStore
 from mrihisto_kedro.nn.training import generator_digest, load_generator
 from mrihisto_kedro.params import ParameterError
+from mrihisto_kedro.pipelines.data_engineering.nodes import extract_mri_slices
 from mrihisto_kedro.pipelines.modelling.nodes import (
     build_pair_tiles,
     build_volume_tiles,
@@ -43,11 +51,18 @@ PAIRS = pd.DataFrame(
 REPORT = pd.DataFrame(
     {"pair_id": ["p1", "p2", "p3"], "flagged": [False, False, True], "converged": True}
 )
-NORMALISATION = {"mri_normalisation": {"lower_percentile": 2.0, "upper_percentile": 98.0}}
+#: what data_engineering recorded in the aligned MRI files of ``pair_inputs``
+NORMALISATION = MriNormalisation(lower_percentile=2.0, upper_percentile=98.0)
 
 
 def _image(array: np.ndarray) -> sitk.Image:
     return sitk.GetImageFromArray(array)  # spacing 1, origin 0: the downsampled grid
+
+
+def _aligned_mri(array: np.ndarray) -> sitk.Image:
+    image = _image(array)
+    record_normalisation(image, NORMALISATION)
+    return image
 
 
 @pytest.fixture
@@ -61,7 +76,7 @@ def pair_inputs(
     ids = list(PAIRS["pair_id"])
     rgb = {k: tissue_rgb(ROWS, COLS, i) for i, k in enumerate(ids)}
     paths = {k: write_slide(f"{k}.tiff", rgb[k], MPP, downsample=FACTOR) for k in ids}
-    mri = {k: _image((rgb[k][..., 1] / 255.0).astype(np.float32)) for k in ids}
+    mri = {k: _aligned_mri((rgb[k][..., 1] / 255.0).astype(np.float32)) for k in ids}
     coverage = np.zeros((ROWS, COLS), np.uint8)
     coverage[:, : COLS - 32] = 1  # the registered MRI covers all but the last 32 columns
     return {
@@ -75,9 +90,7 @@ def pair_inputs(
 
 
 def _pair_tiles(pair_inputs: dict[str, Any], **tiling: Any) -> TileSet | PairTilesJob:
-    return build_pair_tiles(
-        PAIRS, REPORT, **pair_inputs, tiling=tiling, data_engineering=NORMALISATION
-    )
+    return build_pair_tiles(PAIRS, REPORT, **pair_inputs, tiling=tiling)
 
 
 def test_pair_tiles_are_written_one_pair_at_a_time_without_flagged_pairs(
@@ -122,18 +135,59 @@ def test_whole_views_are_one_view_per_pair_in_memory(pair_inputs: dict[str, Any]
 
 
 def test_a_misspelt_tiling_key_is_named(pair_inputs: dict[str, Any]) -> None:
-    with pytest.raises(ParameterError, match=r"'tile_sise'.*'tiling'"):
+    with pytest.raises(ParameterError, match=r"'tiling' has unknown key\(s\) 'tile_sise'"):
         _pair_tiles(pair_inputs, tile_sise=32)
-    with pytest.raises(ParameterError, match="data_engineering.mri_normalisation"):
-        build_pair_tiles(
-            PAIRS,
-            REPORT,
-            **pair_inputs,
-            tiling={},
-            data_engineering={
-                "mri_normalisation": {"lower_percentile": 99.0, "upper_percentile": 1.0}
-            },
+
+
+def test_the_normalisation_data_engineering_wrote_reaches_the_input_spec_through_the_files(
+    pair_inputs: dict[str, Any],
+    brain_volume: Callable[..., sitk.Image],
+    memory_loaders: Callable[..., Any],
+    tmp_path: Path,
+) -> None:
+    """data_engineering cuts the slices with (3, 97); registration resamples them onto the
+    grid; both written as .mha. Tiling takes no ``data_engineering`` parameter: the spec holds
+    what the files record, whatever ``data_engineering.mri_normalisation`` says afterwards."""
+    manifest = pd.DataFrame(
+        {"pair_id": ["p1", "p2", "p3"], "mri": "t1.nii.gz", "plane": "axial", "slice_index": 5}
+    )
+    written = {"lower_percentile": 3.0, "upper_percentile": 97.0}
+    slices = extract_mri_slices(
+        manifest, memory_loaders({"t1.nii.gz": brain_volume()}), {"mri_normalisation": written}
+    )
+    grid = _image(np.zeros((ROWS, COLS), np.float32))
+    aligned = {}
+    for pair_id, mri_slice in slices.items():
+        write_image(mri_slice, tmp_path / f"slice_{pair_id}.mha")
+        moved = resample_moving(
+            read_image(tmp_path / f"slice_{pair_id}.mha"), grid, sitk.AffineTransform(2)
         )
+        write_image(moved, tmp_path / f"aligned_{pair_id}.mha")
+        aligned[pair_id] = lambda p=tmp_path / f"aligned_{pair_id}.mha": read_image(p)
+    views = _pair_tiles({**pair_inputs, "aligned_mri": aligned}, kind="whole", load_size=32)
+    spec = views.attrs["input_spec"]
+    assert (spec["lower_percentile"], spec["upper_percentile"]) == (3.0, 97.0)
+
+
+def test_an_aligned_mri_without_the_normalisation_names_the_pair_and_the_fix(
+    pair_inputs: dict[str, Any], memory_loaders: Callable[..., Any]
+) -> None:
+    old = _image(np.ones((ROWS, COLS), np.float32))  # an older version wrote no keys
+    mri = {"p1": pair_inputs["aligned_mri"]["p1"](), "p2": old}
+    with pytest.raises(
+        NormalisationRecordError, match=r"pair p2.*re-run .*data_engineering.*registration"
+    ):
+        _pair_tiles({**pair_inputs, "aligned_mri": memory_loaders(mri)}, tile_size=32)
+
+
+def test_pairs_normalised_differently_are_refused(
+    pair_inputs: dict[str, Any], memory_loaders: Callable[..., Any]
+) -> None:
+    other = _image(np.ones((ROWS, COLS), np.float32))
+    record_normalisation(other, MriNormalisation(lower_percentile=1.0, upper_percentile=99.5))
+    mri = {"p1": pair_inputs["aligned_mri"]["p1"](), "p2": other}
+    with pytest.raises(NormalisationRecordError, match=r"\(2, 98\) in p1; \(1, 99.5\) in p2"):
+        _pair_tiles({**pair_inputs, "aligned_mri": memory_loaders(mri)}, tile_size=32)
 
 
 def test_volume_slices_are_dealt_to_three_splits_with_gaps(

@@ -1,9 +1,9 @@
 """Small inputs of the msi_data_engineering pipeline's tests: a 3-specimen simulated demo.
 
-The demo node itself makes them (3 H&E crops of 384 px at 0.499 µm, 16 x 16 MSI pixels of
-10 µm, a known MSI -> H&E affine each); its imzML files and landmark tables are written to a
-temporary folder and handed to the other nodes as loaders, as the pipeline's folder datasets
-hand them.
+The demo pipeline's MSI node makes them (3 H&E crops of 384 px at 0.499 µm, 16 x 16 MSI
+pixels of 10 µm, a known MSI -> H&E affine each); its imzML files and landmark tables are
+written to a temporary folder and handed to the other nodes as loaders, as the pipeline's folder
+datasets hand them.
 """
 
 from __future__ import annotations
@@ -20,14 +20,15 @@ from PIL import Image
 from mrihisto_kedro.datasets.control_points_dataset import ControlPointsFile
 from mrihisto_kedro.msi.imzml import ImzMLReader, open_imzml
 from mrihisto_kedro.msi.imzml_files import ImzMLFiles
+from mrihisto_kedro.pipelines.demo.nodes import make_msi_demo
 from mrihisto_kedro.pipelines.msi_data_engineering.nodes import (
     assign_msi_splits,
     build_peak_stacks,
-    make_msi_demo,
     reduce_peak_stacks,
 )
 
-#: ``msi_data_engineering.demo``: 3 specimens, a short m/z range (seconds, not minutes)
+#: ``demo_msi`` (the demo pipeline's ``make_msi_demo``): 3 specimens, a short m/z range
+#: (seconds, not minutes)
 DEMO = {
     "simulation": {
         "n_regions": 3,

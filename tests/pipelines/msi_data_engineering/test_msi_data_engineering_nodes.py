@@ -1,6 +1,9 @@
-"""Nodes of the msi_data_engineering pipeline, called directly on a 3-specimen simulated demo."""
+"""Nodes of the msi_data_engineering pipeline, called directly on a 3-specimen simulated demo
+(the demo pipeline's ``make_msi_demo``; its own tests are in ``tests/pipelines/demo``)."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -8,7 +11,6 @@ import pytest
 import SimpleITK as sitk
 from matplotlib.figure import Figure
 from msi_test_inputs import (
-    DEMO,
     MPP,
     MSI_PIXEL_UM,
     REDUCTION,
@@ -18,9 +20,10 @@ from msi_test_inputs import (
     loaders,
 )
 
-from mrihisto_kedro.demo.control_points import CONTROL_POINT_COLUMNS
 from mrihisto_kedro.imaging.input_spec import InputSpec
 from mrihisto_kedro.imaging.tileset import TileSet
+from mrihisto_kedro.msi.joint_reduction import ReductionRecord
+from mrihisto_kedro.msi.reduction import ReductionMethod
 from mrihisto_kedro.msi.registration_study import REPORT_COLUMNS
 from mrihisto_kedro.params import ParameterError
 from mrihisto_kedro.pipelines.msi_data_engineering.nodes import (
@@ -28,7 +31,6 @@ from mrihisto_kedro.pipelines.msi_data_engineering.nodes import (
     build_msi_tiles,
     build_msi_whole_views,
     build_peak_stacks,
-    make_msi_demo,
     reduce_peak_stacks,
     register_msi_pairs,
 )
@@ -53,33 +55,6 @@ def _register(inputs: MsiInputs, parameters: dict, **overrides: object) -> tuple
 def registered(msi_inputs: MsiInputs) -> tuple:
     """``register_msi_pairs`` in control-point mode (the paper's), with the known affines."""
     return _register(msi_inputs, {"mode": "control_points"})
-
-
-def test_make_msi_demo_clicks_landmarks_with_noise_on_the_msi_side(msi_inputs: MsiInputs) -> None:
-    assert list(msi_inputs.imzml) == list(msi_inputs.histology) == msi_inputs.pair_ids
-    assert list(msi_inputs.control_points) == msi_inputs.pair_ids
-    assert msi_inputs.histology["msi_region_00"].size == (384, 384)
-    residuals = []
-    for pair_id, table in msi_inputs.control_points.items():
-        assert tuple(table.columns) == CONTROL_POINT_COLUMNS and len(table) == 8
-        truth = msi_inputs.truth(pair_id)
-        fixed = table[["fixed_x_mm", "fixed_y_mm"]].to_numpy()
-        moving = table[["moving_x_mm", "moving_y_mm"]].to_numpy()
-        # the H&E side is exact: it maps back onto MSI pixel centres (multiples of 10 µm)
-        back = np.linalg.solve(truth[:, :2], (fixed - truth[:, 2]).T).T
-        pixels = back * 1000.0 / MSI_PIXEL_UM
-        np.testing.assert_allclose(pixels, np.round(pixels), atol=1e-6)
-        residuals.append((moving - back) * 1000.0)  # the click noise, µm
-    rms = float(np.sqrt(np.mean(np.concatenate(residuals) ** 2)))
-    assert 1.5 < rms < 5.0  # click_noise_um 3
-
-
-def test_make_msi_demo_names_a_bad_key() -> None:
-    bad = DEMO | {"simulation": {"n_regions": 0}}
-    with pytest.raises(ParameterError, match=r"msi_data_engineering\.demo\.simulation"):
-        make_msi_demo(bad)
-    with pytest.raises(ParameterError, match=r"msi_data_engineering\.demo"):
-        make_msi_demo(DEMO | {"control_points": {"n_points": 2}})
 
 
 def test_assign_msi_splits_keeps_specimens_whole() -> None:
@@ -117,7 +92,7 @@ def test_build_peak_stacks_images_the_same_peaks_in_every_specimen(
         build_peak_stacks(msi_inputs.pairs, missing, SPECTRA)
 
 
-def test_reduce_peak_stacks_keeps_the_geometry(msi_inputs: MsiInputs) -> None:
+def test_reduce_peak_stacks_keeps_the_geometry(msi_inputs: MsiInputs, tmp_path: Path) -> None:
     reduced = reduce_peak_stacks(loaders(msi_inputs.peak_stacks), REDUCTION)
     assert list(reduced) == sorted(msi_inputs.peak_stacks)
     for pair_id, image in reduced.items():
@@ -131,6 +106,11 @@ def test_reduce_peak_stacks_keeps_the_geometry(msi_inputs: MsiInputs) -> None:
         np.testing.assert_array_equal(
             values, sitk.GetArrayViewFromImage(msi_inputs.reduced[pair_id])
         )
+        # each image records its reduction, and a .mha round trip keeps it
+        path = tmp_path / f"{pair_id}.mha"
+        sitk.WriteImage(image, str(path))
+        record = ReductionRecord.read(sitk.ReadImage(str(path)), pair_id)
+        assert record == ReductionRecord(ReductionMethod.PCA, 1.0, 99.0)
 
 
 def test_register_msi_pairs_recovers_the_known_affines(
@@ -198,7 +178,6 @@ def _tiles(msi_inputs: MsiInputs, registered: tuple, colour: str) -> TileSet:
         loaders(padded),
         loaders(coverage),
         TILING,
-        REDUCTION,
         colour,
     )
 
@@ -218,15 +197,18 @@ def test_build_msi_tiles_label_the_padding_and_record_level0_coordinates(
     assert (m["split"] == m["pair_id"].map(splits)).all()
     spec = InputSpec.from_dict(black.attrs["input_spec"])
     assert spec.kind == "msi_to_slide" and spec.embedding == "pca"
+    # the reduction as the registered images record it (reduce -> register -> tiles), not a
+    # parameter: the node has no reduction input any more
+    assert (spec.lower_percentile, spec.upper_percentile) == (1.0, 99.0)
     assert spec.pixel_size_um == pytest.approx((MPP * DOWNSAMPLE,) * 2)
     with pytest.raises(ParameterError, match=r"msi_data_engineering\.tiling"):
-        build_msi_tiles(msi_inputs.pairs, {}, {}, {}, {"tile_size": 4}, REDUCTION)
+        build_msi_tiles(msi_inputs.pairs, {}, {}, {}, {"tile_size": 4})
 
 
 def test_build_msi_whole_views_one_per_specimen(msi_inputs: MsiInputs, registered: tuple) -> None:
     _, grids, black, _, coverage, _, _ = registered
     views = build_msi_whole_views(
-        msi_inputs.pairs, loaders(grids), loaders(black), loaders(coverage), {"size": 32}, {}
+        msi_inputs.pairs, loaders(grids), loaders(black), loaders(coverage), {"size": 32}
     )
     assert list(views.manifest["pair_id"]) == msi_inputs.pair_ids
     assert views.a.shape == (3, 32, 32, 3) and set(views.manifest["padding"]) == {"black"}

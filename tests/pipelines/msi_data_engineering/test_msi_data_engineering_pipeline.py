@@ -1,10 +1,11 @@
 """The msi_data_engineering pipeline run by Kedro's ``SequentialRunner`` on a temp catalog.
 
-The demo and the analysis on it (``create_pipeline``), as ``kedro run
---pipeline=msi_data_engineering`` runs them, but on a 3-specimen demo: every dataset the base
-catalog defines is the project's own (imzML, image and landmark folders, CSVs, the QC figure
-folder) under a temporary ``data_root``, so what each node returns is saved and read back as in
-a real run; the two tile sets (catalog factories) stay in memory. A few seconds.
+The analysis on the demo's MSI (the demo pipeline's ``make_msi_demo`` on a 3-specimen demo,
+mapped onto the raw ``msi_*`` inputs by the registry's demo remap), as ``kedro run`` and
+``kedro run --pipeline=msi`` run it: every dataset the base catalog defines is the project's own
+(imzML, image and landmark folders, CSVs, the QC figure folder) under a temporary ``data_root``,
+so what each node returns is saved and read back as in a real run; the two tile sets (catalog
+factories) stay in memory. A few seconds.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from kedro.pipeline import Pipeline
 from msi_test_inputs import DEMO, REDUCTION, SPECTRA, SPLITS, TILING
 
 from mrihisto_kedro.imaging.tileset import TileSet
+from mrihisto_kedro.pipeline_registry import on_demo
+from mrihisto_kedro.pipelines.demo import create_msi_pipeline
 from mrihisto_kedro.pipelines.msi_data_engineering import create_pipeline
 
 #: datasets of conf/base/catalog_msi.yml the run writes and reads back
@@ -42,7 +45,6 @@ FILES = [
     "msi_registration_qc",
 ]
 PARAMETERS = {
-    "demo": DEMO,
     "splits": SPLITS,
     "spectra": SPECTRA,
     "reduction": REDUCTION,
@@ -51,10 +53,13 @@ PARAMETERS = {
 }
 
 
+#: the user's raw inputs the analysis reads
+RAW_INPUTS = {"msi_pairs", "msi_imzml", "msi_histology", "msi_control_points", "msi_ground_truth"}
+
+
 def test_the_pipeline_has_the_nodes_and_datasets_of_a_kedro_run() -> None:
     pipeline: Pipeline = create_pipeline()
     assert {n.name for n in pipeline.nodes} == {
-        "make_msi_demo",
         "assign_msi_splits",
         "build_peak_stacks",
         "reduce_peak_stacks",
@@ -62,8 +67,17 @@ def test_the_pipeline_has_the_nodes_and_datasets_of_a_kedro_run() -> None:
         "msi_to_he_black.build_tiles",
         "msi_to_he_white.build_tiles",
     }
-    assert pipeline.inputs() == {f"params:msi_data_engineering.{k}" for k in PARAMETERS}
+    params = {f"params:msi_data_engineering.{k}" for k in PARAMETERS}
+    assert pipeline.inputs() == RAW_INPUTS | params  # the demo is not part of it
     assert {"msi_to_he_black.tileset", "msi_to_he_white.tileset"} <= pipeline.outputs()
+
+
+def test_on_the_demo_it_reads_the_demos_outputs_only() -> None:
+    pipeline = on_demo(create_msi_pipeline(), create_pipeline())
+    assert not pipeline.inputs() & RAW_INPUTS
+    assert pipeline.inputs() == {f"params:msi_data_engineering.{k}" for k in PARAMETERS} | {
+        "params:demo_msi"
+    }
 
 
 def test_the_demo_and_its_analysis_run_through_the_project_datasets(
@@ -74,7 +88,8 @@ def test_the_demo_and_its_analysis_run_through_the_project_datasets(
     catalog = project_catalog(FILES)
     for key, value in PARAMETERS.items():
         catalog[f"params:msi_data_engineering.{key}"] = MemoryDataset(value)
-    run_pipeline(create_pipeline(), catalog)
+    catalog["params:demo_msi"] = MemoryDataset(DEMO)
+    run_pipeline(on_demo(create_msi_pipeline(), create_pipeline()), catalog)
 
     root = tmp_path / "data"
     demo = root / "01_raw" / "demo_msi"

@@ -21,7 +21,12 @@ import SimpleITK as sitk
 
 from mrihisto_kedro.datasets.control_points_dataset import ControlPointsDataset, ControlPointsFile
 from mrihisto_kedro.imaging.downsample import downsampled_origin_mm
-from mrihisto_kedro.imaging.mri import extract_slice, robust_normalise
+from mrihisto_kedro.imaging.mri import (
+    MriNormalisation,
+    extract_slice,
+    record_normalisation,
+    robust_normalise,
+)
 from mrihisto_kedro.imaging.registration import (
     mask_image,
     resample_moving,
@@ -44,6 +49,7 @@ def _mri_slice(volume: sitk.Image, offset: int) -> sitk.Image:
     raw = extract_slice(volume, "sagittal", volume.GetSize()[0] // 2 + offset)
     out = sitk.GetImageFromArray(robust_normalise(sitk.GetArrayFromImage(raw)))
     out.SetSpacing(raw.GetSpacing())
+    record_normalisation(out, MriNormalisation())
     return out
 
 

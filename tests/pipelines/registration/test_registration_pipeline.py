@@ -27,6 +27,7 @@ from registration_inputs import RegistrationInputs
 
 from mrihisto_kedro.datasets.optional_csv_dataset import OptionalCSVDataset
 from mrihisto_kedro.datasets.staged_partitioned_dataset import RECORD_NAME, StagedPartitionedDataset
+from mrihisto_kedro.imaging.mri import MriNormalisation, recorded_normalisation
 from mrihisto_kedro.imaging.registration import (
     grid_points_in_mask,
     target_registration_error,
@@ -122,6 +123,8 @@ def test_registration_slice_saves_every_output(
                 registration_inputs.slide_masks[pair_id].GetOrigin(), abs=1e-6
             )
         assert mask.GetPixelID() == sitk.sitkUInt8
+        # the aligned MRI file keeps the normalisation data_engineering recorded in the slice
+        assert recorded_normalisation(mri, pair_id) == MriNormalisation()
         assert (tmp_path / "qc" / f"{pair_id}.png").stat().st_size > 10_000
     for folder in ("transforms", "aligned_mri", "aligned_mri_masks"):
         record = json.loads((tmp_path / folder / RECORD_NAME).read_text())

@@ -83,6 +83,7 @@ from .scores import dice, grid_points_in_mask, target_registration_error
 from .transforms import (
     affine_to_matrix,
     apply_transform,
+    carry_records,
     invert,
     matrix_to_affine,
     resample_moving,
@@ -115,6 +116,7 @@ __all__ = [
     "matrix_to_affine",
     "read_control_points",
     "register_affine",
+    "carry_records",
     "resample_moving",
     "rgb_to_sitk",
     "target_registration_error",

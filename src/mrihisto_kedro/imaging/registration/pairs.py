@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
+from typing import Annotated
 
 import numpy as np
 import SimpleITK as sitk
@@ -21,6 +22,7 @@ from scipy import ndimage
 from mrihisto_kedro.imaging.downsample import downsampled_origin_mm, slide_thumbnail
 from mrihisto_kedro.imaging.slides import Slide
 from mrihisto_kedro.metrics.mutual_information import mutual_information
+from mrihisto_kedro.params import Params, Range
 
 from .channels import TissueChannel, fixed_image_from_rgb
 from .checks import RegistrationError
@@ -35,7 +37,7 @@ __all__ = ["FixedGrid", "PairRegistration", "PairScoring", "fixed_grid", "regist
 
 
 @dataclass(frozen=True)
-class PairScoring:
+class PairScoring(Params):
     """How a registered pair is scored.
 
     Attributes:
@@ -50,19 +52,11 @@ class PairScoring:
         tre_grid_step_mm: spacing of the grid of tissue points the TRE is measured on.
     """
 
-    dice_threshold: float = 0.85
-    min_structure: float = 0.8
-    mi_bins: int = 20
-    mi_base: float = math.e
-    tre_grid_step_mm: float = 2.0
-
-    def __post_init__(self) -> None:
-        if not 0.0 < self.dice_threshold <= 1.0:
-            raise ValueError(f"dice_threshold must be in (0, 1], got {self.dice_threshold}")
-        if not 0.0 <= self.min_structure <= 1.0:
-            raise ValueError(f"min_structure must be in [0, 1], got {self.min_structure}")
-        if self.mi_bins < 2 or self.mi_base <= 1.0 or self.tre_grid_step_mm <= 0:
-            raise ValueError("need mi_bins >= 2, mi_base > 1 and tre_grid_step_mm > 0")
+    dice_threshold: Annotated[float, Range(gt=0.0, le=1.0)] = 0.85
+    min_structure: Annotated[float, Range(ge=0.0, le=1.0)] = 0.8
+    mi_bins: Annotated[int, Range(ge=2)] = 20
+    mi_base: Annotated[float, Range(gt=1.0)] = math.e
+    tre_grid_step_mm: Annotated[float, Range(gt=0.0)] = 2.0
 
 
 @dataclass

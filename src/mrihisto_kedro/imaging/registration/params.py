@@ -1,14 +1,18 @@
 """Parameters of intensity-based registration (:class:`RegistrationParams`) and their options.
 
-Every option string is a ``StrEnum``; :class:`RegistrationParams` coerces strings to them once,
-on construction, and reports every invalid value in one ``ValueError``.
+Every option string is a ``StrEnum``; :class:`RegistrationParams` is a
+:class:`~mrihisto_kedro.params.Params`: strings are coerced to their enum once, on construction,
+ranges are declared on the fields, and a bad value raises
+:class:`~mrihisto_kedro.params.ParameterError` naming its key.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Annotated
+
+from mrihisto_kedro.params import Params, Range, fail
 
 __all__ = [
     "Initialization",
@@ -73,8 +77,12 @@ _STAGE_ORDER = {
 }
 
 
+#: a finite number (start angles and offsets)
+_Finite = Annotated[float, Range()]
+
+
 @dataclass(frozen=True)
-class RegistrationParams:
+class RegistrationParams(Params):
     """Parameters of :func:`register_affine` (all validated on construction).
 
     Attributes:
@@ -129,7 +137,8 @@ class RegistrationParams:
             1 pixel) when the images hold so few moving pixels that Mattes MI has local optima
             a pixel or two away (a 21 x 21 MSI raster).
         stages: transforms optimised in turn, each starting from the previous result, in
-            non-decreasing order of freedom (``rigid`` < ``similarity`` < ``affine``).
+            non-decreasing order of freedom (``rigid`` < ``similarity`` < ``affine``); the
+            default is the paper's MATLAB recipe, similarity first, then affine.
         fixed_max_size: before optimisation the fixed image is reduced (block mean, integer
             factor) to at most this many pixels on its long side; ``None`` = no limit.
         fixed_spacing_fraction: ... and reduced further while its pixels stay no larger than
@@ -139,7 +148,8 @@ class RegistrationParams:
             samples; moving: mapped points). Pass masks with a margin around the tissue: the
             tissue border carries most of the signal.
         max_scale: the fixed->moving linear part's singular values must lie in
-            ``[1 / max_scale, max_scale]`` (> 1); outside, the result is degenerate.
+            ``[1 / max_scale, max_scale]`` (> 1; ``.inf``: not checked); outside, the result
+            is degenerate.
         min_overlap: fraction of fixed pixels (inside the fixed mask when masks are used) that
             must map inside the moving image, in ``[0, 1]``.
         min_information_gain: mutual information (nats, 32-bin histogram on the reduced fixed
@@ -154,140 +164,67 @@ class RegistrationParams:
             one thread costs little.
     """
 
-    metric_bins: int = 50
+    metric_bins: Annotated[int, Range(ge=4)] = 50
     sampling_strategy: SamplingStrategy = SamplingStrategy.RANDOM
-    sampling_percentage: float = 0.2
-    min_samples: int = 5000
-    seed: int = 20240917
-    shrink_factors: tuple[int, ...] = (4, 2, 1)
-    smoothing_sigmas: tuple[float, ...] = (2.0, 1.0, 0.0)
-    iterations: tuple[int, ...] = (300,)
+    sampling_percentage: Annotated[float, Range(gt=0.0, le=1.0)] = 0.2
+    min_samples: Annotated[int, Range(ge=1)] = 5000
+    seed: Annotated[int, Range(ge=1)] = 20240917  # 0 would seed from the wall clock
+    shrink_factors: tuple[Annotated[int, Range(ge=1)], ...] = (4, 2, 1)
+    smoothing_sigmas: tuple[Annotated[float, Range(ge=0.0)], ...] = (2.0, 1.0, 0.0)
+    iterations: tuple[Annotated[int, Range(ge=1)], ...] = (300,)
     optimizer: OptimizerKind = OptimizerKind.REGULAR_STEP_GRADIENT_DESCENT
-    learning_rate: float = 1.0
+    learning_rate: Annotated[float, Range(gt=0.0)] = 1.0
     learning_rate_estimation: LearningRateEstimation = LearningRateEstimation.ONCE
-    maximum_step_mm: float | None = None
+    maximum_step_mm: Annotated[float, Range(gt=0.0)] | None = None
     moving_gradient_filter: bool = False
-    min_step: float = 1e-4
-    relaxation_factor: float = 0.5
-    convergence_window: int = 10
-    convergence_min_value: float = 1e-6
+    min_step: Annotated[float, Range(gt=0.0)] = 1e-4
+    relaxation_factor: Annotated[float, Range(gt=0.0, lt=1.0)] = 0.5
+    convergence_window: Annotated[int, Range(ge=2)] = 10
+    convergence_min_value: Annotated[float, Range(gt=0.0)] = 1e-6
     initialization: Initialization = Initialization.MOMENTS
-    initial_angles_deg: tuple[float, ...] = (0.0,)
-    initial_offsets_px: tuple[tuple[float, float], ...] = ((0.0, 0.0),)
+    initial_angles_deg: tuple[_Finite, ...] = (0.0,)
+    initial_offsets_px: tuple[tuple[_Finite, _Finite], ...] = ((0.0, 0.0),)
     stages: tuple[TransformStage, ...] = (
         TransformStage.SIMILARITY,
         TransformStage.AFFINE,
     )
-    fixed_max_size: int | None = 1024
-    fixed_spacing_fraction: float | None = 0.5
+    fixed_max_size: Annotated[int, Range(ge=16)] | None = 1024
+    fixed_spacing_fraction: Annotated[float, Range(gt=0.0)] | None = 0.5
     use_masks: bool = True
-    max_scale: float = 4.0
-    min_overlap: float = 0.5
-    min_information_gain: float = 0.1
-    number_of_threads: int | None = 1
+    max_scale: Annotated[float, Range(gt=1.0, finite=False)] = 4.0  # .inf: no scale check
+    min_overlap: Annotated[float, Range(ge=0.0, le=1.0)] = 0.5
+    min_information_gain: Annotated[float, Range(ge=0.0)] = 0.1
+    number_of_threads: Annotated[int, Range(ge=1)] | None = 1
 
-    def __post_init__(self) -> None:
-        def fix(name: str, value: object) -> None:
-            object.__setattr__(self, name, value)
-
-        try:
-            fix("sampling_strategy", SamplingStrategy(self.sampling_strategy))
-            fix("optimizer", OptimizerKind(self.optimizer))
-            fix(
-                "learning_rate_estimation",
-                LearningRateEstimation(self.learning_rate_estimation),
-            )
-            fix("initialization", Initialization(self.initialization))
-            fix("stages", tuple(TransformStage(s) for s in self.stages))
-        except ValueError as exc:
-            raise ValueError(f"RegistrationParams: {exc}") from None
-        fix("shrink_factors", tuple(int(s) for s in self.shrink_factors))
-        fix("smoothing_sigmas", tuple(float(s) for s in self.smoothing_sigmas))
-        fix("iterations", tuple(int(i) for i in self.iterations))
-        fix("initial_angles_deg", tuple(float(a) for a in self.initial_angles_deg))
-        try:
-            offsets = tuple((float(x), float(y)) for x, y in self.initial_offsets_px)
-        except (TypeError, ValueError):
-            raise ValueError(
-                f"RegistrationParams: initial_offsets_px must be a list of (x, y) pixel pairs, "
-                f"got {self.initial_offsets_px!r}"
-            ) from None
-        fix("initial_offsets_px", offsets)
-        problems = []
-        if self.metric_bins < 4:
-            problems.append(f"metric_bins must be >= 4, got {self.metric_bins}")
-        if not 0.0 < self.sampling_percentage <= 1.0:
-            problems.append(
-                f"sampling_percentage must be in (0, 1], got {self.sampling_percentage}"
-            )
-        if self.min_samples < 1:
-            problems.append(f"min_samples must be >= 1, got {self.min_samples}")
-        if self.seed < 1:
-            problems.append(f"seed must be >= 1 (0 means wall-clock seeding), got {self.seed}")
-        if not self.shrink_factors or any(s < 1 for s in self.shrink_factors):
-            problems.append(f"shrink_factors must be >= 1, got {self.shrink_factors}")
+    def validate(self) -> None:
+        """The pyramid's levels agree, the stages gain freedom, one iteration count per stage."""
+        if not self.shrink_factors:
+            fail("shrink_factors", "must hold at least one pyramid level")
         if len(self.smoothing_sigmas) != len(self.shrink_factors):
-            problems.append(
-                f"smoothing_sigmas ({len(self.smoothing_sigmas)} levels) and shrink_factors "
-                f"({len(self.shrink_factors)} levels) must have the same length"
+            fail(
+                "smoothing_sigmas",
+                f"must have as many levels as shrink_factors ({len(self.shrink_factors)}), "
+                f"got {len(self.smoothing_sigmas)}",
             )
-        if any(not (math.isfinite(s) and s >= 0) for s in self.smoothing_sigmas):
-            problems.append(f"smoothing_sigmas must be >= 0, got {self.smoothing_sigmas}")
         if not self.stages:
-            problems.append("stages must name at least one transform")
-        if not self.initial_angles_deg or not all(
-            math.isfinite(a) for a in self.initial_angles_deg
-        ):
-            problems.append(
-                f"initial_angles_deg must hold at least one finite angle, got "
-                f"{self.initial_angles_deg}"
-            )
-        if not self.initial_offsets_px or not all(
-            math.isfinite(v) for pair in self.initial_offsets_px for v in pair
-        ):
-            problems.append(
-                f"initial_offsets_px must hold at least one finite (x, y) pair, got "
-                f"{self.initial_offsets_px}"
-            )
+            fail("stages", "must name at least one transform")
         order = [_STAGE_ORDER[s] for s in self.stages]
         if order != sorted(order):
-            problems.append(
-                f"stages must not lose degrees of freedom (rigid < similarity < affine), "
-                f"got {[str(s) for s in self.stages]}"
+            fail(
+                "stages",
+                "must not lose degrees of freedom (rigid < similarity < affine), got "
+                f"{[str(s) for s in self.stages]}",
             )
-        if len(self.iterations) not in (1, len(self.stages)) or any(i < 1 for i in self.iterations):
-            problems.append(
-                f"iterations must hold one positive count per stage (or one for all), got "
-                f"{self.iterations} for {len(self.stages)} stage(s)"
+        if len(self.iterations) not in (1, len(self.stages)):
+            fail(
+                "iterations",
+                f"must hold one count per stage ({len(self.stages)}) or one for all, got "
+                f"{len(self.iterations)}",
             )
-        if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
-            problems.append(f"learning_rate must be > 0, got {self.learning_rate}")
-        if self.maximum_step_mm is not None and not self.maximum_step_mm > 0:
-            problems.append(f"maximum_step_mm must be > 0 or null, got {self.maximum_step_mm}")
-        if not self.min_step > 0:
-            problems.append(f"min_step must be > 0, got {self.min_step}")
-        if not 0.0 < self.relaxation_factor < 1.0:
-            problems.append(f"relaxation_factor must be in (0, 1), got {self.relaxation_factor}")
-        if self.convergence_window < 2:
-            problems.append(f"convergence_window must be >= 2, got {self.convergence_window}")
-        if not self.convergence_min_value > 0:
-            problems.append(f"convergence_min_value must be > 0, got {self.convergence_min_value}")
-        if self.fixed_max_size is not None and self.fixed_max_size < 16:
-            problems.append(f"fixed_max_size must be >= 16 or null, got {self.fixed_max_size}")
-        if self.fixed_spacing_fraction is not None and not self.fixed_spacing_fraction > 0:
-            problems.append(
-                f"fixed_spacing_fraction must be > 0 or null, got {self.fixed_spacing_fraction}"
-            )
-        if not self.max_scale > 1.0:
-            problems.append(f"max_scale must be > 1, got {self.max_scale}")
-        if not 0.0 <= self.min_overlap <= 1.0:
-            problems.append(f"min_overlap must be in [0, 1], got {self.min_overlap}")
-        if not self.min_information_gain >= 0.0:
-            problems.append(f"min_information_gain must be >= 0, got {self.min_information_gain}")
-        if self.number_of_threads is not None and self.number_of_threads < 1:
-            problems.append(f"number_of_threads must be >= 1 or null, got {self.number_of_threads}")
-        if problems:
-            raise ValueError("RegistrationParams: " + "; ".join(problems))
+        if not self.initial_angles_deg:
+            fail("initial_angles_deg", "must hold at least one angle")
+        if not self.initial_offsets_px:
+            fail("initial_offsets_px", "must hold at least one (x, y) pair")
 
     def stage_iterations(self) -> tuple[int, ...]:
         """Maximum iterations per pyramid level for each stage (``iterations`` broadcast)."""

@@ -17,14 +17,16 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Protocol
+from typing import Annotated, Any, Protocol
 
 import numpy as np
 import pandas as pd
 import SimpleITK as sitk
 
 from mrihisto_kedro.imaging.downsample import recorded_downsample
+from mrihisto_kedro.imaging.pair_executor import PairExecutorParams, map_pairs
 from mrihisto_kedro.imaging.slides import Slide
+from mrihisto_kedro.params import Params, Range
 
 from .channels import TissueChannel
 from .control_points import ControlPoints
@@ -75,7 +77,7 @@ LazyImage = sitk.Image | Callable[[], sitk.Image]
 
 
 @dataclass(frozen=True)
-class RegistrationStudyParams:
+class RegistrationStudyParams(Params):
     """Parameters of a registration study (``conf/base/parameters_registration.yml``).
 
     Attributes:
@@ -84,17 +86,17 @@ class RegistrationStudyParams:
         optimiser: the SimpleITK registration settings (metric, pyramid, stages, seed, ...).
         max_grid_px: longest side (px) of the grid registration is scored on; a longer
             downsampled slide (slides above ~30,000 px at 15x) is area-averaged to it, and the
-            aligned MRI is still written on the full grid (memory bounded as slides grow).
+            aligned MRI is still written on the full grid (memory bounded as slides grow: a
+            60,000 px slide's 4000 x 3000 grid cost register_pairs 0.9 GB before this cap).
+        executor: how the pairs are run (:mod:`~mrihisto_kedro.imaging.pair_executor`:
+            ``sequential``, ``threads``, ``processes``; the results are the same).
     """
 
     channel: TissueChannel = TissueChannel.OPTICAL_DENSITY
     scoring: PairScoring = field(default_factory=PairScoring)
     optimiser: RegistrationParams = field(default_factory=RegistrationParams)
-    max_grid_px: int = 2048
-
-    def __post_init__(self) -> None:
-        if self.max_grid_px < 64:
-            raise ValueError(f"max_grid_px must be >= 64, got {self.max_grid_px}")
+    max_grid_px: Annotated[int, Range(ge=64)] = 2048
+    executor: PairExecutorParams = field(default_factory=PairExecutorParams)
 
 
 class ControlPointSource(Protocol):
@@ -211,6 +213,13 @@ def _register_one(
     return result, grid, mri
 
 
+def _register_job(
+    job: tuple[str, PairSources, pd.DataFrame | None, RegistrationStudyParams],
+) -> tuple[PairRegistration, FixedGrid, sitk.Image]:
+    """:func:`_register_one` of one ``(pair_id, sources, truth, params)`` (for ``map_pairs``)."""
+    return _register_one(*job)
+
+
 def _aligned_outputs(
     result: PairRegistration,
     grid: FixedGrid,
@@ -265,7 +274,7 @@ def register_all(
     mask_report: pd.DataFrame,
     params: RegistrationStudyParams,
 ) -> RegistrationStudy:
-    """Register, score and judge every pair of ``pairs``, one pair at a time.
+    """Register, score and judge every pair of ``pairs`` (on ``params.executor``).
 
     Args:
         pairs: the manifest with splits (``pair_id``, ``specimen_id``, ``split``).
@@ -295,9 +304,10 @@ def register_all(
     aligned_masks: dict[str, LazyImage] = {}
     qc: dict[str, QcImages] = {}
     rows = []
-    for row in pairs.itertuples():
-        pair_id = str(row.pair_id)  # the manifest reads ids as strings
-        result, grid, mri = _register_one(pair_id, sources, truth, params)
+    ids = [str(pair_id) for pair_id in pairs["pair_id"]]  # the manifest reads ids as strings
+    jobs = [(pair_id, sources, truth, params) for pair_id in ids]
+    done = map_pairs(_register_job, jobs, params.executor)
+    for row, pair_id, (result, grid, mri) in zip(pairs.itertuples(), ids, done, strict=True):
         flagged = _judge(pair_id, result, params.scoring)
         transforms[pair_id] = result.transform
         aligned[pair_id], aligned_masks[pair_id] = _aligned_outputs(

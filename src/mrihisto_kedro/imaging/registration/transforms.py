@@ -22,6 +22,7 @@ __all__ = [
     "LinearTransform",
     "affine_to_matrix",
     "apply_transform",
+    "carry_records",
     "invert",
     "linear_transform",
     "matrix_to_affine",
@@ -195,25 +196,30 @@ def resample_moving(
         default: value of reference pixels that map outside the moving image.
 
     Returns:
-        2-D image on the reference grid.
+        2-D image on the reference grid, carrying the moving image's ``mrihisto_*`` metadata
+        (what its values are, e.g. the MRI normalisation; ``sitk.Resample`` alone drops it).
     """
     interpolator = Interpolator(interpolator)
     if moving.GetDimension() != 2 or reference.GetDimension() != 2:
         raise ValueError("moving and reference must be 2-D images")
-    if interpolator is Interpolator.LINEAR:
-        return sitk.Resample(
-            moving,
-            reference,
-            transform,
-            sitk.sitkLinear,
-            float(default),
-            sitk.sitkFloat32,
-        )
-    return sitk.Resample(
+    linear = interpolator is Interpolator.LINEAR
+    out = sitk.Resample(
         moving,
         reference,
         transform,
-        sitk.sitkNearestNeighbor,
+        sitk.sitkLinear if linear else sitk.sitkNearestNeighbor,
         float(default),
-        moving.GetPixelID(),
+        sitk.sitkFloat32 if linear else moving.GetPixelID(),
     )
+    carry_records(moving, out)
+    return out
+
+
+def carry_records(source: sitk.Image, target: sitk.Image) -> sitk.Image:
+    """Copy ``source``'s ``mrihisto_*`` metadata (what the project records about the pixels:
+    MRI normalisation, MSI reduction) onto ``target``, which is returned; ITK's own reader keys
+    are left behind. Resampling and arrays rebuilt from pixels lose them otherwise."""
+    for key in source.GetMetaDataKeys():
+        if key.startswith("mrihisto_"):
+            target.SetMetaData(key, source.GetMetaData(key))
+    return target

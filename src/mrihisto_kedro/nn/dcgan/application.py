@@ -5,12 +5,14 @@ Pure PyTorch + numpy (no Kedro).
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import numpy as np
 import torch
 
 from mrihisto_kedro.nn.dcgan.model import DCGAN
 from mrihisto_kedro.nn.dcgan.training import as_image_tensor
-from mrihisto_kedro.params import check_int, check_number
+from mrihisto_kedro.params import Range, checked
 
 __all__ = ["augment_with_synthetic", "discriminator_accuracy"]
 
@@ -43,7 +45,7 @@ def discriminator_accuracy(
     Raises:
         ValueError: both sets empty, wrong shapes or ranges.
     """
-    check_number("threshold", threshold, 0.0, 1.0)
+    checked("threshold", threshold, Annotated[float, Range(ge=0.0, lt=1.0)])
     r = as_image_tensor(real, model.config, "real")
     f = as_image_tensor(fake, model.config, "fake")
     if r.shape[0] + f.shape[0] == 0:
@@ -69,8 +71,8 @@ def augment_with_synthetic(images: np.ndarray, model: DCGAN, n: int, seed: int =
     Raises:
         ValueError: ``n < 0``, or images that do not match the model.
     """
-    check_int("n", n, 0)
-    check_int("seed", seed, 0)
+    checked("n", n, Annotated[int, Range(ge=0)])
+    checked("seed", seed, Annotated[int, Range(ge=0)])
     original = np.asarray(images)
     as_image_tensor(original, model.config, "images")  # validates shape and range
     synthetic = model.generate_images(n, seed=seed) if n else np.zeros((0, *original.shape[1:]))

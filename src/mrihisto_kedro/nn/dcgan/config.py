@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Annotated
 
-from mrihisto_kedro.nn.layers import parse_option
-from mrihisto_kedro.params import ConfigDict, check_int, check_number
+from mrihisto_kedro.params import Params, Range, fail
 
 __all__ = ["MIN_IMAGE_SIZE", "DCGANConfig", "GeneratorActivation", "NoiseKind", "is_power_of_two"]
 
@@ -37,7 +37,7 @@ def is_power_of_two(n: int) -> bool:
 
 
 @dataclass(frozen=True)
-class DCGANConfig(ConfigDict):
+class DCGANConfig(Params):
     """DCGAN options; defaults are Radford et al.'s (Adam lr 2e-4, beta1 0.5, N(0, 0.02) init).
 
     Seed 002's Table 1 used batch size 120, 3750 epochs, lr 1e-4 for D and 2e-4 for G: set
@@ -65,49 +65,32 @@ class DCGANConfig(ConfigDict):
         device: ``auto`` (CUDA, MPS, CPU) or a device string (``cpu``, ``cuda:0``).
     """
 
-    nz: int = 100
-    ngf: int = 64
-    ndf: int = 64
-    image_size: int = 128
-    channels: int = 1
-    max_mult: int = 16
+    nz: Annotated[int, Range(ge=1)] = 100
+    ngf: Annotated[int, Range(ge=1)] = 64
+    ndf: Annotated[int, Range(ge=1)] = 64
+    image_size: Annotated[int, Range(ge=MIN_IMAGE_SIZE)] = 128
+    channels: Annotated[int, Range(ge=1)] = 1
+    max_mult: Annotated[int, Range(ge=1)] = 16
     generator_activation: GeneratorActivation = GeneratorActivation.RELU
     noise: NoiseKind = NoiseKind.NORMAL
-    lr: float = 2e-4
-    lr_D: float | None = None
-    beta1: float = 0.5
-    beta2: float = 0.999
-    init_gain: float = 0.02
-    epochs: int = 25
-    batch_size: int = 64
-    seed: int = 0
+    lr: Annotated[float, Range(ge=1e-30)] = 2e-4
+    lr_D: Annotated[float, Range(ge=1e-30)] | None = None
+    beta1: Annotated[float, Range(ge=0.0, lt=1.0)] = 0.5
+    beta2: Annotated[float, Range(ge=0.0, lt=1.0)] = 0.999
+    init_gain: Annotated[float, Range(ge=1e-12)] = 0.02
+    epochs: Annotated[int, Range(ge=0)] = 25
+    batch_size: Annotated[int, Range(ge=1)] = 64
+    seed: Annotated[int, Range(ge=0)] = 0
     device: str = "auto"
 
-    def __post_init__(self) -> None:
-        """Convert option strings to enums and validate every field (ValueError names it)."""
-        for name, enum_cls in (
-            ("generator_activation", GeneratorActivation),
-            ("noise", NoiseKind),
-        ):
-            object.__setattr__(self, name, parse_option(enum_cls, getattr(self, name), name=name))
-        for name in ("nz", "ngf", "ndf", "channels", "max_mult", "batch_size"):
-            check_int(name, getattr(self, name), 1)
-        check_int("image_size", self.image_size, MIN_IMAGE_SIZE)
+    def validate(self) -> None:
+        """The image side is a power of two (the networks halve it down to 4 px)."""
         if not is_power_of_two(self.image_size):
-            raise ValueError(
-                f"image_size must be a power of 2 >= {MIN_IMAGE_SIZE} (32, 64, 128, 256, ...), "
-                f"got {self.image_size}"
+            fail(
+                "image_size",
+                f"must be a power of 2 >= {MIN_IMAGE_SIZE} (32, 64, 128, 256, ...), "
+                f"got {self.image_size}",
             )
-        check_int("epochs", self.epochs, 0)
-        check_int("seed", self.seed, 0)
-        check_number("lr", self.lr, 1e-30)
-        if self.lr_D is not None:
-            check_number("lr_D", self.lr_D, 1e-30)
-        check_number("beta1", self.beta1, 0.0, 1.0)
-        check_number("beta2", self.beta2, 0.0, 1.0)
-        check_number("init_gain", self.init_gain, 1e-12)
-        if not isinstance(self.device, str):
-            raise ValueError(f"device must be a string, got {self.device!r}")
 
     @property
     def lr_discriminator(self) -> float:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import torch
@@ -30,7 +30,7 @@ from mrihisto_kedro.nn.dcgan.config import DCGANConfig, NoiseKind
 from mrihisto_kedro.nn.dcgan.networks import DCGANDiscriminator, DCGANGenerator
 from mrihisto_kedro.nn.device import select_device
 from mrihisto_kedro.nn.layers import init_weights
-from mrihisto_kedro.params import check_int
+from mrihisto_kedro.params import Range, checked
 
 __all__ = ["DCGAN", "STATE_FORMAT"]
 
@@ -115,7 +115,7 @@ class DCGAN:
         Returns:
             (n, channels, S, S) float32 in [-1, 1], on the CPU, without gradient.
         """
-        check_int("n", n, 0)
+        checked("n", n, Annotated[int, Range(ge=0)])
         gen = torch.Generator().manual_seed(self.config.seed) if generator is None else generator
         step = batch_size or self.config.batch_size
         chunks: list[torch.Tensor] = []

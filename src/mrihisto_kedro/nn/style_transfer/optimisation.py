@@ -13,17 +13,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Annotated
 
 import torch
 
-from mrihisto_kedro.nn.layers import parse_option
 from mrihisto_kedro.nn.style_transfer.losses import content_loss, gram_matrix, style_loss
 from mrihisto_kedro.nn.style_transfer.vgg import VGGFeatures, vgg_features
+from mrihisto_kedro.params import Params, Range, fail
 
 __all__ = ["OptimizerKind", "StyleTransferParams", "refine"]
 
 _LBFGS_MAX_EVAL = 25  # closure evaluations allowed per L-BFGS step (line search)
 _DEFAULT_LR = {"lbfgs": 1.0, "adam": 0.003}
+
+NonNegative = Annotated[float, Range(ge=0.0)]
 
 
 class OptimizerKind(StrEnum):
@@ -34,8 +37,8 @@ class OptimizerKind(StrEnum):
 
 
 @dataclass(frozen=True)
-class StyleTransferParams:
-    """Options of :func:`refine`.
+class StyleTransferParams(Params):
+    """Options of :func:`refine` (``missing_sequences.synthesis.refinement.transfer``).
 
     Attributes:
         content_layers: layers of the content loss (``relu4_2``, Gatys et al.).
@@ -62,53 +65,31 @@ class StyleTransferParams:
 
     content_layers: tuple[str, ...] = ("relu4_2",)
     style_layers: tuple[str, ...] = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
-    content_layer_weights: tuple[float, ...] | None = None
-    style_layer_weights: tuple[float, ...] | None = None
-    content_weight: float = 1.0
-    style_weight: float = 100.0
-    steps: int = 50
-    lr: float | None = None
+    content_layer_weights: tuple[NonNegative, ...] | None = None
+    style_layer_weights: tuple[NonNegative, ...] | None = None
+    content_weight: NonNegative = 1.0
+    style_weight: NonNegative = 100.0
+    steps: Annotated[int, Range(ge=0)] = 50
+    lr: Annotated[float, Range(gt=0.0)] | None = None
     optimizer: OptimizerKind = OptimizerKind.LBFGS
-    init_noise: float = 0.0
-    seed: int = 0
-    batch_size: int = 1
+    init_noise: NonNegative = 0.0
+    seed: Annotated[int, Range(ge=0)] = 0
+    batch_size: Annotated[int, Range(ge=1)] = 1
 
-    def __post_init__(self) -> None:
-        """Normalise sequences to tuples and option strings to enums; validate (names the key)."""
-        object.__setattr__(
-            self, "optimizer", parse_option(OptimizerKind, self.optimizer, name="optimizer")
-        )
-        for name in ("content_layers", "style_layers"):
-            value = getattr(self, name)
-            if isinstance(value, str) or not all(isinstance(v, str) for v in value):
-                raise ValueError(f"{name} must be a list of layer names, got {value!r}")
-            object.__setattr__(self, name, tuple(value))
+    def validate(self) -> None:
+        """At least one loss term, and one weight per layer where weights are given."""
         if not self.content_layers and not self.style_layers:
-            raise ValueError("content_layers and style_layers are both empty")
-        for name, layers in (
-            ("content_layer_weights", self.content_layers),
-            ("style_layer_weights", self.style_layers),
+            fail("content_layers", "and style_layers are both empty")
+        for name, layers, weights in (
+            ("content_layer_weights", "content_layers", self.content_layer_weights),
+            ("style_layer_weights", "style_layers", self.style_layer_weights),
         ):
-            value = getattr(self, name)
-            if value is None:
-                continue
-            value = tuple(float(v) for v in value)
-            if len(value) != len(layers) or any(v < 0 for v in value):
-                raise ValueError(
-                    f"{name} must be {len(layers)} non-negative numbers (one per layer), got "
-                    f"{getattr(self, name)!r}"
+            expected = len(getattr(self, layers))
+            if weights is not None and len(weights) != expected:
+                fail(
+                    name,
+                    f"must have one weight per layer of {layers} ({expected}), got {len(weights)}",
                 )
-            object.__setattr__(self, name, value)
-        for name in ("content_weight", "style_weight", "init_noise"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-                raise ValueError(f"{name} must be a number >= 0, got {value!r}")
-        if self.lr is not None and (isinstance(self.lr, bool) or not self.lr > 0):
-            raise ValueError(f"lr must be a number > 0 or null, got {self.lr!r}")
-        for name, minimum in (("steps", 0), ("seed", 0), ("batch_size", 1)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-                raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
 
     @property
     def step_size(self) -> float:

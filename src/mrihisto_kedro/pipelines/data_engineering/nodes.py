@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import PurePath
-from typing import Any
+from typing import Annotated, Any
 
 import pandas as pd
 import SimpleITK as sitk
@@ -15,6 +15,7 @@ from matplotlib.figure import Figure
 
 from mrihisto_kedro.imaging.downsample import downsample_slide
 from mrihisto_kedro.imaging.mri import MriNormalisation
+from mrihisto_kedro.imaging.pair_executor import PairExecutorParams
 from mrihisto_kedro.imaging.pair_masks import (
     MriMaskParams,
     SlideMaskParams,
@@ -30,7 +31,7 @@ from mrihisto_kedro.manifest import (
     assign_splits,
     validate_pairs,
 )
-from mrihisto_kedro.params import parse_params
+from mrihisto_kedro.params import Params, Range, parse_params
 from mrihisto_kedro.pipelines.loaders import Loader
 from mrihisto_kedro.reporting.qc_figures import pair_qc_figure
 
@@ -40,27 +41,25 @@ _KEY = "data_engineering"
 
 
 @dataclass(frozen=True)
-class DataEngineeringParams:
+class DataEngineeringParams(Params):
     """Parameters of data_engineering (``conf/base/parameters_data_engineering.yml``).
 
-    ``downsample_factor`` (>= 1) is used by ``downsample_slides`` only: later steps read the
-    factor each downsampled slide records. ``slide_mpp`` (µm, > 0) is the fallback level-0
-    pixel size of slides whose file and manifest row record none.
+    ``downsample_factor`` (>= 1; the paper downsampled its .svs slides 15x in QuPath) is used
+    by ``downsample_slides`` only: later steps read the factor each downsampled slide records.
+    ``slide_mpp`` (µm, > 0) is the fallback level-0 pixel size of slides whose file and manifest
+    row record none. ``executor`` runs the per-pair loop of ``tissue_masks`` sequentially or on
+    threads/processes (same outputs). Every key, default and range is declared here and in the
+    nested classes; the YAML sets only what differs.
     """
 
-    downsample_factor: float = 15.0
-    slide_mpp: float | None = None
+    downsample_factor: Annotated[float, Range(ge=1.0)] = 15.0
+    slide_mpp: Annotated[float, Range(gt=0.0)] | None = None
     mri_normalisation: MriNormalisation = field(default_factory=MriNormalisation)
     slide_mask: SlideMaskParams = field(default_factory=SlideMaskParams)
     mri_mask: MriMaskParams = field(default_factory=MriMaskParams)
     splits: SplitFractions = field(default_factory=SplitFractions)
     slide_limits: SlideLimits = field(default_factory=SlideLimits)
-
-    def __post_init__(self) -> None:
-        if self.downsample_factor < 1:
-            raise ValueError(f"downsample_factor must be >= 1, got {self.downsample_factor}")
-        if self.slide_mpp is not None and not self.slide_mpp > 0:
-            raise ValueError(f"slide_mpp must be a positive number of µm, got {self.slide_mpp}")
+    executor: PairExecutorParams = field(default_factory=PairExecutorParams)
 
 
 def _params(parameters: dict[str, Any]) -> DataEngineeringParams:
@@ -178,6 +177,7 @@ def tissue_masks(
         p.slide_mask,
         p.mri_mask,
         setting=f"{_KEY}.slide_mask.min_tissue_fraction",
+        executor=p.executor,
     )
     return study.slide_masks, study.mri_masks, study.report
 

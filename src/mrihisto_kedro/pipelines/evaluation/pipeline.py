@@ -8,7 +8,7 @@ tables::
     kedro run --pipeline=evaluation
     kedro run --pipeline=evaluation --namespaces=tiles_256 \\
         --params="tiles_256.evaluation.tiles.max_tiles_per_slide=32"
-    kedro run --pipeline=evaluation --namespaces=msi_to_he   # seed 003's three MSI models
+    kedro run --pipeline=evaluation --tags=msi_to_he         # seed 003's three MSI models
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ def evaluation_pipeline(experiment: Experiment) -> Pipeline:
         inputs |= {k: k for k in _SYNTHESIS_INPUTS}
         parameters["params:synthesis"] = "params:synthesis"
     evaluation = Pipeline(nodes, namespace=name, inputs=inputs, parameters=parameters)
-    return grouped(experiment, evaluation, EVALUATION_OUTPUTS)
+    return grouped(experiment, evaluation)
 
 
 def tables_pipeline() -> Pipeline:

@@ -19,13 +19,13 @@ from mrihisto_kedro.evaluation.volume_translation import NewVolumeParams, transl
 from mrihisto_kedro.imaging.input_spec import generator_input_spec
 from mrihisto_kedro.nn.generators import size_multiple
 from mrihisto_kedro.nn.inference import load_predictor
-from mrihisto_kedro.params import parse_params
+from mrihisto_kedro.params import Params, parse_params
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class InferenceParams:
+class InferenceParams(Params):
     """``inference``: the input MRI's preparation and the stitching (see the YAML file)."""
 
     new_slice: NewSliceParams = field(default_factory=NewSliceParams)
@@ -62,7 +62,7 @@ def synthesise_new_slide(
 
 
 @dataclass(frozen=True)
-class VolumeInferenceParams:
+class VolumeInferenceParams(Params):
     """``inference_volume``: the new volume's options (the rest is in ``generator.pt``)."""
 
     new_volume: NewVolumeParams = field(default_factory=NewVolumeParams)

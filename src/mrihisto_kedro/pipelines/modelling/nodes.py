@@ -13,9 +13,8 @@ from typing import Any
 import pandas as pd
 import SimpleITK as sitk
 
-from mrihisto_kedro.imaging.aligned_pairs import aligned_pair_loaders
+from mrihisto_kedro.imaging.aligned_pairs import aligned_pair_loaders, recorded_pair_normalisation
 from mrihisto_kedro.imaging.experiment_tiles import pair_tile_set, volume_tile_set
-from mrihisto_kedro.imaging.mri import MriNormalisation
 from mrihisto_kedro.imaging.registration.qc import select_registered_pairs
 from mrihisto_kedro.imaging.tileset import TileSet
 from mrihisto_kedro.imaging.tiling import PairTilesJob
@@ -37,7 +36,6 @@ def build_pair_tiles(
     downsampled_slides: dict[str, Loader],
     slide_masks: dict[str, Loader],
     tiling: dict[str, Any],
-    data_engineering: dict[str, Any],
 ) -> TileSet | PairTilesJob:
     """Paired MRI/histology tiles (or whole views) of every registered pair, split by specimen.
 
@@ -45,14 +43,12 @@ def build_pair_tiles(
     Tissue = the slide's tissue mask AND the registered MRI's coverage. Tiles are a
     :class:`PairTilesJob` that the tile-set dataset writes one pair at a time (bounded by one
     pair's grid, not by the whole set); whole views (one small image per pair) a TileSet.
+    The MRI normalisation recorded in the input spec is the one the aligned MRI files record
+    (data_engineering's when it cut the slices), not today's parameters.
     """
     p = parse_params(PairTilingParams, tiling, "tiling")
-    norm = parse_params(
-        MriNormalisation,
-        data_engineering.get("mri_normalisation"),
-        "data_engineering.mri_normalisation",
-    )
     kept = select_registered_pairs(pairs, registration_report, p.include_flagged_pairs)
+    norm = recorded_pair_normalisation(kept, aligned_mri)
     loaders = aligned_pair_loaders(
         kept, aligned_mri, aligned_mri_masks, downsampled_slides, slide_masks
     )

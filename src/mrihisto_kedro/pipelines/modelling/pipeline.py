@@ -9,8 +9,8 @@ volumes) and ``<name>.train``, with parameters ``params:<name>.tiling`` and
         --params="tiles_256.training.model.gan_mode=lsgan,tiles_256.training.search.n_trials=0"
 
 (a searched key given alone is refused before any work: the search would replace it).
-Experiments of a group (``msi_to_he``) sit under the group's namespace as well, so
-``--namespaces=msi_to_he`` trains the three MSI models.
+The nodes of a group's experiments (``msi_to_he``) are tagged with the group, so
+``--tags=msi_to_he`` trains the three MSI models.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def _tiling_node(source: TileSource) -> Node | None:
     if source is TileSource.PAIR_TILES:
         return Node(
             build_pair_tiles,
-            [*_PAIR_INPUTS, "params:tiling", "params:data_engineering"],
+            [*_PAIR_INPUTS, "params:tiling"],
             "tileset",
             name="build_tiles",
         )
@@ -62,7 +62,6 @@ def training_pipeline(experiment: Experiment) -> Pipeline:
         name="train",
     )
     tiling = _tiling_node(experiment.tiles)
-    shared = {"params:data_engineering"} if experiment.tiles is TileSource.PAIR_TILES else None
     free = {"tileset": experiment.tileset} if tiling is None else {}
     if experiment.tiles is TileSource.PAIR_TILES:
         free |= {k: k for k in _PAIR_INPUTS}
@@ -72,7 +71,6 @@ def training_pipeline(experiment: Experiment) -> Pipeline:
         [train] if tiling is None else [tiling, train],
         namespace=experiment.name,
         inputs=free or None,
-        parameters=shared,
     )
 
 
@@ -81,7 +79,7 @@ def create_pipeline(task: Task | None = None, **kwargs: Any) -> Pipeline:
     of every task)."""
     return sum(
         (
-            grouped(e, training_pipeline(e), TRAINING_OUTPUTS)
+            grouped(e, training_pipeline(e))
             for e in experiments(trains=True)
             if task is None or e.task is task
         ),

@@ -1,12 +1,12 @@
 """Thin nodes of the msi_data_engineering pipeline (seed 003: MSI -> H&E).
 
 Each node parses its block of ``msi_data_engineering`` (``conf/base/parameters_msi.yml``) and
-calls one library function: the simulated demo (:mod:`mrihisto_kedro.demo.msi_inputs`), the
-manifest (:mod:`mrihisto_kedro.msi.manifest`), the peak stacks (:mod:`mrihisto_kedro.msi.peaks`),
-the joint reduction (:mod:`mrihisto_kedro.msi.joint_reduction`), the registration study
-(:mod:`mrihisto_kedro.msi.registration_study`, its figures
+calls one library function: the manifest (:mod:`mrihisto_kedro.msi.manifest`), the peak stacks
+(:mod:`mrihisto_kedro.msi.peaks`), the joint reduction (:mod:`mrihisto_kedro.msi.joint_reduction`),
+the registration study (:mod:`mrihisto_kedro.msi.registration_study`, its figures
 :mod:`mrihisto_kedro.reporting.msi_figures`), the tiles (:mod:`mrihisto_kedro.msi.tiles`) and the
-whole views (:mod:`mrihisto_kedro.msi.whole_views`).
+whole views (:mod:`mrihisto_kedro.msi.whole_views`). The simulated demo they run on by default is
+the demo pipeline's ``make_msi_demo``.
 """
 
 from __future__ import annotations
@@ -17,13 +17,9 @@ from typing import Any
 import pandas as pd
 import SimpleITK as sitk
 from matplotlib.figure import Figure
-from PIL import Image
 
-from mrihisto_kedro.demo.msi import MsiDemoParams
-from mrihisto_kedro.demo.msi_inputs import MsiDemoNodeParams, simulate_msi_demo_inputs
 from mrihisto_kedro.imaging.tileset import TileSet
 from mrihisto_kedro.manifest import SplitFractions
-from mrihisto_kedro.msi.imzml_files import ImzMLFiles
 from mrihisto_kedro.msi.joint_reduction import reduce_images
 from mrihisto_kedro.msi.manifest import assign_specimen_splits
 from mrihisto_kedro.msi.params import (
@@ -42,12 +38,10 @@ from mrihisto_kedro.pipelines.loaders import Loader
 from mrihisto_kedro.reporting.msi_figures import msi_registration_figures
 
 __all__ = [
-    "MsiDemoNodeParams",
     "assign_msi_splits",
     "build_msi_tiles",
     "build_msi_whole_views",
     "build_peak_stacks",
-    "make_msi_demo",
     "reduce_peak_stacks",
     "register_msi_pairs",
 ]
@@ -65,27 +59,6 @@ RegistrationOutputs = tuple[
     pd.DataFrame,
     dict[str, Figure],
 ]
-
-
-def make_msi_demo(
-    parameters: dict[str, Any],
-) -> tuple[
-    dict[str, ImzMLFiles],
-    dict[str, Image.Image],
-    pd.DataFrame,
-    pd.DataFrame,
-    dict[str, pd.DataFrame],
-]:
-    """Simulate the paired MSI/H&E demo (known MSI -> H&E affine per specimen).
-
-    Returns:
-        ``(imzml, histology, ground_truth, peaks, control_points)``: see
-        :class:`~mrihisto_kedro.demo.msi_inputs.MsiDemoInputs`.
-    """
-    p = parse_params(MsiDemoNodeParams, parameters, "msi_data_engineering.demo")
-    sim = parse_params(MsiDemoParams, p.simulation, "msi_data_engineering.demo.simulation")
-    demo = simulate_msi_demo_inputs(sim, p.control_points)
-    return demo.imzml, demo.histology, demo.ground_truth, demo.peaks, demo.control_points
 
 
 def assign_msi_splits(pairs: pd.DataFrame, parameters: dict[str, Any]) -> pd.DataFrame:
@@ -173,7 +146,6 @@ def build_msi_tiles(
     registered: dict[str, Loader],
     coverage: dict[str, Loader],
     parameters: dict[str, Any],
-    reduction: dict[str, Any],
     padding: PadColour | str = PadColour.BLACK,
 ) -> TileSet:
     """Paired tiles of every registered specimen (A = padded MSI, B = H&E), split by specimen.
@@ -183,9 +155,9 @@ def build_msi_tiles(
     embedding and its scaling), which training stores in ``generator.pt``.
     """
     p = parse_params(MsiTilingParams, parameters, "msi_data_engineering.tiling")
-    r = parse_params(ReductionParams, reduction, "msi_data_engineering.reduction")
-    tiles = msi_pair_tiles(aligned_pairs(pairs, histology_grid, registered, coverage), p, padding)
-    return _logged(with_input_spec(tiles, r), f"MSI tiles ({PadColour(padding).value} padding)")
+    aligned = aligned_pairs(pairs, histology_grid, registered, coverage)
+    tiles = with_input_spec(msi_pair_tiles(aligned, p, padding), aligned)
+    return _logged(tiles, f"MSI tiles ({PadColour(padding).value} padding)")
 
 
 def build_msi_whole_views(
@@ -194,12 +166,10 @@ def build_msi_whole_views(
     registered: dict[str, Loader],
     coverage: dict[str, Loader],
     parameters: dict[str, Any],
-    reduction: dict[str, Any],
 ) -> TileSet:
     """Paper 003's design: one whole view per specimen (black-padded MSI, H&E with its glass),
     padded to a square and resized to ``msi_data_engineering.whole_views.size`` px."""
     p = parse_params(MsiWholeViewParams, parameters, "msi_data_engineering.whole_views")
-    r = parse_params(ReductionParams, reduction, "msi_data_engineering.reduction")
     aligned = aligned_pairs(pairs, histology_grid, registered, coverage)
-    views = whole_specimen_views(aligned, p, PadColour.BLACK)
-    return _logged(with_input_spec(views, r), "MSI whole-specimen views (black padding)")
+    views = with_input_spec(whole_specimen_views(aligned, p, PadColour.BLACK), aligned)
+    return _logged(views, "MSI whole-specimen views (black padding)")

@@ -37,7 +37,7 @@ def _views_pipeline() -> Pipeline:
     """``msi_to_he_whole.build_whole_views``: the black-padded registered pairs -> one view per
     specimen in ``msi_to_he_whole.tileset``."""
     inputs = ["msi_pairs_with_splits", "msi_histology_grid", "msi_registered_black", "msi_coverage"]
-    params = ["params:msi_data_engineering.whole_views", "params:msi_data_engineering.reduction"]
+    params = ["params:msi_data_engineering.whole_views"]
     node = Node(build_msi_whole_views, [*inputs, *params], "tileset", name="build_whole_views")
     return Pipeline([node], namespace=WHOLE_EXPERIMENT, inputs=set(inputs), parameters=set(params))
 
