@@ -10,13 +10,14 @@ per step) is timed ``--steps`` times after ``--warmup`` untimed steps; the media
 in ms per step and ms per image.
 
 Reference implementation: ``--reference PATH`` names a checkout of the reference pix2pix
-(junyanz/pytorch-CycleGAN-and-pix2pix, the folder holding ``models/networks.py``) that the user
-already has; nothing is downloaded. Its ``define_G``/``define_D`` build the same networks, the
-project's initial weights are copied into them, and its ``optimize_parameters`` step (forward G;
-D on fake and real pairs, BCE with logits, 0.5 (fake + real), Adam step; G with GAN + 100 L1,
-Adam step; torch's default Adam) is timed in the same run, first for each batch size. The
-``ratio`` column is each variant's median over the reference's (over the project's ``fp32``
-variant without ``--reference``).
+(junyanz/pytorch-CycleGAN-and-pix2pix, the folder holding ``models/pix2pix_model.py``) that the
+user already has; nothing is downloaded or copied. Its ``models.pix2pix_model.Pix2PixModel`` is
+imported from that folder (as its ``train.py`` imports it) and built from the options its
+``train.py --model pix2pix`` gives (:func:`reference_options`); the project's initial weights are
+copied into its networks, and its own ``optimize_parameters`` (forward G; D on fake and real
+pairs; G with GAN + 100 L1; torch's default Adam) is timed in the same run, first for each batch
+size. The ``ratio`` column is each variant's median over the reference's (over the project's
+``fp32`` variant without ``--reference``).
 
 Data loading: a tile set of ``--tiles`` 256 x 256 tiles (A uint16 one channel, B uint8 RGB) is
 written with :func:`save_tileset` to a temporary folder and opened memory-mapped with
@@ -40,11 +41,12 @@ from __future__ import annotations
 
 import argparse
 import gc
-import importlib.util
+import importlib
 import json
 import os
 import platform
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -57,6 +59,9 @@ from torch.utils.data import DataLoader
 
 from mrihisto_kedro.imaging.tileset import TileSet, load_tileset, save_tileset
 from mrihisto_kedro.nn.data import TileSetTorchDataset
+from mrihisto_kedro.nn.device import Precision
+from mrihisto_kedro.nn.discriminators import DiscriminatorKind
+from mrihisto_kedro.nn.generators import GeneratorKind
 from mrihisto_kedro.nn.models import Pix2Pix, Pix2PixConfig, cpu_has_fast_bf16
 
 SIZE = 256
@@ -95,8 +100,8 @@ def time_steps(
     cfg = Pix2PixConfig(
         in_channels=1,
         out_channels=3,
-        generator="unet_256",
-        discriminator="basic",
+        generator=GeneratorKind.UNET_256,
+        discriminator=DiscriminatorKind.BASIC,
         device=device,
         **VARIANTS[variant],  # type: ignore[arg-type]
     )
@@ -129,17 +134,27 @@ def time_steps(
 
 
 def load_reference(path: Path) -> ModuleType:
-    """The reference's ``models/networks.py`` under ``path``, imported from that file alone."""
-    source = path / "models" / "networks.py"
+    """The reference's ``models.pix2pix_model`` module, imported from the checkout at ``path``.
+
+    The checkout's folder goes first on ``sys.path`` so that its own packages (``models``,
+    ``util``) are the ones imported, as its ``train.py`` imports them; nothing is copied.
+    """
+    source = path / "models" / "pix2pix_model.py"
     if not source.is_file():
         raise SystemExit(
-            f"--reference {path}: no models/networks.py there (a checkout of "
+            f"--reference {path}: no models/pix2pix_model.py there (a checkout of "
             "junyanz/pytorch-CycleGAN-and-pix2pix is expected)"
         )
-    spec = importlib.util.spec_from_file_location("reference_networks", source)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    root = path.resolve()
+    for name in ("models", "util"):
+        loaded = sys.modules.get(name)
+        where = Path(getattr(loaded, "__file__", None) or "/").resolve()
+        if loaded is not None and root not in where.parents:
+            raise SystemExit(f"--reference {path}: another '{name}' package is already imported")
+    sys.path.insert(0, str(root))
+    module = importlib.import_module("models.pix2pix_model")
+    if root not in Path(str(module.__file__)).resolve().parents:
+        raise SystemExit(f"--reference {path}: imported {module.__file__} instead")
     return module
 
 
@@ -154,55 +169,84 @@ def _copy_weights(source: torch.nn.Module, target: torch.nn.Module) -> None:
             dst.copy_(src)
 
 
+def reference_options(device: str, checkpoints: Path) -> argparse.Namespace:
+    """The options the reference's ``train.py --model pix2pix`` gives its model, for our sizes.
+
+    Its defaults (``options/base_options.py``, ``train_options.py`` and
+    ``Pix2PixModel.modify_commandline_options``): U-Net-256, basic PatchGAN, batch norm,
+    dropout, normal init (gain 0.02), vanilla GAN, no image pool, Adam lr 2e-4 beta1 0.5,
+    lambda_L1 100; only the channels (1 -> 3) and the device are ours.
+    """
+    return argparse.Namespace(
+        gpu_ids=[0] if device.startswith("cuda") else [],
+        isTrain=True,
+        checkpoints_dir=str(checkpoints),
+        name="bench",
+        preprocess="resize_and_crop",
+        input_nc=1,
+        output_nc=3,
+        ngf=64,
+        ndf=64,
+        netG="unet_256",
+        netD="basic",
+        n_layers_D=3,
+        norm="batch",
+        no_dropout=False,
+        init_type="normal",
+        init_gain=0.02,
+        pool_size=0,
+        gan_mode="vanilla",
+        lr=2e-4,
+        beta1=0.5,
+        direction="AtoB",
+        lambda_L1=100.0,
+    )
+
+
 def time_reference(
-    networks: ModuleType, batch_size: int, steps: int, warmup: int, device: str
+    pix2pix: ModuleType, batch_size: int, steps: int, warmup: int, device: str
 ) -> dict[str, float]:
-    """Median ms of the reference ``optimize_parameters`` (fp32), with the project's weights."""
-    ours = Pix2Pix(Pix2PixConfig(device=device, precision="fp32", channels_last=False))
-    net_g = networks.define_G(1, 3, 64, "unet_256", "batch", True, "normal", 0.02, [])
-    net_d = networks.define_D(4, 64, "basic", 3, "batch")
-    _copy_weights(ours.nets["G"], net_g)
-    _copy_weights(ours.nets["D"], net_d)
+    """Median ms of the reference ``Pix2PixModel.optimize_parameters`` (fp32), our weights.
+
+    The reference model is built by its own class from its own options; the project's initial
+    weights are copied into its ``netG``/``netD`` so both start from the same point. One
+    ``set_input`` (the batch), then ``optimize_parameters`` is timed: forward G, D update (fake
+    through its image pool, real, 0.5 (fake + real)), G update (GAN + lambda_L1 L1).
+    """
+    ours = Pix2Pix(Pix2PixConfig(device=device, precision=Precision.FP32, channels_last=False))
     dev = ours.device
+    with tempfile.TemporaryDirectory() as checkpoints:
+        try:
+            model = pix2pix.Pix2PixModel(reference_options(str(dev), Path(checkpoints)))
+        except AttributeError as exc:  # another version of the reference's options
+            raise SystemExit(
+                f"the reference's Pix2PixModel reads an option reference_options() does not "
+                f"set ({exc}); add it there"
+            ) from exc
+    _copy_weights(ours.nets["G"], model.netG)
+    _copy_weights(ours.nets["D"], model.netD)
     del ours
-    net_g, net_d = net_g.to(dev).train(), net_d.to(dev).train()
-    opt_g = torch.optim.Adam(net_g.parameters(), lr=2e-4, betas=(0.5, 0.999))
-    opt_d = torch.optim.Adam(net_d.parameters(), lr=2e-4, betas=(0.5, 0.999))
-    bce = torch.nn.BCEWithLogitsLoss()
+    model.netG.train()
+    model.netD.train()
     gen = torch.Generator().manual_seed(0)
-    real_a = (torch.rand(batch_size, 1, SIZE, SIZE, generator=gen) * 2 - 1).to(dev)
-    real_b = (torch.rand(batch_size, 3, SIZE, SIZE, generator=gen) * 2 - 1).to(dev)
-
-    def step() -> None:
-        fake_b = net_g(real_a)
-        for p in net_d.parameters():
-            p.requires_grad = True
-        opt_d.zero_grad()
-        fake_ab = torch.cat((real_a, fake_b), 1)
-        pred_fake = net_d(fake_ab.detach())
-        pred_real = net_d(torch.cat((real_a, real_b), 1))
-        loss_d = 0.5 * (
-            bce(pred_fake, torch.zeros_like(pred_fake)) + bce(pred_real, torch.ones_like(pred_real))
-        )
-        loss_d.backward()
-        opt_d.step()
-        for p in net_d.parameters():
-            p.requires_grad = False
-        opt_g.zero_grad()
-        pred_fake = net_d(fake_ab)
-        l1 = torch.nn.functional.l1_loss(fake_b, real_b)
-        loss_g = bce(pred_fake, torch.ones_like(pred_fake)) + 100.0 * l1
-        loss_g.backward()
-        opt_g.step()
-
+    model.set_input(
+        {
+            "A": torch.rand(batch_size, 1, SIZE, SIZE, generator=gen) * 2 - 1,
+            "B": torch.rand(batch_size, 3, SIZE, SIZE, generator=gen) * 2 - 1,
+            "A_paths": [f"a{i}" for i in range(batch_size)],
+            "B_paths": [f"b{i}" for i in range(batch_size)],
+        }
+    )
     times = []
     for i in range(warmup + steps):
         _sync(dev)
         start = time.perf_counter()
-        step()
+        model.optimize_parameters()
         _sync(dev)
         if i >= warmup:
             times.append((time.perf_counter() - start) * 1000.0)
+    del model
+    gc.collect()
     median = statistics.median(times)
     return {"ms_per_step": median, "ms_per_image": median / batch_size}
 
@@ -234,7 +278,7 @@ def time_loading(tileset: TileSet, batch_size: int, n_batches: int) -> dict[str,
         tileset, train=True, load_size=286, crop_size=SIZE, flip=True, seed=0
     )
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=0)
-    times = []
+    times: list[float] = []
     epoch = 0
     while len(times) < n_batches:
         dataset.set_epoch(epoch)
@@ -301,7 +345,7 @@ def main() -> None:
             if skipped:
                 print(f"skipping {skipped} (use --force-bf16 to time them anyway)")
         print()
-    networks = load_reference(args.reference) if args.reference is not None else None
+    reference = load_reference(args.reference) if args.reference is not None else None
     results: list[dict[str, object]] = []
     with tempfile.TemporaryDirectory() as tmp:
         tileset = build_tileset(Path(tmp) / "tiles", args.tiles)
@@ -317,8 +361,8 @@ def main() -> None:
         print("-" * len(header))
         for batch_size in args.batches:
             baseline: float | None = None
-            if networks is not None:
-                ref = time_reference(networks, batch_size, args.steps, args.warmup, args.device)
+            if reference is not None:
+                ref = time_reference(reference, batch_size, args.steps, args.warmup, args.device)
                 baseline = ref["ms_per_step"]
                 results.append({"variant": "reference", "batch": batch_size, **ref})
                 print(
@@ -348,7 +392,7 @@ def main() -> None:
                     flush=True,
                 )
     ours = [r for r in results if r["variant"] != "reference"]
-    against = "the reference (junyanz, fp32)" if networks is not None else "the fp32 variant"
+    against = "the reference (junyanz, fp32)" if reference is not None else "the fp32 variant"
     print(f"\nratio: median ms per step over that of {against} at the same batch size")
     print(
         f"parameters: G {ours[0]['params_G']:,}, D {ours[0]['params_D']:,}; "

@@ -4,14 +4,21 @@ remap that lets the default run analyse the demo without writing where a user's 
 from __future__ import annotations
 
 import sys
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from kedro.framework import project
+from kedro.pipeline import Node
 
 from mrihisto_kedro.experiments import EXPERIMENTS, experiments
-from mrihisto_kedro.pipeline_registry import DEMO_INPUTS, IN_DEFAULT_RUN, register_pipelines
+from mrihisto_kedro.pipeline_registry import (
+    DEMO_INPUTS,
+    DOTTED_NAME_WARNING,
+    IN_DEFAULT_RUN,
+    register_pipelines,
+)
 
 PACKAGES = Path(__file__).resolve().parents[1] / "src" / "mrihisto_kedro" / "pipelines"
 #: the pipelines composed in the registry (every other one is a package under pipelines/)
@@ -118,3 +125,53 @@ def test_kedro_run_of_one_composed_pipeline_finds_the_packages_it_is_made_of() -
     for name in ("msi", "data_engineering", "full_scale"):
         project.pipelines.set_requested([name])
         assert project.pipelines[name].nodes, name
+
+
+def test_every_dotted_dataset_name_is_a_namespace_of_the_registry(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Kedro warns once about dotted dataset names (a dot is its namespace separator); the
+    registry silences that warning for its own namespaced datasets only, so this checks what
+    the warning guards against: every dotted name is ``<namespace>.<name>`` for a namespace of
+    the registered pipelines, never a dot of its own."""
+    monkeypatch.setattr(Node, "__dotted_dataset_name_warned__", False, raising=False)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=DOTTED_NAME_WARNING)
+        pipelines = register_pipelines()
+    spaces = {n.namespace.split(".")[0] for p in pipelines.values() for n in p.nodes if n.namespace}
+    dotted = {d for p in pipelines.values() for d in p.datasets() if "." in d and ":" not in d}
+    assert "tiles_256.tileset" in dotted and "missing_sequences.table" in dotted
+    assert {d.rsplit(".", 1)[0] for d in dotted} <= spaces
+    assert all(d.count(".") == 1 for d in dotted)
+
+
+def _identity(x: object) -> object:
+    return x
+
+
+def test_a_dotted_name_outside_the_registry_still_warns(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The filter is the registry's alone: Kedro's warning is still raised elsewhere."""
+    monkeypatch.setattr(Node, "__dotted_dataset_name_warned__", False, raising=False)
+    with pytest.warns(UserWarning, match=DOTTED_NAME_WARNING):
+        Node(_identity, "some.input", "output", name="copy")
+
+
+def test_experiment_nodes_are_tagged_with_their_task_and_group(pipelines: dict) -> None:
+    """kedro-viz's tag filter: one tag per task, plus the group (``msi_to_he``)."""
+    for experiment in EXPERIMENTS:
+        source = pipelines[
+            "msi_whole_specimen" if experiment.pipeline.value != "default" else "__default__"
+        ]
+        nodes = [n for n in source.nodes if n.namespace == experiment.name]
+        expected = {experiment.task.value} | ({experiment.group} if experiment.group else set())
+        # msi_data_engineering cuts the MSI tile sets (data engineering, not the experiments')
+        tagged = [
+            n
+            for n in nodes
+            if n.name not in {"msi_to_he_black.build_tiles", "msi_to_he_white.build_tiles"}
+        ]
+        assert tagged, experiment.name
+        assert all(n.tags == expected for n in tagged), experiment.name
+    tags = {t for n in pipelines["__default__"].nodes for t in n.tags}
+    assert tags == {"mri_to_histology", "mri_to_mri", "msi_to_he"}
+    assert {t for n in pipelines["missing_sequences"].nodes for t in n.tags} == {"mri_to_mri"}

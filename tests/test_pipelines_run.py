@@ -743,10 +743,80 @@ def test_torchrun_trains_one_experiment_on_two_processes(demo_project: Path) -> 
     assert generator.stat().st_mtime_ns > before
     runs = mlflow.search_runs(experiment_names=["mrihisto_kedro"], order_by=["start_time DESC"])
     new = runs.iloc[: len(runs) - runs_before]
-    assert sorted(new["tags.mlflow.runName"]) == ["modelling", "t1_to_t2"]  # rank 0's only
+    names = sorted(new["tags.mlflow.runName"])  # rank 0's only: the pipeline run (named by
+    assert len(names) == 2 and "t1_to_t2" in names  # its command) and the training
+    parent = next(name for name in names if name != "t1_to_t2")
+    assert parent.startswith("kedro run ") and "--pipeline=modelling" in parent
     trained = new[new["tags.mlflow.runName"] == "t1_to_t2"].iloc[0]
     assert trained["params.distributed.processes"] == "2"
     from mrihisto_kedro.durability.lock import OutputRootLock
 
     with OutputRootLock(demo_project / "data"):  # released by rank 0, never held by rank 1
         pass
+
+
+def test_mlflow_ui_over_the_demo_store(demo_project: Path, tmp_path: Path) -> None:
+    """Issue 19's browser proof on the demo's own store: ``mlflow server`` over it, headless
+    Chromium opens the runs table (the parent ``kedro run`` expanded over its trainings), the
+    final ``tiles_256`` run's parameters and metric charts, and the comparison of two of its
+    search trials (tests/tracking/mlflow_ui.py; about 20 s)."""
+    import importlib
+    import os
+    import sys
+
+    import mlflow
+
+    sys.path.insert(0, str(REPO_ROOT / "tests" / "tracking"))
+    try:
+        ui = importlib.import_module("mlflow_ui")
+        checks = importlib.import_module("test_mlflow_ui")
+    finally:
+        sys.path.remove(str(REPO_ROOT / "tests" / "tracking"))
+    ui.require_chromium()
+    uri = f"sqlite:///{demo_project / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    try:
+        experiment = mlflow.get_experiment_by_name("mrihisto_kedro")
+        assert experiment is not None
+        assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+        runs = mlflow.search_runs([experiment.experiment_id])
+    finally:
+        mlflow.set_tracking_uri(None)
+    ids = dict(zip(runs["tags.mlflow.runName"], runs["run_id"], strict=False))
+    assert "__default__" not in ids and "kedro run" in ids
+    trials = [ids["tiles_256-trial-0"], ids["tiles_256-trial-1"]]
+    shots = Path(os.environ.get("MRIHISTO_SCREENSHOTS", tmp_path))
+    with ui.mlflow_server(uri, tmp_path / "server.log") as base:
+        seen = ui.look(
+            base, experiment.experiment_id, ids["tiles_256"], trials, "kedro run", shots, "demo"
+        )
+    checks.check_seen(seen, trials, uri)
+    for name in ("tiles_256", "tiles_256-search", "tiles_1024", "t1_to_t2", "unet_baseline"):
+        assert name in seen.run_rows, seen.run_rows
+    assert seen.run_params["total_epochs"] == "30"
+
+
+def test_walkthrough_notebook_runs_on_the_demo_outputs(demo_project: Path) -> None:
+    """notebooks/walkthrough.ipynb, executed headlessly (nbclient) in the project's
+    ``notebooks/`` folder as ``kedro jupyter lab`` runs it: every cell runs on the demo's
+    outputs, and its six figures are drawn inline (a module that switched matplotlib to Agg
+    on import once left the notebook without any)."""
+    import re
+
+    import nbformat
+    from nbclient import NotebookClient
+    from project_copy import REPO_ROOT
+
+    folder = demo_project / "notebooks"
+    folder.mkdir(exist_ok=True)
+    nb = nbformat.read(REPO_ROOT / "notebooks" / "walkthrough.ipynb", as_version=4)
+    client = NotebookClient(
+        nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(folder)}}
+    )
+    client.execute()
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    assert sum("image/png" in o.get("data", {}) for o in outputs) == 6
+    printed = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
+    assert re.search(r"pair_01: \d+ x \d+ px at [\d.]+ x [\d.]+ µm/px", printed)
+    assert re.search(r"\d+ tiles, a \(\d+, 64, 64, 1\) float32", printed)
+    assert f"in sqlite:///{demo_project / 'mlflow.db'}" in printed

@@ -4,9 +4,9 @@ A copy of the project runs the demo, ``data_engineering`` and ``inference`` as a
 (``python -m kedro run``). Then each run is repeated by a driver that pauses inside a write and
 is killed there with SIGKILL:
 
-* during ``downsample_slides``, after two of the eight downsampled slides were written into
-  the folder's staging copy; while it is paused a second ``kedro run`` into the same ``data/``
-  is refused, naming the first one's pid;
+* during ``downsample_slides``, after its second downsampled slide was written into the
+  folder's staging copy (two are written at once, so more may be there); while it is paused a
+  second ``kedro run`` into the same ``data/`` is refused, naming the first one's pid;
 * during the synthesis of ``inference``, after the first strip of the synthetic slide.
 
 A read-only (immutable) QC folder stops ``data_engineering`` before its first node.
@@ -181,7 +181,9 @@ def test_kill_during_downsampling_keeps_outputs_and_a_second_run_is_refused(
         assert second.returncode != 0
         assert f"another kedro run is writing into {data.resolve()} (pid {first.pid}" in said
         staging = [p for p in stale_temporaries(data) if ".downsampled_slides.tmp-" in p.name]
-        assert len(staging) == 1 and len(list(staging[0].glob("pair_*.tiff"))) == 2
+        # downsampled_slides writes 2 slides at once (parallel_saves): the other thread may
+        # have written the rest while this one paused
+        assert len(staging) == 1 and len(list(staging[0].glob("pair_*.tiff"))) >= 2
     finally:
         _kill(first)
     assert _snapshot(data, DATA_ENGINEERING) == before  # the kill left the old folder whole

@@ -21,6 +21,12 @@ output root, host and the whole ``kedro run`` command (kedro-mlflow's ``kedro_co
 training runs nested under it inherit the tags, which is how step 3 knows which runs belong
 to this root.
 
+``RunSummaryHooks`` ends a finished run with where its reporting outputs are, the flags the
+evaluation raised and the commands that open kedro-viz and MLflow
+(:mod:`mrihisto_kedro.reporting.run_summary`), and shows Kedro's per-dataset "Loading data
+from" / "Saving data to" lines only at DEBUG (:class:`CatalogIOAtDebug`, installed with
+:class:`KnownWarnings` by ``settings.py``).
+
 ``StaleTableHooks`` (after a run, finished or failed, before the lock is released) marks the
 metric tables whose columns measured a generator that has been retrained since
 (:mod:`mrihisto_kedro.evaluation.staleness`): retraining one experiment does not re-run the
@@ -141,7 +147,8 @@ class RunSafetyHooks:
 
 
 class RunTagHooks:
-    """Tag kedro-mlflow's pipeline run with the output root and host (``trylast``)."""
+    """Tag kedro-mlflow's pipeline run with the output root, host and command, name it by the
+    command, and prepare its experiment for the MLflow UI (``trylast``)."""
 
     def __init__(self, safety: RunSafetyHooks) -> None:
         """Share the root found by ``safety``."""
@@ -155,9 +162,11 @@ class RunTagHooks:
             return
         import mlflow
 
+        from mrihisto_kedro.tracking.experiment_view import prepare_experiment
         from mrihisto_kedro.tracking.kedro_command import kedro_command
 
-        if mlflow.active_run() is not None:
+        active = mlflow.active_run()
+        if active is not None:
             command = kedro_command(run_params)
             mlflow.set_tags(
                 {
@@ -165,8 +174,10 @@ class RunTagHooks:
                     HOST_TAG: f"{socket.gethostname()}:{os.getpid()}",
                     COMMAND_TAG: command,
                     "kedro_command": command,
+                    "mlflow.runName": command,  # the runs table names each run by its command
                 }
             )
+            prepare_experiment(active.info.experiment_id)  # also when the run trains nothing
 
 
 #: (long table, its markdown) pairs of the evaluation pipeline, each row naming its model
@@ -279,3 +290,92 @@ class WorkerRankHooks:
             torchrun_rank(),
             len(outputs),
         )
+
+
+#: Kedro's per-dataset lines (``kedro.io.data_catalog``), 276 of a demo run's 1,402 log lines
+CATALOG_IO_MESSAGES = ("Loading data from %s (%s)...", "Saving data to %s (%s)...")
+
+
+class CatalogIOAtDebug(logging.Filter):
+    """Re-level Kedro's "Loading data from" / "Saving data to" records to DEBUG.
+
+    Kedro logs them at INFO. The filter (on the ``kedro.io.data_catalog`` logger) makes them
+    DEBUG records, shown only where that logger is set to DEBUG (``conf/logging.yml``, see
+    README), so the console keeps the pipeline's own progress.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Pass other records untouched; demote the catalog's load/save lines."""
+        if record.msg not in CATALOG_IO_MESSAGES:
+            return True
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+
+
+#: third-party warnings a user can do nothing about, raised at every run (the tests filter
+#: the same ones in pyproject's filterwarnings): OmegaConf's register_new_resolver deprecation
+#: (Kedro 1.7, kedro-mlflow 2.0.3) and MLflow's type-hint advice for kedro-mlflow's PythonModel
+#: (MLflow raises it under its own ``simplefilter("once")``, so a ``warnings`` filter cannot
+#: silence it; Kedro logs warnings through the ``py.warnings`` logger, where this one can)
+KNOWN_WARNINGS = ("register_new_resolver() is deprecated", "Add type hints to the `predict`")
+
+
+class KnownWarnings(logging.Filter):
+    """Drop the ``py.warnings`` records of :data:`KNOWN_WARNINGS`; pass every other one."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """False for a known third-party warning."""
+        text = record.getMessage()
+        return not any(known in text for known in KNOWN_WARNINGS)
+
+
+def install_log_filters() -> None:
+    """:class:`CatalogIOAtDebug` on ``kedro.io.data_catalog`` and :class:`KnownWarnings` on
+    ``py.warnings`` (idempotent)."""
+    for name, kind in (("kedro.io.data_catalog", CatalogIOAtDebug), ("py.warnings", KnownWarnings)):
+        target = logging.getLogger(name)
+        if not any(isinstance(f, kind) for f in target.filters):
+            target.addFilter(kind())
+
+
+def _reporting_outputs(pipeline: Any, catalog: Any) -> dict[str, Path]:
+    """``{dataset: local path}`` of the pipeline's outputs under an ``08_reporting`` folder."""
+    found = {}
+    for name in sorted(pipeline.all_outputs()):
+        path = local_dataset_path(catalog.get(name)) if catalog.get(name) is not None else None
+        if path is not None and "08_reporting" in path.parts and path.exists():
+            found[name] = path
+    return found
+
+
+class RunSummaryHooks:
+    """After a finished run: log its results' paths, flags, and how to browse them."""
+
+    def __init__(self) -> None:
+        self._project: Path = Path.cwd()
+
+    @hook_impl
+    def after_context_created(self, context: Any) -> None:
+        """Remember the project folder."""
+        self._project = Path(context.project_path)
+
+    @hook_impl(trylast=True)
+    def after_pipeline_run(self, run_params: dict[str, Any], pipeline: Any, catalog: Any) -> None:
+        """Log the summary (:func:`~mrihisto_kedro.reporting.run_summary.summary_lines`)."""
+        import mlflow
+
+        from mrihisto_kedro.reporting.run_summary import run_summary, summary_lines
+
+        outputs = _reporting_outputs(pipeline, catalog)
+        tables = {n: catalog.load(n) for n, p in outputs.items() if p.suffix == ".csv"}
+        last = mlflow.last_active_run()  # kedro-mlflow's run of this pipeline, ended by now
+        summary = run_summary(
+            outputs,
+            tables,
+            self._project,
+            tracking_uri=mlflow.get_tracking_uri(),
+            pipeline=", ".join(run_params.get("pipeline_names") or ["__default__"]),
+            experiment_id=None if last is None else last.info.experiment_id,
+        )
+        for line in summary_lines(summary):
+            logger.info(line)

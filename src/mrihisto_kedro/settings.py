@@ -7,11 +7,16 @@ https://docs.kedro.org/en/stable/configure/configuration_basics/#configuration""
 # Metric tables measured on a model retrained since are marked STALE after each run.
 from mrihisto_kedro.hooks import (  # noqa: E402
     RunSafetyHooks,
+    RunSummaryHooks,
     RunTagHooks,
     StaleTableHooks,
     WorkerRankHooks,
+    install_log_filters,
     torchrun_rank,
 )
+
+# Kedro imports this module before kedro-mlflow's: the filters are in place for its warnings
+install_log_filters()
 
 if torchrun_rank() > 0:  # a torchrun worker: rank 0 writes, locks and logs (docs/cluster.md)
     HOOKS: tuple[object, ...] = (WorkerRankHooks(),)
@@ -19,7 +24,7 @@ if torchrun_rank() > 0:  # a torchrun worker: rank 0 writes, locks and logs (doc
     DISABLE_HOOKS_FOR_PLUGINS = ("kedro_mlflow", "kedro-mlflow")
 else:
     _SAFETY = RunSafetyHooks()
-    HOOKS = (_SAFETY, RunTagHooks(_SAFETY), StaleTableHooks())
+    HOOKS = (_SAFETY, RunTagHooks(_SAFETY), StaleTableHooks(), RunSummaryHooks())
 
 # Installed plugins for which to disable hook auto-registration.
 # DISABLE_HOOKS_FOR_PLUGINS = ("kedro-viz",)

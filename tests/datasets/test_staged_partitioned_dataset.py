@@ -5,6 +5,9 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+import threading
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -21,9 +24,13 @@ from mrihisto_kedro.durability.temporaries import stale_temporaries
 IMAGES = {"type": "mrihisto_kedro.datasets.sitk_dataset.SimpleITKImageDataset"}
 
 
-def _dataset(folder: Path) -> StagedPartitionedDataset:
+def _dataset(folder: Path, parallel_saves: int = 1) -> StagedPartitionedDataset:
     return StagedPartitionedDataset(
-        path=str(folder), dataset=IMAGES, filename_suffix=".mha", overwrite=True
+        path=str(folder),
+        dataset=IMAGES,
+        filename_suffix=".mha",
+        overwrite=True,
+        parallel_saves=parallel_saves,
     )
 
 
@@ -138,3 +145,76 @@ def test_only_missing_outputs_reruns_the_node_of_an_incomplete_folder(tmp_path: 
     (folder / RECORD_NAME).unlink()  # what a kill between the partitions and the record leaves
     run()
     assert calls == [3, 3] and (folder / RECORD_NAME).is_file()
+
+
+# ------------------------------------------------------------------ parallel_saves: N at once
+class _InFlight:
+    """Lazy partitions that record how many of them run at once; two must meet to go on."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.now = 0
+        self.most = 0
+        self.called: list[str] = []
+        self.barrier = threading.Barrier(2, timeout=30)
+
+    def partition(self, pid: str, value: float) -> sitk.Image:
+        with self.lock:
+            self.now += 1
+            self.most = max(self.most, self.now)
+            self.called.append(pid)
+        self.barrier.wait()  # returns only when two partitions are in flight together
+        image = _image(value)
+        with self.lock:
+            self.now -= 1
+        return image
+
+    def partitions(self, n: int) -> dict[str, Callable[[], sitk.Image]]:
+        return {f"pair_{i:02d}": partial(self.partition, f"pair_{i:02d}", i) for i in range(n)}
+
+
+def test_parallel_saves_write_the_sequential_files_with_a_bounded_window(tmp_path: Path) -> None:
+    sequential = tmp_path / "one"
+    _dataset(sequential).save({f"pair_{i:02d}": partial(_image, i) for i in range(8)})
+    flight = _InFlight()
+    parallel = tmp_path / "two"
+    _dataset(parallel, parallel_saves=2).save(flight.partitions(8))
+    assert flight.most == 2  # two at once (the barrier proves it), never more
+    assert sorted(flight.called) == [f"pair_{i:02d}" for i in range(8)]
+    one, two = _snapshot(sequential), _snapshot(parallel)
+    assert one.pop(RECORD_NAME) and two.pop(RECORD_NAME)  # both complete (the record has a time)
+    assert one == two and len(one) == 8
+    assert sorted(_dataset(parallel).load()) == [f"pair_{i:02d}" for i in range(8)]
+    assert stale_temporaries(tmp_path) == []
+
+
+def test_a_failed_parallel_save_keeps_the_previous_folder_and_stops(tmp_path: Path) -> None:
+    folder = tmp_path / "downsampled"
+    _dataset(folder).save({"pair_00": _image(1.0), "pair_01": _image(2.0)})
+    before = _snapshot(folder)
+    called: list[str] = []
+    release = threading.Event()
+
+    def damaged() -> sitk.Image:
+        called.append("pair_00")
+        raise ValueError("slide pair_00 is damaged")
+
+    def slow(pid: str) -> sitk.Image:
+        called.append(pid)
+        release.wait(timeout=1)  # still running when pair_00 fails
+        return _image(3.0)
+
+    data: dict[str, Callable[[], sitk.Image]] = {"pair_00": damaged}
+    data |= {f"pair_{i:02d}": partial(slow, f"pair_{i:02d}") for i in range(1, 8)}
+    with pytest.raises(DatasetError, match="pair_00 is damaged") as failed:
+        _dataset(folder, parallel_saves=2).save(data)
+    assert ".tmp-" not in str(failed.value)
+    assert sorted(called) == ["pair_00", "pair_01"]  # the others were not started
+    assert _snapshot(folder) == before
+    assert stale_temporaries(tmp_path) == []
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True, "2"])
+def test_parallel_saves_must_be_a_positive_integer(tmp_path: Path, bad: object) -> None:
+    with pytest.raises(DatasetError, match="parallel_saves must be an integer >= 1"):
+        _dataset(tmp_path / "x", parallel_saves=bad)  # type: ignore[arg-type]

@@ -9,6 +9,7 @@ import pytest
 import pyvips
 from skimage.transform import resize as sk_resize
 
+from mrihisto_kedro.imaging import downsample
 from mrihisto_kedro.imaging.downsample import (
     DownsampleRecordError,
     downsample_dimensions,
@@ -17,6 +18,7 @@ from mrihisto_kedro.imaging.downsample import (
     slide_thumbnail,
 )
 from mrihisto_kedro.imaging.slide_image import SlideImage
+from mrihisto_kedro.imaging.slide_reader import vips_pages
 from mrihisto_kedro.imaging.slides import open_slide
 from mrihisto_kedro.imaging.tiff import write_pyramidal_tiff
 
@@ -112,6 +114,23 @@ def test_aperio_factor_15(aperio_slide: Path) -> None:
         out = result.pixels.numpy().astype(float)
         sk = sk_resize(slide.read_level(0), (133, 200), anti_aliasing=True, preserve_range=True)
         assert np.abs(out - sk).mean() < 3.0
+
+
+def test_the_tiff_reader_takes_the_pages_the_slide_reader_finds(
+    aperio_slide: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One rule for which TIFF page libvips reads (``slide_reader.vips_pages``): a level it
+    leaves out is read through OpenSlide."""
+    with open_slide(aperio_slide) as slide:
+        pages = vips_pages(slide.path, slide.level_dimensions)
+        assert sorted(pages) == [0, 1, 2]
+        assert downsample_slide(slide, 15).description["Reader"] == "tiff"
+        without_level_1 = {level: page for level, page in pages.items() if level != 1}
+        monkeypatch.setattr(downsample, "vips_pages", lambda path, dims: without_level_1)
+        assert downsample_slide(slide, 15).description["Reader"] == "openslide"  # level 1
+        assert downsample_slide(slide, 20).description["Reader"] == "tiff"  # level 2
+        with pytest.raises(ValueError, match="level 1 cannot be read with the libvips"):
+            downsample_slide(slide, 15, reader="tiff")
 
 
 def test_openslide_reader_agrees_and_has_no_seams(aperio_slide: Path) -> None:

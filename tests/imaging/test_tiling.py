@@ -224,6 +224,10 @@ def test_pair_tiling_params_check_the_grid_of_tiles_only() -> None:
     assert whole.kind is TileKind.WHOLE and whole.load_size == 256
     grid = parse_params(PairTilingParams, {"tile_size": 128, "stride": 64}, "tiling").grid()
     assert grid == TilingParams(tile_size=128, stride=64)
+    threads = parse_params(PairTilingParams, {"read_workers": 3}, "tiling").grid()
+    assert threads.read_workers == 3 and TilingParams().read_workers == 2
+    with pytest.raises(ParameterError, match=r"'tiling\.read_workers' must be >= 1, got 0"):
+        parse_params(PairTilingParams, {"read_workers": 0}, "tiling")
 
 
 @pytest.mark.parametrize(

@@ -166,5 +166,7 @@ def test_the_node_makes_one_view_per_specimen_with_its_input_spec(grid_rgb: np.n
         build_msi_whole_views(manifest, histology, unrecorded, coverage, {"size": 64})
     other = registered["c3"]
     mixed = dict(registered, c3=lambda: _reduced(other(), (1.0, 99.0)))
-    with pytest.raises(ReductionRecordError, match=r"not reduced together .*in c3"):
+    with pytest.raises(
+        ReductionRecordError, match=r"differ between pairs: .*in c3; they were not reduced together"
+    ):
         build_msi_whole_views(manifest, histology, mixed, coverage, {"size": 64})

@@ -226,3 +226,50 @@ def test_memory_mapped_set_through_a_dataloader(tmp_path) -> None:
     assert batch["index"].tolist() == [0, 1, 2, 3]
     ref = TileSetTorchDataset(ts, train=True, crop_size=16, seed=0)
     torch.testing.assert_close(batch["A"][2], ref[2]["A"], atol=0, rtol=0)
+
+
+def _epoch_draws(loader: DataLoader, epochs: int) -> list[torch.Tensor]:
+    """The A batches of ``epochs`` epochs, ``set_epoch`` called before each (as ``train`` does)."""
+    draws = []
+    for epoch in range(epochs):
+        loader.dataset.set_epoch(epoch)  # type: ignore[attr-defined]
+        draws.append(torch.cat([batch["A"] for batch in loader]))
+    return draws
+
+
+@pytest.mark.parametrize("context", ["fork", "spawn"])
+def test_persistent_workers_see_set_epoch(context: str) -> None:
+    """The epoch lives in shared memory: two persistent workers (started once, forked or
+    spawned) draw each epoch's augmentations exactly as loading in the training process does."""
+    ts = _ramp_set(n=6)
+    options = {"load_size": 40, "crop_size": 24, "seed": 7}
+    in_process = DataLoader(TileSetTorchDataset(ts, **options), batch_size=2)
+    workers = DataLoader(
+        TileSetTorchDataset(ts, **options),
+        batch_size=2,
+        num_workers=2,
+        persistent_workers=True,
+        multiprocessing_context=context,
+    )
+    want = _epoch_draws(in_process, 3)
+    got = _epoch_draws(workers, 3)
+    first = workers._iterator  # the same worker processes served every epoch
+    assert first is not None and first._persistent_workers
+    for epoch, (g, w) in enumerate(zip(got, want, strict=True)):
+        assert torch.equal(g, w), epoch
+    assert not torch.equal(want[0], want[1]) and not torch.equal(want[1], want[2])
+    assert workers._iterator is first
+
+
+def test_seed_and_epoch_round_trip_and_are_checked() -> None:
+    ds = TileSetTorchDataset(_ramp_set(n=2), crop_size=16, seed=3)
+    ds.set_epoch(4)
+    assert ds.state_dict() == {"seed": 3, "epoch": 4}
+    other = TileSetTorchDataset(_ramp_set(n=2), crop_size=16, seed=0)
+    other.load_state_dict(ds.state_dict())
+    assert torch.equal(other[1]["A"], ds[1]["A"])
+    for bad in (-1, 2**63, 1.5):
+        with pytest.raises(ValueError, match="seed"):
+            TileSetTorchDataset(_ramp_set(n=2), seed=bad)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="epoch"):
+        ds.set_epoch(-1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -448,3 +449,53 @@ def test_export_and_load_generator_round_trip(tmp_path: Path, make) -> None:
     again = load_generator(payload)
     with torch.no_grad():
         torch.testing.assert_close(again(x), loaded(x), atol=0, rtol=0)
+
+
+def test_run_training_accumulates_and_keeps_persistent_workers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``data.accumulate_steps`` reaches every ``train_step``; ``num_workers`` > 0 gives
+    persistent training workers (the dataset's epoch is shared) and no warning about them."""
+    from tiny_modelling import tiny_tileset
+
+    from mrihisto_kedro.nn.experiment import DataParams, make_loaders, run_training
+
+    seen: list[int] = []
+    original = UNetRegression.train_step
+
+    def recording(self: UNetRegression, batch: dict, accumulate: int = 1) -> dict[str, float]:
+        seen.append(accumulate)
+        return original(self, batch, accumulate=accumulate)
+
+    monkeypatch.setattr(UNetRegression, "train_step", recording)
+    data = DataParams(batch_size=2, accumulate_steps=2, num_workers=2, crop_size=16)
+    config = {**SMALL, "n_epochs": 2, "n_epochs_decay": 0}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the persistent-workers warning would fail the run
+        model, result, info = run_training(tiny_tileset(), "unet_regression", config, data)
+    assert seen == [2] * 6  # 6 training tiles, batches of 2, 2 epochs
+    loader = make_loaders(tiny_tileset(), data, paired=True, seed=0)[0]
+    assert loader.num_workers == 2 and loader.persistent_workers
+    assert result.epochs_completed == 2 and np.isfinite(result.final["MSE"])
+    with pytest.raises(ValueError, match="accumulate"):
+        train(model, [], accumulate=0)
+    with pytest.warns(UserWarning, match="persistent_workers"):  # a dataset without a shared epoch
+        training_module._check_loader(
+            DataLoader(_EpochOwnDataset(), num_workers=1, persistent_workers=True), "loader"
+        )
+
+
+class _EpochOwnDataset(torch.utils.data.Dataset):
+    """A dataset whose ``set_epoch`` writes its own memory only."""
+
+    def __init__(self) -> None:
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return 2
+
+    def __getitem__(self, index: int) -> int:
+        return index + self.epoch

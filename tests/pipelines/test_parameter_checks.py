@@ -17,9 +17,10 @@ from kedro.config import OmegaConfigLoader
 
 from mrihisto_kedro.params import ParameterError
 from mrihisto_kedro.pipeline_registry import register_pipelines
+from mrihisto_kedro.pipelines.modelling import nodes as modelling
 from mrihisto_kedro.pipelines.parameter_checks import (
+    NODE_PARAMETERS,
     check_pipeline_parameters,
-    check_training,
     parameter_inputs,
 )
 
@@ -136,7 +137,7 @@ def test_any_model_value_is_accepted_or_refused_by_name(key: str, value: Any) ->
         "model": {"generator": "unet", "num_downs": 6, "ngf": 16, key: value},
     }
     try:
-        check_training(training, "tiles_256.training")
+        NODE_PARAMETERS[modelling.train_experiment]["training"](training, "tiles_256.training")
     except ParameterError as exc:
         assert "tiles_256.training" in str(exc)
 

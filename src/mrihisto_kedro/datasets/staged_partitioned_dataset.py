@@ -19,6 +19,14 @@ bare ``KeyError: 'pair_07'``). This dataset (issue 15):
 
 Local folders only (the project's ``data/``). Configured like ``PartitionedDataset``
 (``path``, ``dataset``, ``filename_suffix``, ``save_lazily``); ``overwrite`` is implied.
+
+``parallel_saves: N`` (default 1: one partition after another, as ``PartitionedDataset``)
+writes up to N partitions at once on threads, in a bounded window: a lazy partition (a callable,
+e.g. ``downsample_slides``' one per slide) is called by the thread that writes it, so at most N
+are open or held at once whatever their number. The staging and completion rules are the same:
+the first partition that fails stops the save (partitions not yet started are not started, the
+running ones finish), its error is raised and the previous folder stays. Pays where writing
+releases the GIL (libvips, OpenSlide, SimpleITK, tifffile's codecs).
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ import json
 import shutil
 import time
 from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
@@ -62,14 +71,24 @@ class Partitions(dict[str, Callable[[], Any]]):
 class StagedPartitionedDataset(PartitionedDataset):
     """A ``PartitionedDataset`` whose saves are complete or not at all (module docstring)."""
 
-    def __init__(self, *, path: str, **kwargs: Any) -> None:
-        """Same arguments as ``PartitionedDataset`` (``overwrite`` is implied and ignored)."""
+    def __init__(self, *, path: str, parallel_saves: int = 1, **kwargs: Any) -> None:
+        """Same arguments as ``PartitionedDataset`` (``overwrite`` is implied and ignored), and
+        ``parallel_saves``: partitions written at once (>= 1; module docstring)."""
         kwargs.pop("overwrite", None)
         super().__init__(path=path, overwrite=False, **kwargs)
         if self._protocol not in ("file", None):
             raise DatasetError(f"{path}: StagedPartitionedDataset writes local folders only")
+        if (
+            isinstance(parallel_saves, bool)
+            or not isinstance(parallel_saves, int)
+            or parallel_saves < 1
+        ):
+            raise DatasetError(
+                f"{path}: parallel_saves must be an integer >= 1, got {parallel_saves!r}"
+            )
         self._folder = Path(path)
         self._kwargs = kwargs
+        self._parallel_saves = parallel_saves
 
     def save(self, data: dict[str, Any]) -> None:
         """Write every partition into a staging folder, record them, then swap it in."""
@@ -78,9 +97,8 @@ class StagedPartitionedDataset(PartitionedDataset):
         staging = staging_path(dest)
         staging.mkdir()
         try:
-            writer = PartitionedDataset(path=str(staging), overwrite=False, **self._kwargs)
             try:
-                writer.save(data)
+                self._write(staging, data)
             except DatasetError as exc:  # name the destination, not the staging folder
                 raise (exc.__cause__ or exc) from None
             files = {
@@ -101,6 +119,32 @@ class StagedPartitionedDataset(PartitionedDataset):
             shutil.rmtree(staging, ignore_errors=True)
             raise
         self._invalidate_caches()
+
+    def _write(self, staging: Path, data: dict[str, Any]) -> None:
+        """Write ``data``'s partitions into ``staging``: one after another, or on
+        ``parallel_saves`` threads (each thread calls the lazy partitions it writes)."""
+        workers = min(self._parallel_saves, len(data))
+        if workers <= 1:
+            self._writer(staging).save(data)
+            return
+        queue = iter(sorted(data))
+        with ThreadPoolExecutor(workers, thread_name_prefix="partition-save") as pool:
+
+            def start(n: int) -> set[Future[None]]:
+                """Start the next ``n`` partitions (fewer at the end)."""
+                pids = [pid for _, pid in zip(range(n), queue, strict=False)]
+                return {pool.submit(self._writer(staging).save, {pid: data[pid]}) for pid in pids}
+
+            running = start(workers)
+            while running:
+                done, running = wait(running, return_when=FIRST_COMPLETED)
+                errors = [error for future in done if (error := future.exception()) is not None]
+                if errors:  # start nothing more; the running partitions finish on exit
+                    raise errors[0]
+                running |= start(len(done))
+
+    def _writer(self, staging: Path) -> PartitionedDataset:
+        return PartitionedDataset(path=str(staging), overwrite=False, **self._kwargs)
 
     @property
     def _suffix(self) -> str:

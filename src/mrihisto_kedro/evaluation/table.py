@@ -39,6 +39,7 @@ from mrihisto_kedro.metrics.frechet import (
 __all__ = [
     "FID_RELIABLE_N",
     "TABLE_COLUMNS",
+    "column_flags",
     "view_description",
     "missing_rows",
     "render_markdown",
@@ -294,7 +295,7 @@ def render_markdown(table: pd.DataFrame, title: str) -> str:
     )
     columns = list(dict.fromkeys(t["column"]))
     pivot = pivot.reindex(columns=columns)
-    flags = _column_flags(t)
+    flags = column_flags(t)
     pivot.columns = [f"{c} (FLAGGED)" if c in flags else c for c in columns]
     columns = list(pivot.columns)
     order = {m: i for i, m in enumerate(("FID", "KID", "LPIPS", "L1", "SSIM", "PSNR", "MI"))}
@@ -345,7 +346,7 @@ def _model_lines(table: pd.DataFrame) -> list[str]:
     return _per_experiment_lines(table, "model", "Measured")
 
 
-def _column_flags(table: pd.DataFrame) -> dict[str, str]:
+def column_flags(table: pd.DataFrame) -> dict[str, str]:
     """``experiment / split`` -> its flag, for the columns that have one."""
     if "flag" not in table.columns:
         return {}

@@ -11,8 +11,10 @@ Two readers:
 
 ``"tiff"``
     for TIFF files whose pages are OpenSlide's levels exactly (vendors ``aperio`` and
-    ``generic-tiff``): libvips ``tiffload(page=p)`` streams the level tile by tile, so memory stays
-    bounded whatever the slide size. (The pyvips-binary wheel has no ``openslideload``.)
+    ``generic-tiff``), on a level stored as a page libvips decodes to OpenSlide's pixels (tiled,
+    8-bit RGB/YCbCr: :func:`~mrihisto_kedro.imaging.slide_reader.vips_pages`): libvips
+    ``tiffload(page=p)`` streams the level tile by tile, so memory stays bounded whatever the
+    slide size. (The pyvips-binary wheel has no ``openslideload``.)
 ``"openslide"``
     for every other format (NDPI, MIRAX, SCN, DICOM, ...): the level is read through OpenSlide in
     horizontal strips of at most ``strip_pixels`` pixels. Each strip is box-shrunk by
@@ -36,10 +38,10 @@ from typing import Literal
 
 import numpy as np
 import pyvips
-import tifffile
 from scipy import sparse
 
 from mrihisto_kedro.imaging.slide_image import SlideImage
+from mrihisto_kedro.imaging.slide_reader import vips_pages
 from mrihisto_kedro.imaging.slides import Slide, SlideReadError
 
 __all__ = [
@@ -54,8 +56,6 @@ __all__ = [
 Reader = Literal["auto", "tiff", "openslide"]
 
 _TIFF_VENDORS = {"aperio", "generic-tiff"}
-# TIFF compressions libvips decodes: none, LZW, JPEG (old and new), deflate (two codes)
-_VIPS_TIFF_COMPRESSIONS = {1, 5, 6, 7, 8, 32946}
 _DEFAULT_STRIP_PIXELS = 4_000_000
 
 
@@ -91,35 +91,16 @@ def _to_rgb(img: pyvips.Image, background: tuple[int, int, int]) -> pyvips.Image
     return img.copy(interpretation="srgb")
 
 
-def _tiff_page_for_level(slide: Slide, level: int) -> int | None:
-    """Index of the TIFF page holding OpenSlide level ``level``, or ``None`` if there is none.
+def _load_level_tiff(slide: Slide, level: int) -> pyvips.Image | None:
+    """Lazy pyvips image of one level through libvips' TIFF loader, or ``None`` if not possible.
 
-    Only for vendors whose levels are whole TIFF pages; prefers tiled pages (an Aperio thumbnail is
-    stripped) with 8-bit RGB(A) samples and a compression libvips decodes.
+    Only for vendors whose levels are whole TIFF pages, on the page
+    :func:`~mrihisto_kedro.imaging.slide_reader.vips_pages` finds for the level (tiled, 8-bit
+    RGB/YCbCr, a compression libvips decodes): the pages ``Slide.read_region`` reads.
     """
     if slide.vendor not in _TIFF_VENDORS:
         return None
-    lw, lh = slide.level_dimensions[level]
-    try:
-        with tifffile.TiffFile(slide.path) as tf:
-            candidates = [
-                (not page.is_tiled, index)
-                for index, page in enumerate(tf.pages)
-                if isinstance(page, tifffile.TiffPage)
-                and page.imagewidth == lw
-                and page.imagelength == lh
-                and page.samplesperpixel in (3, 4)
-                and page.bitspersample == 8
-                and int(page.compression) in _VIPS_TIFF_COMPRESSIONS
-            ]
-    except (OSError, ValueError, tifffile.TiffFileError):
-        return None
-    return min(candidates)[1] if candidates else None
-
-
-def _load_level_tiff(slide: Slide, level: int) -> pyvips.Image | None:
-    """Lazy pyvips image of one level through libvips' TIFF loader, or ``None`` if not possible."""
-    page = _tiff_page_for_level(slide, level)
+    page = vips_pages(slide.path, slide.level_dimensions).get(level)
     if page is None:
         return None
     try:

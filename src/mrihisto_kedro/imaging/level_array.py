@@ -5,17 +5,27 @@ Tiling cuts a downsampled slide into windows. Reading the whole level first hold
 pixels that no tile keeps; a :class:`LevelArray` reads only the windows that are indexed, by
 region, so a pair's histology costs one window at a time (issue 14: memory bounded as slides
 grow). Indexing returns exactly what ``slide.read_region`` of the same rectangle returns.
+
+Tiling reads many windows of one size: :meth:`LevelArray.windows` reads them in one
+:meth:`Slide.read_regions` call (threads decoding at once, libvips and OpenSlide release the
+GIL), and :meth:`LevelArray.iter_windows` does so in batches of at most ``batch_pixels`` pixels,
+so memory stays bounded by one batch however many windows a slide gives.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
 
 from mrihisto_kedro.imaging.slides import Slide
 
-__all__ = ["LevelArray"]
+__all__ = ["DEFAULT_BATCH_PIXELS", "LevelArray"]
+
+#: pixels read per batch by :meth:`LevelArray.iter_windows` (4 Mpx = 12 MB of RGB: 64 windows of
+#: 256 px, 1024 of 64 px)
+DEFAULT_BATCH_PIXELS = 4 * 2**20
 
 
 class LevelArray:
@@ -71,6 +81,67 @@ class LevelArray:
             origin = (round(x0 * self._downsample), round(y0 * self._downsample))
             pixels = self._slide.read_region(origin, self._level, (w, h))
         return pixels[(slice(None), slice(None), *key[2:])] if len(key) > 2 else pixels
+
+    def windows(
+        self,
+        corners: Sequence[tuple[int, int]] | np.ndarray,
+        size: tuple[int, int],
+        *,
+        workers: int = 1,
+    ) -> np.ndarray:
+        """Many windows of one size in one :meth:`Slide.read_regions` call.
+
+        Args:
+            corners: ``N`` top-left corners ``(y, x)`` in pixels of the level (row, column, as
+                array indices), each window inside the level.
+            size: ``(height, width)`` of every window, in pixels of the level (>= 1).
+            workers: threads reading at once (see :meth:`Slide.read_regions`).
+
+        Returns:
+            ``(N, height, width, 3)`` uint8: window ``i`` is exactly
+            ``self[y:y + height, x:x + width]`` for ``corners[i] = (y, x)``.
+
+        Raises:
+            ValueError: a window that does not lie inside the level (indexing would clip it).
+        """
+        yx = np.asarray(corners, dtype=np.int64).reshape(-1, 2)
+        h, w = int(size[0]), int(size[1])
+        if h < 1 or w < 1:
+            raise ValueError(f"window size must be positive, got {size}")
+        outside = (yx[:, 0] < 0) | (yx[:, 1] < 0)
+        outside |= (yx[:, 0] + h > self.shape[0]) | (yx[:, 1] + w > self.shape[1])
+        if outside.any():
+            y, x = yx[int(np.argmax(outside))].tolist()
+            raise ValueError(
+                f"window {h}x{w} px at (y={y}, x={x}) is not inside level {self._level} "
+                f"({self.shape[0]}x{self.shape[1]} px) of '{self._slide.path}'"
+            )
+        origins = [
+            (round(x * self._downsample), round(y * self._downsample)) for y, x in yx.tolist()
+        ]
+        if not origins:
+            return np.zeros((0, h, w, 3), np.uint8)
+        return self._slide.read_regions(origins, self._level, (w, h), workers=workers)
+
+    def iter_windows(
+        self,
+        corners: Sequence[tuple[int, int]] | np.ndarray,
+        size: tuple[int, int],
+        *,
+        workers: int = 1,
+        batch_pixels: int | None = None,
+    ) -> Iterator[np.ndarray]:
+        """The windows of :meth:`windows`, one ``(height, width, 3)`` array at a time, in order.
+
+        They are read in batches of ``max(1, batch_pixels // (height * width))`` windows
+        (``batch_pixels`` ``None``: :data:`DEFAULT_BATCH_PIXELS`), so at most one batch (about
+        ``3 * batch_pixels`` bytes) is held however many windows are asked for.
+        """
+        budget = DEFAULT_BATCH_PIXELS if batch_pixels is None else batch_pixels
+        yx = np.asarray(corners, dtype=np.int64).reshape(-1, 2)
+        per_batch = max(1, budget // max(1, int(size[0]) * int(size[1])))
+        for start in range(0, len(yx), per_batch):
+            yield from self.windows(yx[start : start + per_batch], size, workers=workers)
 
     def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
         """The whole level in memory (``np.asarray(view)``)."""

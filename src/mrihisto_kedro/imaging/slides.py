@@ -451,8 +451,9 @@ class Slide:
             level: pyramid level to read from.
             size: ``(width, height)`` in pixels of ``level``, the same for every rectangle.
             max_pixels: refuse a batch larger than this many pixels in total.
-            workers: threads reading at once (libvips and OpenSlide decode without the GIL:
-                2 threads read about 1.8x the tiles per second of 1 on 2 free cores).
+            workers: threads reading at once, each a contiguous share of the rectangles
+                (libvips and OpenSlide decode without the GIL: 2 threads read about 1.8x the
+                tiles per second of 1 on 2 free cores).
 
         Returns:
             ``(N, height, width, 3)`` ``uint8``: rectangle ``i`` is exactly what
@@ -479,12 +480,18 @@ class Slide:
             ):
                 out[i] = self._read_openslide((x, y), level, (w, h))
 
-        if workers == 1 or len(corners) < 2:
-            for i, xy in enumerate(corners.tolist()):
-                read(i, xy)
-        else:
-            with ThreadPoolExecutor(min(workers, len(corners))) as pool:
-                list(pool.map(read, range(len(corners)), corners.tolist()))
+        def read_chunk(indices: range) -> None:
+            for i in indices:
+                read(i, xy_list[i])
+
+        xy_list = corners.tolist()
+        threads = min(workers, len(corners))
+        if threads < 2:
+            read_chunk(range(len(corners)))
+        else:  # one contiguous share per thread: no per-rectangle hand-off between threads
+            shares = np.array_split(np.arange(len(corners)), threads)
+            with ThreadPoolExecutor(threads) as pool:
+                list(pool.map(read_chunk, [range(int(s[0]), int(s[-1]) + 1) for s in shares]))
         return out
 
     def _check_region(self, level: int, size: tuple[int, int], max_pixels: int) -> tuple[int, int]:

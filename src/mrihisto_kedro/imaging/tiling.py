@@ -41,12 +41,18 @@ class TilingParams(Params):
         stride: step between tiles in pixels (``None``: ``tile_size``, i.e. non-overlapping).
         min_tissue_fraction: keep a tile only if at least this fraction of it is tissue.
         output_size: tiles are resized to this side before storage (``None``: ``tile_size``).
+        read_workers: threads reading a slide's windows at once when the histology is a
+            :class:`~mrihisto_kedro.imaging.level_array.LevelArray` (batched reads,
+            :meth:`~mrihisto_kedro.imaging.level_array.LevelArray.iter_windows`); the tiles are
+            the same for any value. 2 measured fastest on 2 cores
+            (``benchmarks/bench_tile_reads.py``, tiling of one pair).
     """
 
     tile_size: Annotated[int, Range(ge=8)] = 256
     stride: Annotated[int, Range(ge=1)] | None = None
     min_tissue_fraction: Annotated[float, Range(ge=0.0, le=1.0)] = 0.5
     output_size: int | None = None
+    read_workers: Annotated[int, Range(ge=1)] = 2
 
 
 @dataclass(frozen=True)
@@ -291,16 +297,47 @@ def tile_rows(
     ]
 
 
+def histology_windows(
+    pair: AlignedPair, params: TilingParams, plan: list[GridTile]
+) -> Iterator[np.ndarray]:
+    """The planned histology windows, uint8 ``(tile_size, tile_size, 3)`` each, in plan order.
+
+    A :class:`LevelArray` is read in bounded batches of windows through
+    :meth:`LevelArray.iter_windows` (``params.read_workers`` threads); an in-memory array is
+    sliced. Both give the same pixels.
+    """
+    side = params.tile_size
+    if isinstance(pair.histology, LevelArray):
+        corners = [(tile.y, tile.x) for tile in plan]
+        yield from pair.histology.iter_windows(corners, (side, side), workers=params.read_workers)
+    else:
+        for y, x, _ in plan:
+            yield pair.histology[y : y + side, x : x + side]
+
+
 def cut_tiles(
     pair: AlignedPair, params: TilingParams, plan: list[GridTile]
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """The planned tiles, resized: ``a`` float32 ``(S, S, 1)``, ``b`` uint8 ``(S, S, 3)``."""
     out_size = params.output_size or params.tile_size
-    for y, x, _ in plan:
-        window = (slice(y, y + params.tile_size), slice(x, x + params.tile_size))
-        a = _resize(pair.mri[window], out_size, order=1)[..., None].astype(np.float32)
-        b = _resize(pair.histology[window], out_size, order=1)
-        yield a, np.clip(np.rint(b), 0, 255).astype(np.uint8)
+    side = params.tile_size
+    windows = histology_windows(pair, params, plan)
+    for (y, x, _), histology in zip(plan, windows, strict=True):
+        a = _resize(pair.mri[y : y + side, x : x + side], out_size, order=1)
+        b = _resize(histology, out_size, order=1)
+        yield a[..., None].astype(np.float32), _as_uint8(b)
+
+
+def _as_uint8(pixels: np.ndarray) -> np.ndarray:
+    """Resized pixels rounded to the nearest uint8 (a new array; uint8 input is copied as is).
+
+    ``np.rint`` of a uint8 array computes in float16 (slow in numpy: 2 ms for a 256 px RGB
+    tile) and gives back the same integers, so uint8 pixels (tiles stored at the size they are
+    cut) skip it.
+    """
+    if pixels.dtype == np.uint8:
+        return pixels.copy()
+    return np.clip(np.rint(pixels), 0, 255).astype(np.uint8)
 
 
 @dataclass
@@ -311,8 +348,8 @@ class PairTilesJob:
     every pair's tiles: the first pass loads each pair to plan its tiles (tissue fractions
     only: a pair whose histology is a :class:`LevelArray` reads no slide pixels here), the
     second loads it again and writes its tiles into a :class:`TileSetWriter`, reading the
-    histology window by window. The folder is replaced only when complete.
-    ``TileSetDataset.save`` runs :meth:`write`.
+    histology in bounded batches of windows (:func:`histology_windows`). The folder is
+    replaced only when complete. ``TileSetDataset.save`` runs :meth:`write`.
 
     Attributes:
         loaders: one callable per pair returning ``(AlignedPair, level-0 mpp (x, y))``.

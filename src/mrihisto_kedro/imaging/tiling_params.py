@@ -45,6 +45,8 @@ class PairTilingParams(Params):
         load_size: side in pixels of a whole view (``kind: whole`` only).
         include_flagged_pairs: also tile the pairs whose registration was flagged by QC or did
             not converge (``registration_report.csv``); by default they are left out, by name.
+        read_workers: threads reading a pair's slide windows at once (tiles only; the tiles are
+            the same for any value, see :class:`~mrihisto_kedro.imaging.tiling.TilingParams`).
     """
 
     kind: TileKind = TileKind.TILES
@@ -54,6 +56,7 @@ class PairTilingParams(Params):
     output_size: int | None = None
     load_size: int = 256  # whole views only
     include_flagged_pairs: bool = False
+    read_workers: Annotated[int, Range(ge=1)] = 2
 
     def validate(self) -> None:
         """Tiles: the grid's ranges (:class:`~mrihisto_kedro.imaging.tiling.TilingParams`)."""
@@ -62,7 +65,13 @@ class PairTilingParams(Params):
 
     def grid(self) -> TilingParams:
         """The tile grid these parameters describe (validated there)."""
-        return TilingParams(self.tile_size, self.stride, self.min_tissue_fraction, self.output_size)
+        return TilingParams(
+            self.tile_size,
+            self.stride,
+            self.min_tissue_fraction,
+            self.output_size,
+            self.read_workers,
+        )
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import SimpleITK as sitk
 
+from mrihisto_kedro.imaging.pair_records import agreed
 from mrihisto_kedro.msi.geometry import image_to_array
 from mrihisto_kedro.msi.params import ReductionMethod, ReductionParams
 from mrihisto_kedro.msi.reduction import reduce_to_rgb
@@ -82,21 +83,23 @@ class ReductionRecord:
 
     @staticmethod
     def agreed(records: Iterable[tuple[str, ReductionRecord]]) -> ReductionRecord:
-        """The one record that every ``(pair_id, record)`` holds.
+        """The one record that every ``(pair_id, record)`` holds
+        (:func:`~mrihisto_kedro.imaging.pair_records.agreed`).
 
         Raises:
-            ReductionRecordError: no records, or pairs reduced differently (named).
+            ReductionRecordError: no records, or pairs reduced differently (named, with the
+                re-run of msi_data_engineering).
         """
-        by_record: dict[ReductionRecord, list[str]] = {}
-        for pair_id, record in records:
-            by_record.setdefault(record, []).append(pair_id)
-        if len(by_record) != 1:
-            found = "; ".join(f"{r} in {', '.join(ids)}" for r, ids in by_record.items())
-            raise ReductionRecordError(
-                f"the registered MSI images were not reduced together ({found or 'none'}): "
-                "re-run `kedro run --pipeline=msi_data_engineering`"
-            )
-        return next(iter(by_record))
+        return agreed(
+            dict(records),
+            "the MSI reductions that the registered MSI images record",
+            "they were not reduced together: re-run `kedro run --pipeline=msi_data_engineering`",
+            describe=lambda r: (
+                f"{r.embedding} scaled at percentiles ({r.lower_percentile:g}, "
+                f"{r.upper_percentile:g})"
+            ),
+            error=ReductionRecordError,
+        )
 
 
 def reduce_jointly(

@@ -24,8 +24,10 @@ Determinism: the random draws of item ``i`` in epoch ``e`` come from a fresh
 ``torch.Generator`` seeded from ``(seed, e, i)`` (through :class:`numpy.random.SeedSequence`),
 so they do not depend on the number of workers, on the order items are fetched in, or on
 the global RNGs. Call :meth:`TileSetTorchDataset.set_epoch` at the start of every epoch (the
-training loop does) to get new draws per epoch; with ``num_workers > 0`` use
-``persistent_workers=False`` so the new epoch reaches the workers.
+training loop does) to get new draws per epoch. The seed and the epoch live in a tensor in
+shared memory that ``__getitem__`` reads, so ``set_epoch`` in the training process reaches the
+DataLoader's worker processes, also persistent ones (``persistent_workers=True``, which keep
+their copy of the dataset between epochs), whether they were forked or spawned.
 
 Pure PyTorch + numpy (no Kedro).
 """
@@ -34,7 +36,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from enum import StrEnum
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -260,16 +262,46 @@ class TileSetTorchDataset(Dataset[dict[str, Any]]):
         self.load_size = None if load_size is None else int(load_size)
         self.crop_size = None if crop_size is None else int(crop_size)
         self.flip = bool(flip)
-        if isinstance(seed, bool) or int(seed) != seed or seed < 0:
-            raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-        self.seed = int(seed)
+        # (seed, epoch) in shared memory: read by every DataLoader worker at each item, so
+        # set_epoch in the training process reaches persistent workers
+        self._draws = torch.zeros(2, dtype=torch.int64).share_memory_()
+        self.seed = seed
         self.epoch = 0
 
     # ------------------------------------------------------------------------------------------
     # epoch / state
 
+    epoch_shared: ClassVar[bool] = True
+    """:meth:`set_epoch` reaches DataLoader workers, persistent ones too (shared memory)."""
+
+    @property
+    def seed(self) -> int:
+        """Base seed of the augmentation draws."""
+        return int(self._draws[0])
+
+    @seed.setter
+    def seed(self, seed: int) -> None:
+        if isinstance(seed, bool) or int(seed) != seed or not 0 <= seed < 2**63:
+            raise ValueError(f"seed must be an integer in [0, 2**63), got {seed!r}")
+        self._draws[0] = int(seed)
+
+    @property
+    def epoch(self) -> int:
+        """The 0-based epoch whose draws :meth:`__getitem__` makes."""
+        return int(self._draws[1])
+
+    @epoch.setter
+    def epoch(self, epoch: int) -> None:
+        if isinstance(epoch, bool) or int(epoch) != epoch or not 0 <= epoch < 2**63:
+            raise ValueError(f"epoch must be an integer in [0, 2**63), got {epoch!r}")
+        self._draws[1] = int(epoch)
+
     def set_epoch(self, epoch: int) -> None:
-        """Select the augmentation draws of ``epoch`` (0-based); call before each epoch."""
+        """Select the augmentation draws of ``epoch`` (0-based); call before each epoch.
+
+        Written to shared memory: workers of a DataLoader over this dataset (persistent or
+        not) draw the new epoch's augmentations from their next item on.
+        """
         self.epoch = int(epoch)
 
     def state_dict(self) -> dict[str, int]:

@@ -299,15 +299,18 @@ def loader_options(
     Args:
         device: the device the batches go to.
         num_workers: worker processes (0: load in the main process).
-        per_epoch_draws: the dataset changes per epoch through ``set_epoch`` (an augmented
-            :class:`~mrihisto_kedro.nn.data.TileSetTorchDataset`): persistent workers keep their
-            own copy of the dataset, so ``set_epoch`` would not reach them and every epoch would
-            repeat the first epoch's augmentation; such datasets get non-persistent workers.
+        per_epoch_draws: the dataset changes per epoch through a ``set_epoch`` that writes
+            the training process's own memory: persistent workers keep their own copy of the
+            dataset, so that ``set_epoch`` would not reach them and every epoch would repeat
+            the first epoch's draws; such datasets get non-persistent workers. Not needed for
+            :class:`~mrihisto_kedro.nn.data.TileSetTorchDataset`, whose epoch lives in shared
+            memory (``epoch_shared``): its workers are persistent.
 
     Returns:
         ``{"num_workers", "pin_memory", "persistent_workers"}``: pinned (page-locked) host memory
         on CUDA only (asynchronous copies to the GPU; pinning buys nothing elsewhere), persistent
-        workers when ``num_workers > 0`` and the dataset does not change per epoch.
+        workers whenever ``num_workers > 0`` (unless ``per_epoch_draws``): the worker processes
+        start once, not at every epoch.
 
     Raises:
         ValueError: ``num_workers`` is negative.

@@ -256,9 +256,9 @@ def sync_batch_norm(nets: dict[str, nn.Module], device: torch.device) -> list[st
     if device.type != "cuda":
         warnings.warn(
             f"networks {', '.join(with_bn)} use batch norm; torch's SyncBatchNorm runs on CUDA "
-            f"only, so on {device.type} each process normalises with its own batch of "
-            "data.batch_size (not the global batch): use norm=instance for results that do "
-            "not depend on the number of processes",
+            f"only, so on {device.type} each process normalises with its own batch (the "
+            "per-process batch size, not the global batch) and the results depend on the "
+            "number of processes (translation models: use norm=instance to avoid it)",
             stacklevel=2,
         )
         return with_bn
@@ -278,7 +278,14 @@ class DistributedNets:
 
     On construction rank 0's parameters and buffers are broadcast to every rank (a rank that
     resumed from a checkpoint holds the same values anyway). Buffers (batch-norm running
-    statistics) are broadcast from rank 0 at every forward, as DDP does by default.
+    statistics) are broadcast from rank 0 at every forward, as DDP does by default, and once
+    more when a :meth:`training` block ends normally: the last forward of a block updated each
+    rank's statistics with its own batch, so without it the ranks would leave the block with
+    different running statistics (and export different generators in evaluation mode).
+
+    Works for any model that keeps its networks in a ``nets`` dict and its device in
+    ``device``: the translation models and the DCGAN
+    (:class:`~mrihisto_kedro.nn.dcgan.model.DCGAN`, whose ``G`` and ``D`` read ``nets``).
 
     Args:
         model: the model, built on this rank's device.
@@ -288,7 +295,7 @@ class DistributedNets:
         """Wrap every network of ``model`` (after :func:`sync_batch_norm`)."""
         self.model = model
         self.enabled = world().distributed
-        self.wrapped: dict[str, nn.Module] = {}
+        self.wrapped: dict[str, DistributedDataParallel] = {}
         if not self.enabled:
             return
         sync_batch_norm(model.nets, model.device)
@@ -311,6 +318,15 @@ class DistributedNets:
             yield
         finally:
             self.model.nets.update(plain)
+        self.sync_buffers()  # not after an error: the other ranks may not get here
+
+    def sync_buffers(self) -> None:
+        """Broadcast rank 0's buffers (batch-norm running statistics) to every rank."""
+        if not self.enabled:
+            return
+        for wrapper in self.wrapped.values():
+            for buffer in wrapper.module.buffers():
+                dist.broadcast(buffer, src=0)
 
 
 _WORLD_VARIABLES = (

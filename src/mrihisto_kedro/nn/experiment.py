@@ -35,7 +35,7 @@ from mrihisto_kedro.nn.training import (
     input_foreground,
     train,
 )
-from mrihisto_kedro.params import Params, Range, parse_params
+from mrihisto_kedro.params import Params, Range, fail, parse_params
 
 
 class ModelType(StrEnum):
@@ -64,24 +64,41 @@ class DataParams(Params):
         batch_size: tiles per step and process: in a data-parallel training of ``W``
             processes (:mod:`mrihisto_kedro.nn.distributed`) the global batch of one step is
             ``batch_size * W``.
+        accumulate_steps: gradient accumulation: each step's ``batch_size`` tiles are
+            computed as ``accumulate_steps`` micro-batches of ``batch_size / accumulate_steps``
+            (which must divide evenly), with one optimiser step per batch: the batch of a
+            large ``batch_size`` (or of large tiles) in the memory of one micro-batch. The
+            updates are those of the whole batch with instance norm (to rounding); batch norm
+            sees micro-batch statistics (:mod:`mrihisto_kedro.nn.models`, ``docs/cluster.md``).
         val_split: split used for validation; falls back to ``test`` when it has no tiles (the
             paper had only train and test slides).
         a_range, b_range: value ranges of A and B (``None``: from the dtype: uint8 0..255,
             uint16 0..65535, float 0..1).
         max_val_batches: validate on at most this many batches.
         num_workers: DataLoader worker processes (0: load in the training process); pinned
-            memory on CUDA (:func:`~mrihisto_kedro.nn.device.loader_options`).
+            memory on CUDA, workers kept between epochs
+            (:func:`~mrihisto_kedro.nn.device.loader_options`).
     """
 
     load_size: Annotated[int, Range(ge=1)] | None = None
     crop_size: Annotated[int, Range(ge=1)] | None = None
     flip: bool = True
     batch_size: Annotated[int, Range(ge=1)] = 1
+    accumulate_steps: Annotated[int, Range(ge=1)] = 1
     val_split: str = "val"
     a_range: tuple[float, float] | None = None
     b_range: tuple[float, float] | None = None
     max_val_batches: Annotated[int, Range(ge=1)] | None = None
     num_workers: Annotated[int, Range(ge=0)] = 0
+
+    def validate(self) -> None:
+        """``accumulate_steps`` divides ``batch_size`` (equal micro-batches)."""
+        if self.batch_size % self.accumulate_steps:
+            fail(
+                "accumulate_steps",
+                f"= {self.accumulate_steps} does not divide batch_size = {self.batch_size}: "
+                "each step's batch is split into accumulate_steps equal micro-batches",
+            )
 
 
 def model_config(model_type: ModelType | str, values: Mapping[str, Any], key: str = "") -> Any:
@@ -119,8 +136,9 @@ def make_loaders(
     ``data.batch_size`` tiles per step; the last incomplete global batch is dropped when the
     share holds at least two batches (as in one process). The validation loader is rank 0's.
     ``data.num_workers`` worker processes load the batches, into pinned memory when ``device``
-    is CUDA (:func:`~mrihisto_kedro.nn.device.loader_options`; the training set draws new
-    augmentations per epoch, so its workers are not persistent).
+    is CUDA, and stay alive between epochs (:func:`~mrihisto_kedro.nn.device.loader_options`;
+    the training set keeps its epoch in shared memory, so its ``set_epoch`` reaches the
+    persistent workers and each epoch draws new augmentations).
 
     Returns:
         ``(train_loader, val_loader, val_split)``.
@@ -143,7 +161,7 @@ def make_loaders(
         val_set, paired=True, train=False, a_range=data.a_range, b_range=data.b_range
     )
     target = torch.device("cpu") if device is None else device
-    feeding = loader_options(target, data.num_workers, per_epoch_draws=True)
+    feeding = loader_options(target, data.num_workers)
     here = world()
     if here.distributed:
         sampler = distributed_sampler(train_data, seed, shuffle=True)
@@ -220,6 +238,7 @@ def run_training(
         callback=callback,
         sample_every=sample_every,
         max_val_batches=data.max_val_batches,
+        accumulate=data.accumulate_steps,
     )
     info: dict[str, Any] = {
         "val_split": val_name,

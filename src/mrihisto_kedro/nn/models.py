@@ -44,6 +44,23 @@ project's CPU, STACK.md). Adam is fused (``torch.optim.Adam(fused=True)``) on CP
 unless ``fused_optimizer=False`` (:func:`~mrihisto_kedro.nn.device.use_fused_adam`); the
 unfused optimiser is the reference's default Adam, bit for bit.
 
+Gradient accumulation (``train_step(batch, accumulate=k)``, set by ``data.accumulate_steps``
+of :class:`~mrihisto_kedro.nn.experiment.DataParams`): one optimiser step per batch of ``N``
+tiles, computed as ``k`` micro-batches of ``N / k`` so that only one micro-batch's activations
+are held at a time (large tiles on a small GPU). Each micro-batch's loss is weighted by
+``n_i / N`` and back-propagated; gradients add up; each optimiser steps once. The GAN updates
+keep their order (pix2pix: fake = G(A) for every micro-batch, kept detached; D over all
+micro-batches, step; G over all micro-batches against the updated D, step, recomputing
+``G(A_i)`` under the dropout RNG state of its first forward; CycleGAN: both G over all
+micro-batches, step; both D on the pooled fakes, step). Under DDP every micro-batch but the last
+runs inside each wrapped network's ``no_sync()``, so the ranks average gradients once per step.
+Each micro-batch's forward has its own autocast context. The reported losses are the
+micro-batch means weighted by ``n_i / N``. With per-sample normalisation (instance norm, none)
+and no dropout the step equals the one-pass step on the whole batch up to float rounding
+(``tests/nn/test_accumulation.py``); batch norm normalises each micro-batch with its own
+statistics (and updates the running statistics once per micro-batch), so it trains differently;
+the wgangp interpolation weights are drawn per micro-batch. ``k = 1`` is the one-pass step.
+
 Pure PyTorch (no Kedro, no MLflow).
 """
 
@@ -172,6 +189,34 @@ def _model_precision(device: torch.device, requested: Precision) -> Precision:
                 stacklevel=3,
             )
     return resolve_precision(device, requested)
+
+
+def _check_accumulate(accumulate: int) -> int:
+    """``accumulate`` as a positive int, or a ``ValueError`` naming it."""
+    if isinstance(accumulate, bool) or not isinstance(accumulate, int) or accumulate < 1:
+        raise ValueError(f"accumulate must be an integer >= 1, got {accumulate!r}")
+    return accumulate
+
+
+def _buffers(net: nn.Module) -> list[torch.Tensor]:
+    """Copies of a network's buffers (batch-norm running statistics and counters)."""
+    return [buffer.detach().clone() for buffer in net.buffers()]
+
+
+@torch.no_grad()
+def _restore_buffers(net: nn.Module, saved: list[torch.Tensor]) -> None:
+    """Write :func:`_buffers` back in place (the tensors DDP and the optimisers know)."""
+    for buffer, value in zip(net.buffers(), saved, strict=True):
+        buffer.copy_(value)
+
+
+def _add_weighted(
+    sums: dict[str, torch.Tensor], terms: Mapping[str, torch.Tensor], weight: float
+) -> None:
+    """``sums[name] += weight * terms[name]`` (detached), the micro-batch mean of each loss."""
+    for name, value in terms.items():
+        part = value.detach() * weight
+        sums[name] = sums[name] + part if name in sums else part
 
 
 def set_requires_grad(nets: nn.Module | list[nn.Module], requires_grad: bool) -> None:
@@ -399,22 +444,92 @@ class TranslationModel(abc.ABC):
     def _backward_step(self, loss: torch.Tensor, optimizer: Optimizer) -> None:
         """Back-propagate ``loss`` with autocast off and step ``optimizer`` (through the grad
         scaler); then drop autocast's cast copies of the weights the step just changed."""
+        self._backward(loss)
+        self._step(optimizer)
+
+    def _backward(self, loss: torch.Tensor) -> None:
+        """Back-propagate ``loss`` (scaled by the grad scaler) with autocast off; gradients add
+        up in ``.grad`` until the optimiser steps."""
         with self._autocast_off():
             self.scaler.scale(loss).backward()
+
+    def _step(self, optimizer: Optimizer) -> None:
+        """Step ``optimizer`` through the grad scaler, then drop autocast's cast weights."""
         self.scaler.step(optimizer)
         if self.precision is not Precision.FP32:
             torch.clear_autocast_cache()
 
+    # -- gradient accumulation -----------------------------------------------------------------
+
+    def _micro_batches(
+        self, real_a: torch.Tensor, real_b: torch.Tensor, accumulate: int
+    ) -> list[tuple[torch.Tensor, torch.Tensor, float]]:
+        """Split a batch into ``accumulate`` micro-batches ``(A_i, B_i, n_i / N)``.
+
+        The weight ``n_i / N`` turns the micro-batches' mean losses into the batch's mean loss
+        (``1 / accumulate`` when ``N`` divides evenly; a smaller last batch of an epoch may split
+        unevenly, into at most ``N`` parts).
+        """
+        n = real_a.shape[0]
+        if real_b.shape[0] != n:
+            raise ValueError(f"A has {n} tiles but B has {real_b.shape[0]}")
+        parts = min(accumulate, n)
+        return [
+            (a, b, a.shape[0] / n)
+            for a, b in zip(
+                torch.tensor_split(real_a, parts), torch.tensor_split(real_b, parts), strict=True
+            )
+        ]
+
+    def _sync_unless(self, last: bool) -> AbstractContextManager[object]:
+        """Gradient synchronisation only at the last micro-batch of a step.
+
+        Under DDP (:class:`~mrihisto_kedro.nn.distributed.DistributedNets` puts the wrappers in
+        :attr:`nets`) every micro-batch but the last runs inside each wrapper's ``no_sync()``
+        (its forward and backward), so gradients add up locally and the ranks average them
+        once, at the last backward. Plain networks have no ``no_sync``: nothing to do.
+        """
+        stack = contextlib.ExitStack()
+        if not last:
+            for net in self.nets.values():
+                no_sync = getattr(net, "no_sync", None)
+                if callable(no_sync):
+                    stack.enter_context(no_sync())
+        return stack
+
+    def _rng_state(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The global RNG states dropout draws from: the CPU's and the model's accelerator's."""
+        if self.device.type == "cuda":
+            return torch.get_rng_state(), torch.cuda.get_rng_state(self.device)
+        if self.device.type == "mps":
+            return torch.get_rng_state(), torch.mps.get_rng_state()
+        return torch.get_rng_state(), None
+
+    def _set_rng_state(self, state: tuple[torch.Tensor, torch.Tensor | None]) -> None:
+        """Restore :meth:`_rng_state`."""
+        cpu, accelerator = state
+        torch.set_rng_state(cpu)
+        if accelerator is not None and self.device.type == "cuda":
+            torch.cuda.set_rng_state(accelerator, self.device)
+        elif accelerator is not None and self.device.type == "mps":
+            torch.mps.set_rng_state(accelerator)
+
     # -- public API ----------------------------------------------------------------------------
 
     @abc.abstractmethod
-    def train_step(self, batch: Mapping[str, torch.Tensor]) -> dict[str, float]:
+    def train_step(
+        self, batch: Mapping[str, torch.Tensor], accumulate: int = 1
+    ) -> dict[str, float]:
         """One optimisation iteration on ``batch`` (``A`` (N, Ca, H, W), ``B`` (N, Cb, H, W)).
 
         Each model (pix2pix, CycleGAN, U-Net regression) defines its own losses and updates.
+        With ``accumulate = k > 1`` the batch is computed as ``k`` micro-batches of ``N / k``
+        tiles whose gradients add up before each optimiser step (see "Gradient accumulation"
+        in the module docstring); ``k = 1`` is the one-pass step.
 
         Returns:
-            ``{loss name: value}`` of this iteration.
+            ``{loss name: value}`` of this iteration (with ``k > 1``: the mean over the
+            micro-batches, weighted by their sizes).
         """
 
     def _generate_raw(self, a: torch.Tensor) -> torch.Tensor:
@@ -544,52 +659,139 @@ class Pix2Pix(TranslationModel):
         self.optimizers["D"] = self._adam(self.nets["D"].parameters())
         self._finish_setup()
 
-    def train_step(self, batch: Mapping[str, torch.Tensor]) -> dict[str, float]:
+    def _discriminator_loss(
+        self, real_a: torch.Tensor, real_b: torch.Tensor, fake_b: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """D loss ``0.5 (GAN(D(A, G(A)), fake) + GAN(D(A, B), real))`` (+ gradient penalty).
+
+        Args:
+            real_a: ``(n, Ca, H, W)``; real_b: ``(n, Cb, H, W)``; fake_b: ``(n, Cb, H, W)``
+                detached generator output.
+
+        Returns:
+            The loss and its terms ``D_real``, ``D_fake`` (+ ``D_gp``).
+        """
+        c = self.config
+        net_d = self.nets["D"]
+        fake_ab = torch.cat([real_a, fake_b.to(real_a.dtype)], 1)  # (n, Ca+Cb, H, W)
+        real_ab = torch.cat([real_a, real_b], 1)
+        pred_fake = net_d(fake_ab)  # (n, 1, H', W') logits
+        pred_real = net_d(real_ab)
+        loss_d_fake = self.criterion_gan(pred_fake, False)
+        loss_d_real = self.criterion_gan(pred_real, True)
+        loss_d = 0.5 * (loss_d_fake + loss_d_real)
+        terms = {"D_real": loss_d_real, "D_fake": loss_d_fake}
+        if c.gan_mode is GANMode.WGANGP:
+            with self._autocast_off():
+                penalty, _ = gradient_penalty(net_d, real_ab, fake_ab, lambda_gp=c.lambda_gp)
+            loss_d = loss_d + penalty
+            terms["D_gp"] = penalty
+        return loss_d, terms
+
+    def _generator_loss(
+        self, real_a: torch.Tensor, real_b: torch.Tensor, fake_b: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """G loss ``GAN(D(A, G(A)), real) + lambda_L1 L1(G(A), B)``; terms ``G_GAN``, ``G_L1``."""
+        pred_fake = self.nets["D"](torch.cat([real_a, fake_b.to(real_a.dtype)], 1))
+        loss_g_gan = self.criterion_gan(pred_fake, True)
+        loss_g_l1 = F.l1_loss(fake_b.float(), real_b) * self.config.lambda_L1
+        return loss_g_gan + loss_g_l1, {"G_GAN": loss_g_gan, "G_L1": loss_g_l1}
+
+    def train_step(
+        self, batch: Mapping[str, torch.Tensor], accumulate: int = 1
+    ) -> dict[str, float]:
         """One pix2pix iteration: forward G, update D, then update G with D frozen.
 
         Args:
             batch: ``{"A": (N, Ca, H, W), "B": (N, Cb, H, W)}`` in ``[-1, 1]``.
+            accumulate: micro-batches per step (see :meth:`_accumulated_step`).
 
         Returns:
             ``{"G_GAN", "G_L1", "D_real", "D_fake"}`` (+ ``"D_gp"`` for wgangp).
         """
-        c = self.config
+        accumulate = _check_accumulate(accumulate)
         net_g, net_d = self.nets["G"], self.nets["D"]
         opt_g, opt_d = self.optimizers["G"], self.optimizers["D"]
         real_a, real_b = self._batch(batch)
+        if accumulate > 1:
+            return self._accumulated_step(real_a, real_b, accumulate)
         with self.autocast():  # the step's one autocast; backward runs with it switched off
             fake_b = net_g(real_a)  # (N, Cb, H, W)
 
             # D: real pairs -> real, generated pairs -> fake
             set_requires_grad(net_d, True)
             opt_d.zero_grad(set_to_none=True)
-            fake_ab = torch.cat([real_a, fake_b.detach().to(real_a.dtype)], 1)  # (N, Ca+Cb, H, W)
-            real_ab = torch.cat([real_a, real_b], 1)
-            pred_fake = net_d(fake_ab)  # (N, 1, H', W') logits
-            pred_real = net_d(real_ab)
-            loss_d_fake = self.criterion_gan(pred_fake, False)
-            loss_d_real = self.criterion_gan(pred_real, True)
-            loss_d = 0.5 * (loss_d_fake + loss_d_real)
-            losses = {"D_real": loss_d_real, "D_fake": loss_d_fake}
-            if c.gan_mode is GANMode.WGANGP:
-                with self._autocast_off():
-                    penalty, _ = gradient_penalty(net_d, real_ab, fake_ab, lambda_gp=c.lambda_gp)
-                loss_d = loss_d + penalty
-                losses["D_gp"] = penalty
+            loss_d, losses = self._discriminator_loss(real_a, real_b, fake_b.detach())
             self._backward_step(loss_d, opt_d)
 
             # G: fool D, stay close to B
             set_requires_grad(net_d, False)
             opt_g.zero_grad(set_to_none=True)
-            pred_fake = net_d(torch.cat([real_a, fake_b.to(real_a.dtype)], 1))
-            loss_g_gan = self.criterion_gan(pred_fake, True)
-            loss_g_l1 = F.l1_loss(fake_b.float(), real_b) * c.lambda_L1
-            self._backward_step(loss_g_gan + loss_g_l1, opt_g)
+            loss_g, g_terms = self._generator_loss(real_a, real_b, fake_b)
+            self._backward_step(loss_g, opt_g)
         self.scaler.update()
         set_requires_grad(net_d, True)
         self.steps += 1
-        losses = {"G_GAN": loss_g_gan, "G_L1": loss_g_l1, **losses}
+        losses = {**g_terms, **losses}
         return {name: float(value.detach()) for name, value in losses.items()}
+
+    def _accumulated_step(
+        self, real_a: torch.Tensor, real_b: torch.Tensor, accumulate: int
+    ) -> dict[str, float]:
+        """The pix2pix iteration over micro-batches, holding one micro-batch's graph at a time.
+
+        1. Each micro-batch's ``G(A_i)`` is computed without a graph, under the global RNG
+           state saved before it (dropout masks), and only the detached outputs are kept.
+        2. D: ``sum_i w_i loss_D_i`` is back-propagated micro-batch by micro-batch, then D steps.
+        3. G (D frozen, already updated, as in the one-pass step): for each micro-batch the
+           saved RNG state is restored and ``G(A_i)`` recomputed with a graph (the same values
+           as in 1: same weights, same dropout masks), ``w_i loss_G_i`` back-propagated; G steps.
+
+        ``w_i = n_i / N``. The recomputation's extra batch-norm running-statistics updates are
+        undone (G's buffers are those after 1), and the global RNG continues from where the D
+        update left it. Costs one extra generator forward per micro-batch.
+        """
+        net_g, net_d = self.nets["G"], self.nets["D"]
+        opt_g, opt_d = self.optimizers["G"], self.optimizers["D"]
+        parts = self._micro_batches(real_a, real_b, accumulate)
+        last = len(parts) - 1
+        states = []
+        fakes = []
+        for a, _, _ in parts:
+            states.append(self._rng_state())
+            with torch.no_grad(), self.autocast():
+                fakes.append(net_g(a).detach())  # (n_i, Cb, H, W)
+        g_buffers = _buffers(net_g)
+
+        sums: dict[str, torch.Tensor] = {}
+        set_requires_grad(net_d, True)
+        opt_d.zero_grad(set_to_none=True)
+        for i, ((a, b, weight), fake_b) in enumerate(zip(parts, fakes, strict=True)):
+            with self._sync_unless(i == last), self.autocast():
+                loss_d, terms = self._discriminator_loss(a, b, fake_b)
+                self._backward(loss_d * weight)
+            _add_weighted(sums, terms, weight)
+        self._step(opt_d)
+        after_d = self._rng_state()
+        del fakes
+
+        set_requires_grad(net_d, False)
+        opt_g.zero_grad(set_to_none=True)
+        for i, ((a, b, weight), state) in enumerate(zip(parts, states, strict=True)):
+            self._set_rng_state(state)
+            with self._sync_unless(i == last), self.autocast():
+                fake_b = net_g(a)
+                loss_g, terms = self._generator_loss(a, b, fake_b)
+                self._backward(loss_g * weight)
+            _add_weighted(sums, terms, weight)
+        self._step(opt_g)
+        _restore_buffers(net_g, g_buffers)
+        self._set_rng_state(after_d)
+        self.scaler.update()
+        set_requires_grad(net_d, True)
+        self.steps += 1
+        order = ("G_GAN", "G_L1", "D_real", "D_fake", "D_gp")
+        return {name: float(sums[name]) for name in order if name in sums}
 
 
 class CycleGAN(TranslationModel):
@@ -652,71 +854,153 @@ class CycleGAN(TranslationModel):
             loss = loss + penalty
         return loss, penalty
 
-    def train_step(self, batch: Mapping[str, torch.Tensor]) -> dict[str, float]:
+    def _generator_losses(
+        self, real_a: torch.Tensor, real_b: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+        """Forward both generators and the generator loss (discriminators frozen).
+
+        Args:
+            real_a: ``(n, Ca, H, W)``; real_b: ``(n, Cb, H, W)``.
+
+        Returns:
+            ``(loss_G, terms, fake_B (n, Cb, H, W), fake_A (n, Ca, H, W))``; terms ``G_A``,
+            ``G_B``, ``cycle_A``, ``cycle_B``, ``idt_A``, ``idt_B`` (weighted).
+        """
+        c = self.config
+        g_a, g_b, d_a, d_b = (self.nets[k] for k in ("G_A", "G_B", "D_A", "D_B"))
+        fake_b = g_a(real_a)  # (n, Cb, H, W)
+        rec_a = g_b(fake_b)  # (n, Ca, H, W)
+        fake_a = g_b(real_b)  # (n, Ca, H, W)
+        rec_b = g_a(fake_a)  # (n, Cb, H, W)
+        zero = torch.zeros((), device=self.device)
+        loss_idt_a = loss_idt_b = zero
+        if self.use_identity:
+            idt_a = g_a(real_b)
+            idt_b = g_b(real_a)
+            weight = c.lambda_identity
+            loss_idt_a = F.l1_loss(idt_a.float(), real_b) * c.lambda_B * weight
+            loss_idt_b = F.l1_loss(idt_b.float(), real_a) * c.lambda_A * weight
+        pred_fake_b = d_a(fake_b)
+        pred_fake_a = d_b(fake_a)
+        loss_g_a = self.criterion_gan(pred_fake_b, True)
+        loss_g_b = self.criterion_gan(pred_fake_a, True)
+        loss_cycle_a = F.l1_loss(rec_a.float(), real_a) * c.lambda_A
+        loss_cycle_b = F.l1_loss(rec_b.float(), real_b) * c.lambda_B
+        loss_g = loss_g_a + loss_g_b + loss_cycle_a + loss_cycle_b + loss_idt_a + loss_idt_b
+        terms = {
+            "G_A": loss_g_a,
+            "cycle_A": loss_cycle_a,
+            "idt_A": loss_idt_a,
+            "G_B": loss_g_b,
+            "cycle_B": loss_cycle_b,
+            "idt_B": loss_idt_b,
+        }
+        return loss_g, terms, fake_b, fake_a
+
+    def _discriminators_loss(
+        self, real_a: torch.Tensor, real_b: torch.Tensor, fake_b: torch.Tensor, fake_a: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Both discriminators' loss on the pooled fakes (the pools are queried and updated).
+
+        Returns:
+            ``(loss_D_A + loss_D_B, terms)``; terms ``D_A``, ``D_B`` (+ ``D_A_gp``, ``D_B_gp``).
+        """
+        pooled_b = self.pools["fake_B"].query(fake_b.detach().float())
+        loss_d_a, gp_a = self._discriminator_loss(self.nets["D_A"], real_b, pooled_b)
+        pooled_a = self.pools["fake_A"].query(fake_a.detach().float())
+        loss_d_b, gp_b = self._discriminator_loss(self.nets["D_B"], real_a, pooled_a)
+        terms = {"D_A": loss_d_a, "D_B": loss_d_b}
+        if gp_a is not None and gp_b is not None:
+            terms["D_A_gp"] = gp_a
+            terms["D_B_gp"] = gp_b
+        return loss_d_a + loss_d_b, terms
+
+    _LOSS_ORDER = (
+        "D_A",
+        "G_A",
+        "cycle_A",
+        "idt_A",
+        "D_B",
+        "G_B",
+        "cycle_B",
+        "idt_B",
+        "D_A_gp",
+        "D_B_gp",
+    )
+
+    def train_step(
+        self, batch: Mapping[str, torch.Tensor], accumulate: int = 1
+    ) -> dict[str, float]:
         """One CycleGAN iteration: update G_A and G_B with D frozen, then D_A and D_B.
+
+        With ``accumulate = k > 1``: for each of ``k`` micro-batches the generators' forward
+        and ``w_i loss_G_i`` backward (``w_i = n_i / N``), keeping only the detached fakes; G
+        steps; then for each micro-batch the pools are queried with its fakes (in order: the
+        pools see the same images in the same order as in one pass) and ``w_i loss_D_i`` is
+        back-propagated; D steps.
 
         Args:
             batch: ``{"A": (N, Ca, H, W), "B": (N, Cb, H, W)}`` in ``[-1, 1]`` (unpaired).
+            accumulate: micro-batches per step.
 
         Returns:
             ``{"D_A", "G_A", "cycle_A", "idt_A", "D_B", "G_B", "cycle_B", "idt_B"}``
             (+ ``"D_A_gp"``, ``"D_B_gp"`` for wgangp).
         """
-        c = self.config
-        g_a, g_b, d_a, d_b = (self.nets[k] for k in ("G_A", "G_B", "D_A", "D_B"))
+        accumulate = _check_accumulate(accumulate)
+        d_a, d_b = self.nets["D_A"], self.nets["D_B"]
+        opt_g, opt_d = self.optimizers["G"], self.optimizers["D"]
         real_a, real_b = self._batch(batch)
+        if accumulate > 1:
+            return self._accumulated_step(real_a, real_b, accumulate)
         with self.autocast():  # the step's one autocast; backward runs with it switched off
-            fake_b = g_a(real_a)  # (N, Cb, H, W)
-            rec_a = g_b(fake_b)  # (N, Ca, H, W)
-            fake_a = g_b(real_b)  # (N, Ca, H, W)
-            rec_b = g_a(fake_a)  # (N, Cb, H, W)
-
             # generators
             set_requires_grad([d_a, d_b], False)
-            opt_g = self.optimizers["G"]
             opt_g.zero_grad(set_to_none=True)
-            zero = torch.zeros((), device=self.device)
-            loss_idt_a = loss_idt_b = zero
-            if self.use_identity:
-                idt_a = g_a(real_b)
-                idt_b = g_b(real_a)
-                weight = c.lambda_identity
-                loss_idt_a = F.l1_loss(idt_a.float(), real_b) * c.lambda_B * weight
-                loss_idt_b = F.l1_loss(idt_b.float(), real_a) * c.lambda_A * weight
-            pred_fake_b = d_a(fake_b)
-            pred_fake_a = d_b(fake_a)
-            loss_g_a = self.criterion_gan(pred_fake_b, True)
-            loss_g_b = self.criterion_gan(pred_fake_a, True)
-            loss_cycle_a = F.l1_loss(rec_a.float(), real_a) * c.lambda_A
-            loss_cycle_b = F.l1_loss(rec_b.float(), real_b) * c.lambda_B
-            loss_g = loss_g_a + loss_g_b + loss_cycle_a + loss_cycle_b + loss_idt_a + loss_idt_b
+            loss_g, terms, fake_b, fake_a = self._generator_losses(real_a, real_b)
             self._backward_step(loss_g, opt_g)
 
             # discriminators, fed from the pools of past fakes
             set_requires_grad([d_a, d_b], True)
-            opt_d = self.optimizers["D"]
             opt_d.zero_grad(set_to_none=True)
-            pooled_b = self.pools["fake_B"].query(fake_b.detach().float())
-            loss_d_a, gp_a = self._discriminator_loss(d_a, real_b, pooled_b)
-            pooled_a = self.pools["fake_A"].query(fake_a.detach().float())
-            loss_d_b, gp_b = self._discriminator_loss(d_b, real_a, pooled_a)
-            self._backward_step(loss_d_a + loss_d_b, opt_d)
+            loss_d, d_terms = self._discriminators_loss(real_a, real_b, fake_b, fake_a)
+            self._backward_step(loss_d, opt_d)
         self.scaler.update()
         self.steps += 1
-        losses = {
-            "D_A": loss_d_a,
-            "G_A": loss_g_a,
-            "cycle_A": loss_cycle_a,
-            "idt_A": loss_idt_a,
-            "D_B": loss_d_b,
-            "G_B": loss_g_b,
-            "cycle_B": loss_cycle_b,
-            "idt_B": loss_idt_b,
-        }
-        if gp_a is not None and gp_b is not None:
-            losses["D_A_gp"] = gp_a
-            losses["D_B_gp"] = gp_b
-        return {name: float(value.detach()) for name, value in losses.items()}
+        losses = {**terms, **d_terms}
+        return {name: float(losses[name].detach()) for name in self._LOSS_ORDER if name in losses}
+
+    def _accumulated_step(
+        self, real_a: torch.Tensor, real_b: torch.Tensor, accumulate: int
+    ) -> dict[str, float]:
+        """:meth:`train_step` over micro-batches (one micro-batch's graph at a time)."""
+        d_a, d_b = self.nets["D_A"], self.nets["D_B"]
+        opt_g, opt_d = self.optimizers["G"], self.optimizers["D"]
+        parts = self._micro_batches(real_a, real_b, accumulate)
+        last = len(parts) - 1
+        sums: dict[str, torch.Tensor] = {}
+        fakes = []
+        set_requires_grad([d_a, d_b], False)
+        opt_g.zero_grad(set_to_none=True)
+        for i, (a, b, weight) in enumerate(parts):
+            with self._sync_unless(i == last), self.autocast():
+                loss_g, terms, fake_b, fake_a = self._generator_losses(a, b)
+                self._backward(loss_g * weight)
+            fakes.append((fake_b.detach(), fake_a.detach()))
+            _add_weighted(sums, terms, weight)
+        self._step(opt_g)
+
+        set_requires_grad([d_a, d_b], True)
+        opt_d.zero_grad(set_to_none=True)
+        for i, ((a, b, weight), (fake_b, fake_a)) in enumerate(zip(parts, fakes, strict=True)):
+            with self._sync_unless(i == last), self.autocast():
+                loss_d, terms = self._discriminators_loss(a, b, fake_b, fake_a)
+                self._backward(loss_d * weight)
+            _add_weighted(sums, terms, weight)
+        self._step(opt_d)
+        self.scaler.update()
+        self.steps += 1
+        return {name: float(sums[name]) for name in self._LOSS_ORDER if name in sums}
 
 
 class UNetRegression(TranslationModel):
@@ -741,18 +1025,36 @@ class UNetRegression(TranslationModel):
         self.optimizers["G"] = self._adam(self.nets["G"].parameters())
         self._finish_setup()
 
-    def train_step(self, batch: Mapping[str, torch.Tensor]) -> dict[str, float]:
+    def train_step(
+        self, batch: Mapping[str, torch.Tensor], accumulate: int = 1
+    ) -> dict[str, float]:
         """One Adam step on ``MSE(G(A), (B + 1) / 2)``.
 
         Args:
             batch: ``{"A": (N, Ca, H, W), "B": (N, Cb, H, W)}`` in ``[-1, 1]``.
+            accumulate: micro-batches per step: ``w_i MSE_i`` (``w_i = n_i / N``) is
+                back-propagated micro-batch by micro-batch, then Adam steps once.
 
         Returns:
             ``{"MSE": value}`` in [0, 1] image units.
         """
+        accumulate = _check_accumulate(accumulate)
         real_a, real_b = self._batch(batch)
         opt = self.optimizers["G"]
         opt.zero_grad(set_to_none=True)
+        if accumulate > 1:
+            parts = self._micro_batches(real_a, real_b, accumulate)
+            sums: dict[str, torch.Tensor] = {}
+            for i, (a, b, weight) in enumerate(parts):
+                with self._sync_unless(i == len(parts) - 1), self.autocast():
+                    pred01 = self.nets["G"](a)  # (n_i, Cb, H, W) in [0, 1]
+                    loss = F.mse_loss(pred01.float(), (b + 1.0) * 0.5)
+                    self._backward(loss * weight)
+                _add_weighted(sums, {"MSE": loss}, weight)
+            self._step(opt)
+            self.scaler.update()
+            self.steps += 1
+            return {"MSE": float(sums["MSE"])}
         with self.autocast():  # the step's one autocast; backward runs with it switched off
             pred01 = self.nets["G"](real_a)  # (N, Cb, H, W) in [0, 1]
             loss = F.mse_loss(pred01.float(), (real_b + 1.0) * 0.5)

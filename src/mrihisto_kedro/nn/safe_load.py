@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["UnsafeFileError", "load_weights_only"]
+__all__ = ["UnsafeFileError", "load_versioned", "load_weights_only"]
 
 
 class UnsafeFileError(ValueError):
@@ -45,3 +45,28 @@ def load_weights_only(path: str | os.PathLike[str], what: str = "file") -> Any:
             "not unpickle it. Export the model with mrihisto_kedro.nn.training.export_generator "
             "(or torch.save a state_dict) from a source you trust"
         ) from None
+
+
+def load_versioned(
+    path: str | os.PathLike[str], what: str, file_format: str, version: int
+) -> dict[str, Any]:
+    """:func:`load_weights_only` of a dict that names its ``format`` and ``format_version``.
+
+    Args:
+        path: the ``.pt`` file.
+        what: what the file should be (``checkpoint``, ``DCGAN checkpoint``), for the messages.
+        file_format: the ``format`` value the file must hold.
+        version: the ``format_version`` value the file must hold.
+
+    Raises:
+        ValueError: the file is not a dict of that format, or of another version.
+    """
+    payload = load_weights_only(path, what)
+    if not isinstance(payload, dict) or payload.get("format") != file_format:
+        raise ValueError(f"{path}: not a {file_format} file")
+    if payload.get("format_version") != version:
+        raise ValueError(
+            f"{path}: {what} format version {payload.get('format_version')!r} is not "
+            f"supported (expected {version})"
+        )
+    return payload

@@ -76,7 +76,7 @@ from mrihisto_kedro.nn.distributed import (
 )
 from mrihisto_kedro.nn.generators import build_generator
 from mrihisto_kedro.nn.models import TranslationModel
-from mrihisto_kedro.nn.safe_load import load_weights_only
+from mrihisto_kedro.nn.safe_load import load_versioned, load_weights_only
 
 __all__ = [
     "CHECKPOINT_NAME",
@@ -502,15 +502,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     Raises:
         ValueError: the file is not a checkpoint of this format.
     """
-    payload = load_weights_only(path, "checkpoint")
-    if not isinstance(payload, dict) or payload.get("format") != _CHECKPOINT_FORMAT:
-        raise ValueError(f"{path}: not a {_CHECKPOINT_FORMAT} file")
-    if payload.get("format_version") != _FORMAT_VERSION:
-        raise ValueError(
-            f"{path}: checkpoint format version {payload.get('format_version')!r} is not "
-            f"supported (expected {_FORMAT_VERSION})"
-        )
-    return payload
+    return load_versioned(path, "checkpoint", _CHECKPOINT_FORMAT, _FORMAT_VERSION)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -530,11 +522,13 @@ def _check_loader(loader: Any, name: str) -> None:
         and loader.num_workers > 0
         and loader.persistent_workers
         and callable(getattr(loader.dataset, "set_epoch", None))
+        and not getattr(loader.dataset, "epoch_shared", False)
     ):
         warnings.warn(
             f"{name} has persistent_workers=True: the workers keep their copy of the dataset, "
             "so set_epoch does not reach them and augmentation repeats every epoch; use "
-            "persistent_workers=False",
+            "persistent_workers=False (or keep the epoch in shared memory, as "
+            "TileSetTorchDataset does, and set its epoch_shared = True)",
             stacklevel=3,
         )
 
@@ -552,6 +546,7 @@ def train(
     n_samples: int = 4,
     max_val_batches: int | None = None,
     seed: int | None = None,
+    accumulate: int = 1,
 ) -> TrainingResult:
     """Train ``model`` for ``epochs`` epochs (see the module docstring for what each epoch does).
 
@@ -571,6 +566,8 @@ def train(
         n_samples: images per sample batch.
         max_val_batches: validate on at most this many batches.
         seed: seed of a fresh run's global RNGs (default ``model.config.seed``).
+        accumulate: micro-batches per step (gradient accumulation,
+            ``model.train_step(batch, accumulate=...)``; 1: one pass per batch).
 
     Returns:
         A :class:`TrainingResult`.
@@ -587,6 +584,8 @@ def train(
         raise ValueError(f"sample_every must be an integer >= 0, got {sample_every!r}")
     if resume and checkpoint_dir is None:
         raise ValueError("resume=True needs a checkpoint_dir")
+    if isinstance(accumulate, bool) or not isinstance(accumulate, int) or accumulate < 1:
+        raise ValueError(f"accumulate must be an integer >= 1, got {accumulate!r}")
     _check_loader(train_loader, "train_loader")
     here = world()
     ckpt_path = None if checkpoint_dir is None else Path(checkpoint_dir) / CHECKPOINT_NAME
@@ -628,7 +627,7 @@ def train(
         last_batch: Mapping[str, Any] | None = None
         with ddp.training():
             for batch in train_loader:
-                for name, value in model.train_step(batch).items():
+                for name, value in model.train_step(batch, accumulate=accumulate).items():
                     sums[name] = sums.get(name, 0.0) + value
                 n_batches += 1
                 last_batch = batch

@@ -54,41 +54,35 @@ from .registration import nodes as reg
 
 __all__ = [
     "NODE_PARAMETERS",
+    "ParsedAs",
     "check_pipeline_parameters",
-    "check_training",
     "search_conflicts",
 ]
-
-Check = Callable[[Any, str], None]
 
 
 @dataclass(frozen=True)
 class ParsedAs:
-    """A check that parses the value as ``params_class`` (errors name the dotted key)."""
+    """A check that parses the value as ``params_class`` (errors name the dotted key).
+
+    Attributes:
+        params_class: the parameter dataclass the node parses the value as.
+        searched: the value is an experiment's ``training``: also report command-line model
+            values that its search would replace (:func:`search_conflicts`).
+    """
 
     params_class: type
+    searched: bool = False
 
     def __call__(self, values: Any, key: str) -> None:
         parse_params(self.params_class, values, key)
 
 
-def parsed_as(cls: type) -> ParsedAs:
-    """A check that parses the value as ``cls`` (errors name the dotted key)."""
-    return ParsedAs(cls)
+_DE = ParsedAs(de.DataEngineeringParams)
+_REG = ParsedAs(reg.RegistrationStudyParams)
 
-
-def check_training(values: Any, key: str) -> None:
-    """``<experiment>.training``: the dataclass, which checks the model's config and every
-    choice of the search (:class:`~mrihisto_kedro.tracking.training_params.TrainingParams`)."""
-    parse_params(TrainingParams, values, key)
-
-
-_DE = parsed_as(de.DataEngineeringParams)
-_REG = parsed_as(reg.RegistrationStudyParams)
-
-NODE_PARAMETERS: dict[Callable[..., Any], dict[str, Check]] = {
-    demo.make_demo: {"parameters": parsed_as(DemoParams)},
-    demo.make_msi_demo: {"parameters": parsed_as(demo.MsiDemoNodeParams)},
+NODE_PARAMETERS: dict[Callable[..., Any], dict[str, ParsedAs]] = {
+    demo.make_demo: {"parameters": ParsedAs(DemoParams)},
+    demo.make_msi_demo: {"parameters": ParsedAs(demo.MsiDemoNodeParams)},
     de.validate_manifest: {"parameters": _DE},
     de.split_by_specimen: {"parameters": _DE},
     de.downsample_slides: {"parameters": _DE},
@@ -97,25 +91,26 @@ NODE_PARAMETERS: dict[Callable[..., Any], dict[str, Check]] = {
     de.qc_figures: {"parameters": _DE},
     reg.register_pairs: {"parameters": _REG},
     reg.register_pairs_from_control_points: {"parameters": _REG},
-    mo.build_pair_tiles: {"tiling": parsed_as(PairTilingParams)},
-    mo.build_volume_tiles: {"tiling": parsed_as(VolumeTilingParams)},
-    mo.train_experiment: {"training": check_training},
-    ev.evaluate_experiment: {"evaluation": parsed_as(EvaluationParams)},
-    ev.synthesise_slides: {"synthesis": parsed_as(SynthesisParams)},
-    inf.synthesise_new_slide: {"inference": parsed_as(inf.InferenceParams)},
-    inf.translate_new_volume: {"inference_volume": parsed_as(inf.VolumeInferenceParams)},
-    ms.train_sequence_dcgan_node: {"dcgan": parsed_as(ms.DCGANTrainingParams)},
-    ms.synthesise_sequences: {"synthesis": parsed_as(ms.SynthesisParams)},
+    mo.build_pair_tiles: {"tiling": ParsedAs(PairTilingParams)},
+    mo.build_volume_tiles: {"tiling": ParsedAs(VolumeTilingParams)},
+    # the dataclass checks the model's config and every choice of the search
+    mo.train_experiment: {"training": ParsedAs(TrainingParams, searched=True)},
+    ev.evaluate_experiment: {"evaluation": ParsedAs(EvaluationParams)},
+    ev.synthesise_slides: {"synthesis": ParsedAs(SynthesisParams)},
+    inf.synthesise_new_slide: {"inference": ParsedAs(inf.InferenceParams)},
+    inf.translate_new_volume: {"inference_volume": ParsedAs(inf.VolumeInferenceParams)},
+    ms.train_sequence_dcgan_node: {"dcgan": ParsedAs(ms.DCGANTrainingParams)},
+    ms.synthesise_sequences: {"synthesis": ParsedAs(ms.SynthesisParams)},
     ms.sequence_table_node: {
-        "table": parsed_as(ms.SequenceTableParams),
-        "synthesis": parsed_as(ms.SynthesisParams),
+        "table": ParsedAs(ms.SequenceTableParams),
+        "synthesis": ParsedAs(ms.SynthesisParams),
     },
-    msi.assign_msi_splits: {"parameters": parsed_as(SplitFractions)},
-    msi.build_peak_stacks: {"parameters": parsed_as(SpectraParams)},
-    msi.reduce_peak_stacks: {"parameters": parsed_as(ReductionParams)},
-    msi.register_msi_pairs: {"parameters": parsed_as(MsiRegistrationParams)},
-    msi.build_msi_tiles: {"parameters": parsed_as(MsiTilingParams)},
-    msi.build_msi_whole_views: {"parameters": parsed_as(MsiWholeViewParams)},
+    msi.assign_msi_splits: {"parameters": ParsedAs(SplitFractions)},
+    msi.build_peak_stacks: {"parameters": ParsedAs(SpectraParams)},
+    msi.reduce_peak_stacks: {"parameters": ParsedAs(ReductionParams)},
+    msi.register_msi_pairs: {"parameters": ParsedAs(MsiRegistrationParams)},
+    msi.build_msi_tiles: {"parameters": ParsedAs(MsiTilingParams)},
+    msi.build_msi_whole_views: {"parameters": ParsedAs(MsiWholeViewParams)},
 }
 
 
@@ -126,7 +121,7 @@ def _unwrapped(func: Callable[..., Any]) -> Callable[..., Any]:
     return func
 
 
-def parameter_inputs(pipeline: Pipeline) -> Iterable[tuple[str, str, str, Check | None]]:
+def parameter_inputs(pipeline: Pipeline) -> Iterable[tuple[str, str, str, ParsedAs | None]]:
     """``(node name, argument, params dataset, check)`` of every ``params:`` input."""
     for node in pipeline.nodes:
         func = _unwrapped(node.func)
@@ -178,7 +173,7 @@ def search_conflicts(key: str, training: Any, runtime_params: dict[str, Any] | N
 
 
 def _problem(
-    dataset: str, check: Check, values: Any, runtime_params: dict[str, Any] | None
+    dataset: str, check: ParsedAs, values: Any, runtime_params: dict[str, Any] | None
 ) -> str | None:
     """What is wrong with one ``params:`` dataset (``None``: nothing)."""
     key = dataset.removeprefix("params:")
@@ -186,7 +181,7 @@ def _problem(
         check(values, key)
     except (ParameterError, ValueError, TypeError) as exc:
         return str(exc)
-    if check is check_training and (conflicts := search_conflicts(key, values, runtime_params)):
+    if check.searched and (conflicts := search_conflicts(key, values, runtime_params)):
         return "\n  - ".join(conflicts)
     return None
 

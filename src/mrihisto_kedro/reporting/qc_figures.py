@@ -1,13 +1,16 @@
-"""Quality-control figures for a pair (no Kedro imports). Axes are in millimetres."""
+"""Quality-control figures for a pair (no Kedro imports). Axes are in millimetres.
+
+Figures are ``matplotlib.figure.Figure`` objects built without ``pyplot``, as in the other
+reporting modules: importing this module used to switch the whole process to the Agg
+backend, which left a notebook that loaded the project (``%load_ext kedro.ipython``) without
+inline figures.
+"""
 
 from __future__ import annotations
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 
 
 def _extent(shape: tuple[int, ...], spacing_mm: tuple[float, float]) -> tuple[float, ...]:
@@ -15,7 +18,7 @@ def _extent(shape: tuple[int, ...], spacing_mm: tuple[float, float]) -> tuple[fl
     return (0.0, cols * spacing_mm[0], rows * spacing_mm[1], 0.0)
 
 
-def _outline(ax: plt.Axes, mask: np.ndarray, spacing_mm: tuple[float, float], color: str) -> None:
+def _outline(ax: Axes, mask: np.ndarray, spacing_mm: tuple[float, float], color: str) -> None:
     """Draw the 0.5 iso-line of ``mask`` at pixel centres, in mm, on an image axis (y down)."""
     rows, cols = mask.shape
     xs = (np.arange(cols) + 0.5) * spacing_mm[0]
@@ -50,7 +53,8 @@ def pair_qc_figure(
     Returns:
         A matplotlib figure (the caller saves and closes it).
     """
-    fig, axes = plt.subplots(1, 2, figsize=(12, 5.5), dpi=100)
+    fig = Figure(figsize=(12, 5.5), dpi=100)
+    axes = fig.subplots(1, 2)
     ax_mri, ax_slide = axes
     ax_mri.imshow(mri, cmap="gray", extent=_extent(mri.shape, mri_spacing_mm))
     _outline(ax_mri, mri_mask, mri_spacing_mm, "lime")

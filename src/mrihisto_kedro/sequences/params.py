@@ -14,6 +14,7 @@ from typing import Annotated, TypedDict
 
 from mrihisto_kedro.evaluation.backends import WeightPaths
 from mrihisto_kedro.evaluation.tiles import TileEvaluationParams
+from mrihisto_kedro.nn.checkpoint_store import ResumePolicy
 from mrihisto_kedro.nn.dcgan import DCGANConfig
 from mrihisto_kedro.nn.style_transfer import PoolingKind, StyleTransferParams, VGGArch
 from mrihisto_kedro.params import Params, Range, fail
@@ -57,10 +58,21 @@ class DCGANTrainingParams(Params):
         model: :class:`~mrihisto_kedro.nn.dcgan.DCGANConfig` (``image_size`` 64 or 128: the
             slices are resized to it; ``epochs``, ``batch_size``, ``lr``, ``lr_D``, ...),
             validated with the rest (``missing_sequences.dcgan.model.<key>`` in errors).
+        processes: train data-parallel in this many processes on this machine (the Kedro
+            process is rank 0 and starts the others; :mod:`mrihisto_kedro.nn.distributed`):
+            the global batch is ``model.batch_size * processes``; on CUDA one GPU per process.
+            Ignored under ``torchrun``, which sets the number of processes itself.
+        resume: ``auto`` continues the training from its checkpoint of the same parameters
+            (after a kill, or to more ``model.epochs``); ``never`` trains from epoch 0, as the
+            translation models' ``training.resume``
+            (:class:`~mrihisto_kedro.nn.checkpoint_store.ResumePolicy`;
+            :func:`~mrihisto_kedro.sequences.dcgan_training.train_split_dcgan`).
     """
 
     split: str = "train"
     model: DCGANConfig = field(default_factory=DCGANConfig)
+    processes: Annotated[int, Range(ge=1)] = 1
+    resume: ResumePolicy = ResumePolicy.AUTO
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,9 @@ from mlflow.models import infer_signature
 
 from mrihisto_kedro.nn.device import describe_numerics
 from mrihisto_kedro.nn.distributed import is_main
+from mrihisto_kedro.nn.experiment import model_config
 from mrihisto_kedro.nn.training import EpochReport
+from mrihisto_kedro.tracking.experiment_view import prepare_experiment
 
 
 def flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -50,8 +52,9 @@ def training_run(
 
     Parameters are logged flattened (``model.lr``) and, for the paper's search space, also
     under their short names (``gan_mode``, ``lr``, ``beta1``, ``lambda_L1``) so runs of all
-    experiments compare in one table, with ``total_epochs`` (``n_epochs + n_epochs_decay``:
-    the epochs the run trains, where ``n_epochs`` is only those at the initial lr).
+    experiments compare in one table, with ``total_epochs`` (:func:`total_epochs`: the epochs
+    the run trains; ``model.n_epochs`` counts only those at the initial lr). The experiment is
+    prepared for the MLflow UI on first use (:func:`~.experiment_view.prepare_experiment`).
 
     ``run_id`` continues that run (a training resumed from its checkpoint logs its remaining
     epochs into the run it started; the run is tagged ``resumed``). A run id the tracking store
@@ -73,18 +76,29 @@ def training_run(
             run_tags["resumed_under"] = parent.info.run_id
     start_name = None if run_id is not None else name
     with mlflow.start_run(run_id=run_id, run_name=start_name, nested=nested, tags=run_tags) as run:
+        prepare_experiment(run.info.experiment_id)
         flat = flatten(params)
         short = {
             k.split(".")[-1]: v
             for k, v in flat.items()
-            if k.split(".")[-1] in ("gan_mode", "lr", "beta1", "lambda_L1", "n_epochs")
+            if k.split(".")[-1] in ("gan_mode", "lr", "beta1", "lambda_L1")
         }
-        if isinstance(flat.get("model.n_epochs"), int):  # n_epochs alone misleads (15 of 30)
-            short["total_epochs"] = flat["model.n_epochs"] + int(
-                flat.get("model.n_epochs_decay") or 0
-            )
+        epochs = total_epochs(params)
+        if epochs is not None:
+            short["total_epochs"] = epochs
         log_params_once({**flat, **short})
         yield run.info.run_id
+
+
+def total_epochs(params: Mapping[str, Any]) -> int | None:
+    """The epochs a training runs, ``n_epochs + n_epochs_decay`` of its model config (the
+    model type's defaults included), from ``params`` with ``model_type`` and ``model``;
+    ``None`` for other parameters (a search's parent run)."""
+    model = params.get("model")
+    if "model_type" not in params or not isinstance(model, Mapping):
+        return None
+    config = model_config(str(params["model_type"]), model)
+    return int(config.n_epochs + config.n_epochs_decay)
 
 
 def _inherited_tags(parent: mlflow.ActiveRun | None) -> dict[str, str]:

@@ -16,6 +16,7 @@ from kedro.runner import SequentialRunner
 from kedro_datasets.pandas import CSVDataset
 from matplotlib.figure import Figure
 
+from mrihisto_kedro.datasets.checkpoint_store_dataset import CheckpointStoreDataset
 from mrihisto_kedro.datasets.tileset_dataset import TileSetDataset
 from mrihisto_kedro.datasets.torch_state_dataset import TorchStateDataset
 from mrihisto_kedro.evaluation.table import TABLE_COLUMNS
@@ -41,8 +42,9 @@ def _catalog(
     folder: Path,
 ) -> DataCatalog:
     """The modelling outputs the pipeline reads and its parameters in memory; the three
-    intermediate datasets in ``folder`` with the project's own dataset types (so the run also
-    checks that they survive being saved and loaded); the other outputs in memory."""
+    intermediate datasets and the DCGAN's checkpoint store in ``folder`` with the project's own
+    dataset types (so the run also checks that they survive being saved and loaded); the other
+    outputs in memory."""
     catalog = DataCatalog(
         {
             "missing_sequences.dcgan": TorchStateDataset(
@@ -51,6 +53,9 @@ def _catalog(
             "missing_sequences.synthetic": TileSetDataset(filepath=str(folder / "synthetic")),
             "missing_sequences.refinement_history": CSVDataset(
                 filepath=str(folder / "refinement_history.csv"), save_args={"index": False}
+            ),
+            "missing_sequences.dcgan_checkpoints": CheckpointStoreDataset(
+                path=str(folder / "checkpoints")
             ),
         }
     )
@@ -68,6 +73,7 @@ def test_pipeline_inputs_outputs_and_catalog() -> None:
         "t1_to_t2.tileset",
         "t1_to_t2.generator",
         "t1_to_t2_pix2pix.generator",
+        "missing_sequences.dcgan_checkpoints",
         "params:missing_sequences.dcgan",
         "params:missing_sequences.synthesis",
         "params:missing_sequences.table",
@@ -83,6 +89,9 @@ def test_pipeline_inputs_outputs_and_catalog() -> None:
     )
     catalog = loader["catalog"]
     assert outputs <= set(catalog), outputs - set(catalog)
+    store = catalog["missing_sequences.dcgan_checkpoints"]
+    assert store["type"].endswith("CheckpointStoreDataset")
+    assert store["path"].endswith("06_models/missing_sequences/checkpoints")
     assert catalog["missing_sequences.table"]["filepath"].endswith(
         "08_reporting/missing_sequences/table.csv"
     )
@@ -142,6 +151,8 @@ def test_pipeline_runs_on_tiny_inputs(
     # the intermediate datasets the catalog persists: the DCGAN state and the synthetic slices
     state = torch.load(tmp_path / "dcgan.pt", weights_only=True)
     assert state["format"] == "mrihisto-dcgan" and state["training_split"] == "train"
+    (last,) = (tmp_path / "checkpoints").glob("dcgan-*/dcgan/last.pt")  # the DCGAN checkpointed
+    assert torch.load(last, weights_only=True)["epoch"] == 2
     synthetic = catalog.load("missing_sequences.synthetic")
     assert isinstance(synthetic, TileSet) and len(synthetic) == 4 * len(method_order())
     (run,) = mlflow.search_runs(search_all_experiments=True, output_format="list")

@@ -20,6 +20,9 @@ import SimpleITK as sitk
 import torch
 from tiny_modelling import TINY_TRAINING
 
+from mrihisto_kedro.datasets import sitk_dataset
+from mrihisto_kedro.datasets.sitk_dataset import SimpleITKImageDataset
+from mrihisto_kedro.datasets.staged_partitioned_dataset import StagedPartitionedDataset
 from mrihisto_kedro.imaging.mri import (
     MriNormalisation,
     NormalisationRecordError,
@@ -188,6 +191,41 @@ def test_pairs_normalised_differently_are_refused(
     mri = {"p1": pair_inputs["aligned_mri"]["p1"](), "p2": other}
     with pytest.raises(NormalisationRecordError, match=r"\(2, 98\) in p1; \(1, 99.5\) in p2"):
         _pair_tiles({**pair_inputs, "aligned_mri": memory_loaders(mri)}, tile_size=32)
+
+
+def test_the_normalisation_is_read_from_the_headers_and_the_pixels_by_tiling_only(
+    pair_inputs: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The aligned MRI as the catalog loads it (a folder of .mha partitions): the recorded
+    normalisation comes from the files' headers, so tiling alone reads the pixels (plan, cut);
+    a file without the record is still refused, naming the pair and the re-runs."""
+    images = {k: load() for k, load in pair_inputs["aligned_mri"].items()}
+    reads: list[str] = []
+
+    def counted(path: Any, **kwargs: Any) -> sitk.Image:
+        reads.append(Path(path).stem)
+        return read_image(path, **kwargs)
+
+    monkeypatch.setattr(sitk_dataset, "read_image", counted)
+
+    def folder(name: str, partitions: dict[str, sitk.Image]) -> Any:
+        dataset = StagedPartitionedDataset(
+            path=str(tmp_path / name), dataset=SimpleITKImageDataset, filename_suffix=".mha"
+        )
+        dataset.save(partitions)
+        return dataset.load()
+
+    job = _pair_tiles({**pair_inputs, "aligned_mri": folder("aligned", images)}, tile_size=32)
+    assert isinstance(job, PairTilesJob) and reads == []
+    assert (job.lower_percentile, job.upper_percentile) == (2.0, 98.0)
+    job.write(tmp_path / "tileset")
+    assert sorted(reads) == ["p1", "p1", "p2", "p2"]
+
+    old = folder("old", {**images, "p2": _image(np.ones((ROWS, COLS), np.float32))})
+    with pytest.raises(
+        NormalisationRecordError, match=r"pair p2: records no MRI.*data_engineering.*registration"
+    ):
+        _pair_tiles({**pair_inputs, "aligned_mri": old}, tile_size=32)
 
 
 def test_volume_slices_are_dealt_to_three_splits_with_gaps(

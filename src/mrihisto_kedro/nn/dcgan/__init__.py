@@ -11,7 +11,9 @@ One concept per module, every public name re-exported here:
 - :mod:`.config`: :class:`DCGANConfig` (validated options) and its enums;
 - :mod:`.networks`: :class:`DCGANGenerator` and :class:`DCGANDiscriminator` (the layers);
 - :mod:`.model`: :class:`DCGAN` (networks, optimisers, one iteration, sampling, state dict);
-- :mod:`.training`: :func:`train_dcgan` (the epoch loop, deterministic for a seed on CPU);
+- :mod:`.training`: :func:`train_dcgan` (the epoch loop, deterministic for a seed on CPU;
+  checkpoints and resume; data-parallel inside a ``torch.distributed`` process group) and
+  :func:`load_dcgan_checkpoint`;
 - :mod:`.application`: :func:`discriminator_accuracy` and :func:`augment_with_synthetic`.
 
 Pure PyTorch + numpy (no Kedro).
@@ -21,7 +23,7 @@ from mrihisto_kedro.nn.dcgan.application import augment_with_synthetic, discrimi
 from mrihisto_kedro.nn.dcgan.config import DCGANConfig, GeneratorActivation, NoiseKind
 from mrihisto_kedro.nn.dcgan.model import DCGAN
 from mrihisto_kedro.nn.dcgan.networks import DCGANDiscriminator, DCGANGenerator
-from mrihisto_kedro.nn.dcgan.training import EpochCallback, train_dcgan
+from mrihisto_kedro.nn.dcgan.training import EpochCallback, load_dcgan_checkpoint, train_dcgan
 
 __all__ = [
     "DCGAN",
@@ -33,5 +35,6 @@ __all__ = [
     "NoiseKind",
     "augment_with_synthetic",
     "discriminator_accuracy",
+    "load_dcgan_checkpoint",
     "train_dcgan",
 ]

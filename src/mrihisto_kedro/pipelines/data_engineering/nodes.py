@@ -47,9 +47,9 @@ class DataEngineeringParams(Params):
     ``downsample_factor`` (>= 1; the paper downsampled its .svs slides 15x in QuPath) is used
     by ``downsample_slides`` only: later steps read the factor each downsampled slide records.
     ``slide_mpp`` (µm, > 0) is the fallback level-0 pixel size of slides whose file and manifest
-    row record none. ``executor`` runs the per-pair loop of ``tissue_masks`` sequentially or on
-    threads/processes (same outputs). Every key, default and range is declared here and in the
-    nested classes; the YAML sets only what differs.
+    row record none. ``executor`` runs the per-pair loop of ``tissue_masks`` sequentially, on
+    threads/processes or on a Dask cluster (same outputs). Every key, default and range is
+    declared here and in the nested classes; the YAML sets only what differs.
     """
 
     downsample_factor: Annotated[float, Range(ge=1.0)] = 15.0
@@ -118,11 +118,12 @@ def split_by_specimen(pairs: pd.DataFrame, parameters: dict[str, Any]) -> pd.Dat
 def downsample_slides(
     pairs: pd.DataFrame, slides: dict[str, Loader], parameters: dict[str, Any]
 ) -> dict[str, Callable[[], SlideImage]]:
-    """Downsample each pair's slide by ``downsample_factor``, lazily (one slide at a time).
+    """Downsample each pair's slide by ``downsample_factor``, lazily (one callable per slide).
 
     Returns:
-        ``{pair_id: callable}``; Kedro's ``PartitionedDataset`` calls each when it saves it, so
-        only one slide's pipeline is open at once and pyvips streams it in bounded memory.
+        ``{pair_id: callable}``; the catalog's ``StagedPartitionedDataset`` calls each when it
+        saves it, so only ``parallel_saves`` slides' pipelines (default 1) are open at once and
+        pyvips streams each in bounded memory.
     """
     factor = _params(parameters).downsample_factor
     if "slide_mpp_x_um" not in pairs.columns:

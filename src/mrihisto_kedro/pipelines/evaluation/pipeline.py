@@ -39,7 +39,8 @@ def _synthesis_node(name: str) -> Node:
 def evaluation_pipeline(experiment: Experiment) -> Pipeline:
     """The evaluation of ``experiment`` (namespace ``<name>``: ``<name>.evaluate``, and
     ``<name>.synthesise_slides`` for synthesised experiments) on its tile set, with the
-    generator of :attr:`~mrihisto_kedro.experiments.Experiment.model`."""
+    generator of :attr:`~mrihisto_kedro.experiments.Experiment.model`; tagged with its task
+    and its group (kedro-viz filters, ``kedro run --tags=...``)."""
     name = experiment.name
     nodes = [
         Node(
@@ -59,7 +60,8 @@ def evaluation_pipeline(experiment: Experiment) -> Pipeline:
         nodes.append(_synthesis_node(name))
         inputs |= {k: k for k in _SYNTHESIS_INPUTS}
         parameters["params:synthesis"] = "params:synthesis"
-    evaluation = Pipeline(nodes, namespace=name, inputs=inputs, parameters=parameters)
+    tags = experiment.task.value
+    evaluation = Pipeline(nodes, namespace=name, inputs=inputs, parameters=parameters, tags=tags)
     return grouped(experiment, evaluation)
 
 

@@ -15,8 +15,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from mrihisto_kedro.imaging.tileset import TileSet
+from mrihisto_kedro.nn.checkpoint_store import CheckpointStore
 from mrihisto_kedro.nn.dcgan import DCGAN
-from mrihisto_kedro.nn.device import Precision, numerics_report, select_device
 from mrihisto_kedro.params import parse_params
 from mrihisto_kedro.reporting.sequence_figures import example_figure
 from mrihisto_kedro.sequences import (
@@ -55,31 +55,27 @@ def _log_epoch(epoch: int, means: Mapping[str, float], model: DCGAN) -> None:
 
 
 def train_sequence_dcgan_node(
-    tileset: TileSet, dcgan: dict[str, Any]
+    tileset: TileSet, dcgan: dict[str, Any], checkpoints: CheckpointStore | None = None
 ) -> tuple[dict[str, Any], pd.DataFrame]:
     """Train the DCGAN on the T2 slices of the training split (an MLflow run).
+
+    With ``checkpoints`` (the catalog's ``missing_sequences.dcgan_checkpoints``) every epoch is
+    checkpointed and the same run after a kill resumes from the last complete epoch
+    (``dcgan.resume: never`` starts again; :func:`~mrihisto_kedro.sequences.train_split_dcgan`).
 
     Returns:
         ``(state, history)``: :meth:`~mrihisto_kedro.nn.dcgan.DCGAN.state_dict` plus
         ``training_split`` (loads with ``weights_only=True``) and one row per epoch (losses,
-        D outputs, ``seconds`` since the start).
+        D outputs, ``seconds`` since the start; NaN for epochs resumed from the checkpoint).
     """
     p = parse_params(DCGANTrainingParams, dcgan, "missing_sequences.dcgan")
     slices = split_slices(tileset, p.split)
-    run_params = {"model": p.model.to_dict(), "split": p.split, "n_images": len(slices)}
+    run_params = {**p.to_dict(), "n_images": len(slices)}  # split, model, processes, resume
     with training_run("missing_sequences-dcgan", run_params, {"experiment": "missing_sequences"}):
-        # the DCGAN trains in fp32 (no autocast) on its configured device
-        log_numerics(numerics_report(select_device(p.model.device), Precision.FP32, False))
-        training = train_split_dcgan(slices, p, _log_epoch)
-        log_summary_metrics({"seconds": training.seconds})
-    logger.info(
-        "DCGAN: %d %s T2 slices at %d px, %d epochs in %.1f s",
-        training.n_slices,
-        p.split,
-        p.model.image_size,
-        p.model.epochs,
-        training.seconds,
-    )
+        training = train_split_dcgan(slices, p, _log_epoch, checkpoints)
+        log_numerics(training.model.numerics())  # device, resolved precision, memory format
+        log_summary_metrics({"seconds": training.seconds, "resumed_epoch": training.resumed_epoch})
+    logger.info("DCGAN: %s", training.summary())
     return training.state, training.history
 
 

@@ -8,13 +8,17 @@ slices, A = T1, B = T2) and two trained T1 -> T2 generators of the modelling pip
     kedro run --pipeline=missing_sequences \\
         --params="missing_sequences.synthesis.refinement.transfer.steps=20"
 
-Nodes: ``train_dcgan`` (T2 slices of the training split) -> ``synthesise`` (every method on the
-test slices, with and without style refinement) -> ``table`` (long metric table, markdown, figure).
+Nodes: ``train_dcgan`` (T2 slices of the training split; checkpointed every epoch in
+``dcgan_checkpoints``, so a killed run resumes: ``missing_sequences.dcgan.resume``) ->
+``synthesise`` (every method on the test slices, with and without style refinement) -> ``table``
+(long metric table, markdown, figure).
 """
 
 from typing import Any
 
 from kedro.pipeline import Node, Pipeline
+
+from mrihisto_kedro.experiments import Task
 
 from .nodes import sequence_table_node, synthesise_sequences, train_sequence_dcgan_node
 
@@ -45,12 +49,13 @@ _TABLE_INPUTS = [
 
 
 def create_pipeline(**kwargs: Any) -> Pipeline:
-    """The ``missing_sequences`` namespace: DCGAN, synthesis with refinement, the table."""
+    """The ``missing_sequences`` namespace: DCGAN, synthesis with refinement, the table; its
+    nodes are tagged ``mri_to_mri`` like the T1 -> T2 experiments they read."""
     template = Pipeline(
         [
             Node(
                 train_sequence_dcgan_node,
-                ["tileset", "params:dcgan"],
+                ["tileset", "params:dcgan", "dcgan_checkpoints"],
                 ["dcgan", "dcgan_history"],
                 name="train_dcgan",
             ),
@@ -63,4 +68,6 @@ def create_pipeline(**kwargs: Any) -> Pipeline:
             Node(sequence_table_node, _TABLE_INPUTS, ["table", "table_md", "figure"], name="table"),
         ]
     )
-    return Pipeline(template, namespace="missing_sequences", inputs=INPUTS)
+    return Pipeline(
+        template, namespace="missing_sequences", inputs=INPUTS, tags=Task.MRI_TO_MRI.value
+    )

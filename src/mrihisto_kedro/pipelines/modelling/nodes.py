@@ -8,12 +8,18 @@ Each node parses its parameters and calls library code: tiling in
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import pandas as pd
 import SimpleITK as sitk
 
-from mrihisto_kedro.imaging.aligned_pairs import aligned_pair_loaders, recorded_pair_normalisation
+from mrihisto_kedro.datasets.sitk_dataset import SimpleITKImageDataset
+from mrihisto_kedro.imaging.aligned_pairs import (
+    aligned_pair_loaders,
+    image_metadata,
+    recorded_pair_normalisation,
+)
 from mrihisto_kedro.imaging.experiment_tiles import pair_tile_set, volume_tile_set
 from mrihisto_kedro.imaging.registration.qc import select_registered_pairs
 from mrihisto_kedro.imaging.tileset import TileSet
@@ -44,15 +50,27 @@ def build_pair_tiles(
     :class:`PairTilesJob` that the tile-set dataset writes one pair at a time (bounded by one
     pair's grid, not by the whole set); whole views (one small image per pair) a TileSet.
     The MRI normalisation recorded in the input spec is the one the aligned MRI files record
-    (data_engineering's when it cut the slices), not today's parameters.
+    (data_engineering's when it cut the slices), not today's parameters: read from the files'
+    headers, so tiling alone reads their pixels.
     """
     p = parse_params(PairTilingParams, tiling, "tiling")
     kept = select_registered_pairs(pairs, registration_report, p.include_flagged_pairs)
-    norm = recorded_pair_normalisation(kept, aligned_mri)
+    headers = {str(k): _header_loader(aligned_mri[str(k)]) for k in kept["pair_id"]}
+    norm = recorded_pair_normalisation(kept, headers)
     loaders = aligned_pair_loaders(
         kept, aligned_mri, aligned_mri_masks, downsampled_slides, slide_masks
     )
     return pair_tile_set(loaders, p, norm)
+
+
+def _header_loader(loader: Loader) -> Loader:
+    """A loader of the metadata alone of the image file that ``loader`` reads, when it is a
+    ``SimpleITKImageDataset`` partition (``PartitionedDataset`` hands out ``dataset.load``);
+    else ``loader`` itself (partitions held in memory)."""
+    dataset = getattr(loader, "__self__", None)
+    if isinstance(dataset, SimpleITKImageDataset):
+        return partial(image_metadata, dataset._filepath)
+    return loader
 
 
 def build_volume_tiles(

@@ -9,8 +9,9 @@ volumes) and ``<name>.train``, with parameters ``params:<name>.tiling`` and
         --params="tiles_256.training.model.gan_mode=lsgan,tiles_256.training.search.n_trials=0"
 
 (a searched key given alone is refused before any work: the search would replace it).
-The nodes of a group's experiments (``msi_to_he``) are tagged with the group, so
-``--tags=msi_to_he`` trains the three MSI models.
+Every experiment's nodes are tagged with its task (``mri_to_histology``, ``mri_to_mri``,
+``msi_to_he``) and the nodes of a group's experiments with the group (``msi_to_he``), so
+``--tags=msi_to_he`` trains the three MSI models and kedro-viz filters by task.
 """
 
 from __future__ import annotations
@@ -54,7 +55,9 @@ def _tiling_node(source: TileSource) -> Node | None:
 
 
 def training_pipeline(experiment: Experiment) -> Pipeline:
-    """``experiment``'s tiling (if modelling cuts its tiles) and training, in its namespace."""
+    """``experiment``'s tiling (if modelling cuts its tiles) and training, in its namespace,
+    tagged with its task (``mri_to_histology``, ``mri_to_mri``, ``msi_to_he``: a kedro-viz
+    filter and ``kedro run --tags=...``)."""
     train = Node(
         bind_experiment(train_experiment, experiment.name),
         ["tileset", "params:training", "checkpoints"],
@@ -71,6 +74,7 @@ def training_pipeline(experiment: Experiment) -> Pipeline:
         [train] if tiling is None else [tiling, train],
         namespace=experiment.name,
         inputs=free or None,
+        tags=experiment.task.value,
     )
 
 

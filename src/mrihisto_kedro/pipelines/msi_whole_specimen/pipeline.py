@@ -39,7 +39,14 @@ def _views_pipeline() -> Pipeline:
     inputs = ["msi_pairs_with_splits", "msi_histology_grid", "msi_registered_black", "msi_coverage"]
     params = ["params:msi_data_engineering.whole_views"]
     node = Node(build_msi_whole_views, [*inputs, *params], "tileset", name="build_whole_views")
-    return Pipeline([node], namespace=WHOLE_EXPERIMENT, inputs=set(inputs), parameters=set(params))
+    task = by_name(WHOLE_EXPERIMENT).task.value  # its tag, as the experiment's other nodes
+    return Pipeline(
+        [node],
+        namespace=WHOLE_EXPERIMENT,
+        inputs=set(inputs),
+        parameters=set(params),
+        tags=task,
+    )
 
 
 def create_pipeline(**kwargs) -> Pipeline:
