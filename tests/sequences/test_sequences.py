@@ -23,6 +23,7 @@ import tiny_sequences as tiny
 import torch
 from kedro.io import DatasetError
 from matplotlib.figure import Figure
+from project_copy import copy_project
 
 from mrihisto_kedro.datasets.torch_state_dataset import TorchStateDataset
 from mrihisto_kedro.evaluation.table import TABLE_COLUMNS, render_markdown
@@ -426,16 +427,8 @@ def test_pix2pix_parameters_parse() -> None:
 
 
 def _copy_project(dest: Path) -> Path:
-    """As ``tests/test_pipelines_run.py``, plus the packaged ICBM152 2 mm pair as raw data."""
-    for name in ("pyproject.toml", ".telemetry"):
-        if (REPO_ROOT / name).exists():
-            shutil.copy(REPO_ROOT / name, dest / name)
-    (dest / "src").mkdir()
-    shutil.copytree(REPO_ROOT / "conf" / "base", dest / "conf" / "base")
-    (dest / "conf" / "local").mkdir(parents=True)
-    for layer in (REPO_ROOT / "data").iterdir():
-        if layer.is_dir():
-            (dest / "data" / layer.name).mkdir(parents=True)
+    """:func:`project_copy.copy_project`, plus the packaged ICBM152 2 mm pair as raw data."""
+    copy_project(dest)
     icbm = REPO_ROOT / "src" / "mrihisto_kedro" / "demo" / "data" / "icbm152_2009c_2mm"
     shutil.copytree(icbm, dest / "data" / "01_raw" / "demo" / "icbm152_2009c_2mm")
     return dest
