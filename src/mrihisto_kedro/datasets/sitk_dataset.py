@@ -103,6 +103,11 @@ class SimpleITKImageDataset(AbstractDataset[sitk.Image, sitk.Image]):
         except ValueError:
             self._format = "unsupported"
 
+    @property
+    def filepath(self) -> Path:
+        """The image file this dataset reads and writes."""
+        return self._filepath
+
     def _describe(self) -> dict[str, Any]:
         return {
             "filepath": str(self._filepath),

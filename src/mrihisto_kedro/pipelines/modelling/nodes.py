@@ -69,7 +69,7 @@ def _header_loader(loader: Loader) -> Loader:
     else ``loader`` itself (partitions held in memory)."""
     dataset = getattr(loader, "__self__", None)
     if isinstance(dataset, SimpleITKImageDataset):
-        return partial(image_metadata, dataset._filepath)
+        return partial(image_metadata, dataset.filepath)
     return loader
 
 
